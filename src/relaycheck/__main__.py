@@ -1,0 +1,3 @@
+from relaycheck.cli import entry_point
+
+entry_point()

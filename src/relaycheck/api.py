@@ -1,0 +1,137 @@
+"""The Python API: user inputs (hosts, host:port, IPs, domains) -> targets -> ``Report``.
+
+``await check(["example.com"], CheckOptions())`` expands domains through MX (implicit MX / A
+fallback, null MX reported), tests every address of every MX host separately, and returns the
+report. Input problems (bad syntax, NXDOMAIN, null MX) become ``InputProblem`` entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from relaycheck.dns import (
+    is_ip,
+    lookup_addresses,
+    lookup_mx,
+    make_resolver,
+    split_host_port,
+    valid_hostname,
+)
+from relaycheck.engine import EngineOptions, check_target
+from relaycheck.errors import DnsError, UsageError
+from relaycheck.model import Exchange, InputProblem, Report, Target, TargetReport, Transport
+
+PORT_TRANSPORT = {25: Transport.PLAIN, 465: Transport.TLS, 587: Transport.PLAIN}
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    transport: Transport | None = None  # None: by port (465 implicit TLS, else plain)
+    resolver: str | None = None  # IP[:PORT] of the DNS server to ask; None: the system's
+    use_mx: bool = True  # names without a port are looked up as mail domains first
+    concurrency: int = 8  # targets tested at once
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One user input, parsed: ``host`` is a name or an IP, ``port`` None when not given."""
+
+    given: str
+    host: str
+    port: int | None
+
+
+def parse_target(text: str) -> TargetSpec:
+    """Parse ``host``, ``host:port``, ``IP``, ``[IPv6]:port``; raise ``UsageError`` when malformed."""
+    if not text.strip():
+        raise UsageError("empty target")
+    host, port = split_host_port(text, default_port=None)
+    host = host.rstrip(".").lower()
+    if not (is_ip(host) or valid_hostname(host)):
+        raise UsageError(f"not a host name, IP address or domain: {text!r}")
+    return TargetSpec(given=text, host=host, port=port)
+
+
+async def expand(spec: TargetSpec, options: CheckOptions) -> list[Target]:
+    """The SMTP endpoints one input stands for. Raises ``DnsError`` with a one-line reason."""
+    port = spec.port or 25
+    transport = options.transport or PORT_TRANSPORT.get(port, Transport.PLAIN)
+    if is_ip(spec.host):
+        return [Target(host=spec.host, port=port, transport=transport, address=spec.host)]
+    resolver = make_resolver(options.resolver) if (options.resolver or "." in spec.host) else None
+    if spec.port is None and options.use_mx and resolver is not None:
+        mx = await lookup_mx(resolver, spec.host)
+        if mx is not None:
+            if not mx or all(m.host in ("", ".") for m in mx):
+                raise DnsError(f"{spec.host} publishes a null MX (RFC 7505): it accepts no mail")
+            targets: list[Target] = []
+            for entry in mx:
+                for address in await lookup_addresses(resolver, entry.host):
+                    targets.append(
+                        Target(
+                            host=entry.host,
+                            port=port,
+                            transport=transport,
+                            address=address,
+                            domain=spec.host,
+                            mx_preference=entry.preference,
+                        )
+                    )
+            return targets
+        # No MX at all: the implicit MX is the name itself (RFC 5321 §5.1).
+    return [
+        Target(host=spec.host, port=port, transport=transport, address=address, domain=None)
+        for address in await lookup_addresses(resolver, spec.host)
+    ]
+
+
+async def check(
+    inputs: str | Sequence[str],
+    options: CheckOptions | None = None,
+    *,
+    on_exchange: Callable[[Target, int, Exchange], None] | None = None,
+) -> Report:
+    """Test every target the inputs stand for; never raises for network or DNS trouble."""
+    options = options or CheckOptions()
+    given = [inputs] if isinstance(inputs, str) else list(inputs)
+    started_wall = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.monotonic()
+    specs = [parse_target(text) for text in given]  # UsageError: the caller's input is wrong
+
+    problems: list[InputProblem] = []
+    targets: list[Target] = []
+    expansions = await asyncio.gather(*(expand(s, options) for s in specs), return_exceptions=True)
+    for spec, expanded in zip(specs, expansions, strict=True):
+        if isinstance(expanded, DnsError):
+            problems.append(InputProblem(spec.given, str(expanded)))
+        elif isinstance(expanded, BaseException):
+            raise expanded
+        else:
+            targets += [t for t in expanded if t not in targets]
+
+    gate = asyncio.Semaphore(max(1, options.concurrency))
+
+    async def one(target: Target) -> TargetReport:
+        async with gate:
+            hook = None
+            if on_exchange is not None:
+                def hook(index: int, exchange: Exchange, _t: Target = target) -> None:
+                    on_exchange(_t, index, exchange)
+            return await check_target(target, options.engine, on_exchange=hook)
+
+    reports = await asyncio.gather(*(one(t) for t in targets))
+    from relaycheck import __version__
+
+    return Report(
+        targets=tuple(reports),
+        problems=tuple(problems),
+        started=started_wall,
+        duration=time.monotonic() - started,
+        tool_version=__version__,
+        mode="data-probe" if options.engine.data_probe else "probe",
+    )

@@ -1,0 +1,211 @@
+"""Command line: ``relaycheck check TARGET…`` and ``relaycheck demo`` (the default).
+
+The only place (with the web entry point) that starts an event loop. Every error relaycheck
+raises on purpose becomes one line on stderr and an exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import click
+
+from relaycheck.api import CheckOptions, check
+from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
+from relaycheck.errors import RelaycheckError, UsageError
+from relaycheck.model import Report, Transport
+from relaycheck.render.json import render_json
+from relaycheck.render.text import render_text
+from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
+
+
+def _address(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain or any(c in value for c in " <>\r\n"):
+        raise click.BadParameter(f"not a mail address: {value!r}")
+    return value
+
+
+def _addresses(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_address(v) for v in values)
+
+
+def _one_address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else _address(value)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="relaycheck")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Tell, with evidence, whether an SMTP server is an open relay.
+
+    Without a command, runs the demo against local servers (no network needed).
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(demo)
+
+
+@cli.command("check")
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the versioned JSON report.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every probe and the full SMTP transcripts.")
+@click.option(
+    "--ext-recipient",
+    "ext_recipients",
+    multiple=True,
+    callback=_addresses,
+    metavar="ADDRESS",
+    help="Outside recipient for relay probes (repeatable; use two unrelated domains). "
+    f"Default: {', '.join(DEFAULT_OUTSIDE)}.",
+)
+@click.option("--sender", callback=_one_address, metavar="ADDRESS", help="Outside sender address.")
+@click.option("--local-domain", metavar="DOMAIN", help="The server's mail domain (default: from DNS/banner).")
+@click.option("--helo", metavar="NAME", help="EHLO name to announce (default: this machine's FQDN).")
+@click.option("--resolver", metavar="IP[:PORT]", help="Ask this DNS server instead of the system's.")
+@click.option(
+    "--retry-budget",
+    type=click.FloatRange(0, 3600),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Keep retrying deferred (4xx, greylisted) probes this long.",
+)
+@click.option(
+    "--data-probe",
+    is_flag=True,
+    help="For accepted recipients, send DATA and hang up on 354 before any content (no message is created).",
+)
+@click.option(
+    "--transport",
+    type=click.Choice([t.value for t in Transport]),
+    help="plain, starttls or tls (implicit TLS). Default: tls on port 465, plain otherwise.",
+)
+@click.option("--no-mx", is_flag=True, help="Treat names as hosts: do not look up MX records.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 600),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Per-step timeout (greeting, each reply).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 10),
+    default=3,
+    show_default=True,
+    help="Connections at once per host.",
+)
+def check_command(
+    targets: tuple[str, ...],
+    as_json: bool,
+    verbose: bool,
+    ext_recipients: tuple[str, ...],
+    sender: str | None,
+    local_domain: str | None,
+    helo: str | None,
+    resolver: str | None,
+    retry_budget: float,
+    data_probe: bool,
+    transport: str | None,
+    no_mx: bool,
+    timeout: float,
+    max_connections: int,
+) -> None:
+    """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
+    outside = ext_recipients or DEFAULT_OUTSIDE
+    if len({a.rpartition("@")[2].lower() for a in outside}) < 2:
+        click.echo(
+            "relaycheck: note: with a single outside domain a backup MX for it looks like an "
+            "open relay; give a second --ext-recipient at an unrelated domain.",
+            err=True,
+        )
+    engine = EngineOptions(
+        ext_recipients=outside,
+        sender=sender,
+        local_domain=local_domain.lower().rstrip(".") if local_domain else None,
+        helo=helo or default_helo(),
+        retry_budget=retry_budget,
+        data_probe=data_probe,
+        max_connections=max_connections,
+        command_timeout=timeout,
+        greeting_timeout=timeout,
+        connect_timeout=min(timeout, 10.0),
+    )
+    options = CheckOptions(
+        engine=engine,
+        transport=Transport(transport) if transport else None,
+        resolver=resolver,
+        use_mx=not no_mx,
+    )
+    report = asyncio.run(check(list(targets), options))
+    _emit(report, as_json=as_json, verbose=verbose)
+    raise SystemExit(summarize(report).exit_code)
+
+
+def _emit(report: Report, *, as_json: bool, verbose: bool) -> None:
+    if as_json:
+        click.echo(render_json(report), nl=False)
+    else:
+        click.echo(render_text(report, verbose=verbose, color=sys.stdout.isatty()), nl=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of text.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every probe and the SMTP transcripts.")
+def demo(as_json: bool = False, verbose: bool = False) -> None:
+    """Check local demo servers (open, closed, percent hack, greylisting, 454) — no network."""
+    from relaycheck.demo import DEMO_LOCAL_DOMAIN, DEMO_OUTSIDE, demo_servers
+
+    with demo_servers() as servers:
+        if not as_json:
+            click.echo("relaycheck demo: local SMTP servers with known behaviours on loopback:")
+            for server in servers:
+                click.echo(f"  {server.address:<22} {server.behaviour:<18} expected: {server.expected}")
+            click.echo()
+        engine = EngineOptions(
+            ext_recipients=DEMO_OUTSIDE, local_domain=DEMO_LOCAL_DOMAIN, helo="relaycheck.demo.test"
+        )
+        report = asyncio.run(check([s.address for s in servers], CheckOptions(engine=engine)))
+    _emit(report, as_json=as_json, verbose=verbose)
+    wrong = [
+        f"{s.behaviour}: got {t.verdict.kind}, expected {s.expected}"
+        for s, t in zip(servers, report.targets, strict=True)
+        if t.verdict.kind is not s.expected
+    ]
+    if not as_json:
+        click.echo("demo: every verdict as expected" if not wrong else "demo: UNEXPECTED " + "; ".join(wrong))
+    raise SystemExit(EXIT_INCONCLUSIVE if wrong else EXIT_OK)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (for tests and ``entry_point``)."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="relaycheck", standalone_mode=False)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except click.exceptions.Abort:
+        click.echo("relaycheck: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except UsageError as exc:
+        click.echo(f"relaycheck: {exc}", err=True)
+        return EXIT_USAGE
+    except RelaycheckError as exc:
+        click.echo(f"relaycheck: {exc}", err=True)
+        return EXIT_INCONCLUSIVE
+    except KeyboardInterrupt:
+        click.echo("relaycheck: interrupted", err=True)
+        return 130
+    return EXIT_OK
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+

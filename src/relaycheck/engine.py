@@ -1,0 +1,487 @@
+"""One target: preflight, spread the battery over a few connections, retries (DESIGN §5).
+
+Speed comes from doing little: one preflight, at most ``max_connections`` connections at once,
+each carrying a chunk of probes small enough to stay under typical error limits (Postfix slows
+down after 10 errors in a session), the whole chunk pipelined in one write when the server
+offers PIPELINING. Politeness comes from the same limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
+from relaycheck.errors import ConnectError, ProtocolError, TlsError, TransportError
+from relaycheck.model import (
+    Confidence,
+    Exchange,
+    Observation,
+    Outcome,
+    ProbeKind,
+    Reply,
+    SessionFacts,
+    Stage,
+    Target,
+    TargetReport,
+    Transport,
+    Verdict,
+    VerdictKind,
+)
+from relaycheck.smtp.session import PartialReplies, SessionConfig, SmtpSession
+from relaycheck.smtp.wire import banner_host, mail_from, rcpt_to
+from relaycheck.verdict import classify_reply, decide, is_tls_required, relay_domains_of
+
+DEFAULT_OUTSIDE = ("relaycheck-probe@gmail.com", "relaycheck-probe@outlook.com")
+MAX_ATTEMPTS = 3  # per probe, across dropped connections
+
+
+def default_helo() -> str:
+    name = socket.getfqdn()
+    return name if "." in name and not name.startswith("localhost") else "relaycheck.invalid"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    ext_recipients: tuple[str, ...] = DEFAULT_OUTSIDE
+    sender: str | None = None  # default: relaycheck@<second outside domain>
+    local_domain: str | None = None
+    helo: str = field(default_factory=default_helo)
+    retry_budget: float = 0.0  # seconds to keep retrying deferred probes (greylisting)
+    retry_first_wait: float = 1.0
+    data_probe: bool = False
+    max_connections: int = 3  # at once, per host
+    probes_per_connection: int = 9  # stays under Postfix's smtpd_soft_error_limit (10)
+    connect_timeout: float = 10.0
+    command_timeout: float = 30.0
+    greeting_timeout: float = 30.0
+    deadline: float = 300.0  # per target, on top of the retry budget
+
+    @property
+    def sender_address(self) -> str:
+        if self.sender:
+            return self.sender
+        domain = self.ext_recipients[-1].rpartition("@")[2]
+        return f"relaycheck@{domain}"
+
+
+def ip_literal(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"[IPv6:{ip.compressed}]" if ip.version == 6 else f"[{ip}]"
+
+
+@dataclass
+class _Run:
+    """Mutable bookkeeping for one target (kept out of the pure layers)."""
+
+    target: Target
+    options: EngineOptions
+    deadline: float
+    on_exchange: Callable[[int, Exchange], None] | None = None
+    sessions: list[SmtpSession] = field(default_factory=list)
+    peer: str | None = None
+    tls_phase: bool = False  # relay probes run over STARTTLS
+
+    def new_session(self) -> SmtpSession:
+        session = SmtpSession(
+            self.target.host,
+            self.target.port,
+            SessionConfig(
+                helo_name=self.options.helo,
+                connect_timeout=self.options.connect_timeout,
+                greeting_timeout=self.options.greeting_timeout,
+                command_timeout=self.options.command_timeout,
+                deadline=self.deadline,
+            ),
+            address=self.peer or self.target.address or self.target.host,
+            transport=Transport.TLS if self.target.transport is Transport.TLS else (
+                Transport.STARTTLS if self.tls_phase else Transport.PLAIN
+            ),
+            index=len(self.sessions),
+            on_exchange=self.on_exchange,
+        )
+        self.sessions.append(session)
+        return session
+
+    async def open(self) -> tuple[SmtpSession, Reply, Reply]:
+        """Connect, greet, EHLO (and STARTTLS + EHLO again in the TLS phase)."""
+        session = self.new_session()
+        greeting = await session.connect()
+        if greeting.code != 220:
+            return session, greeting, greeting
+        ehlo_reply, _ = await session.ehlo()
+        if self.tls_phase and self.target.transport is not Transport.TLS:
+            tls_reply = await session.starttls()
+            if tls_reply.code != 220:
+                raise TlsError(f"STARTTLS refused: {tls_reply}")
+            ehlo_reply, _ = await session.ehlo()
+        return session, greeting, ehlo_reply
+
+
+def _transcript_lines(probes: Sequence[PlannedProbe], quit_at_end: bool) -> list[str]:
+    lines: list[str] = []
+    for number, probe in enumerate(probes):
+        if number:
+            lines.append("RSET")
+        lines += [mail_from(probe.mail_from), rcpt_to(probe.rcpt_to)]
+    if quit_at_end:
+        lines.append("QUIT")
+    return lines
+
+
+@dataclass(frozen=True)
+class _ProbeReplies:
+    probe: PlannedProbe
+    mail: Reply | None
+    rcpt: Reply | None
+
+
+def _observation(
+    result: _ProbeReplies, *, tls: bool, connection: int, attempts: int
+) -> Observation:
+    probe = result.probe
+    if result.mail is not None and result.mail.code // 100 != 2:
+        stage, reply = Stage.MAIL, result.mail
+    else:
+        stage, reply = Stage.RCPT, result.rcpt
+    assert reply is not None
+    classified = classify_reply(stage, reply)
+    return Observation(
+        probe_id=probe.id,
+        kind=probe.kind,
+        title=probe.title,
+        mail_from=probe.mail_from,
+        rcpt_to=probe.rcpt_to,
+        outcome=classified.outcome,
+        stage=stage,
+        reply=reply,
+        reason=classified.reason,
+        outside_domain=probe.outside_domain,
+        local_part_trick=probe.local_part_trick,
+        domain_check=probe.domain_check,
+        tls=tls,
+        connection=connection,
+        attempts=attempts,
+    )
+
+
+def _failed(probe: PlannedProbe, reason: str, *, attempts: int, connection: int) -> Observation:
+    return Observation(
+        probe_id=probe.id,
+        kind=probe.kind,
+        title=probe.title,
+        mail_from=probe.mail_from,
+        rcpt_to=probe.rcpt_to,
+        outcome=Outcome.ERROR,
+        stage=Stage.CONNECT,
+        reply=None,
+        reason=reason,
+        outside_domain=probe.outside_domain,
+        local_part_trick=probe.local_part_trick,
+        domain_check=probe.domain_check,
+        connection=connection,
+        attempts=attempts,
+    )
+
+
+async def _run_chunk(
+    session: SmtpSession, probes: Sequence[PlannedProbe], pipelining: bool
+) -> tuple[list[_ProbeReplies], str | None]:
+    """Run probes on an open session. Returns the completed ones and why it stopped early."""
+    done: list[_ProbeReplies] = []
+    if pipelining:
+        lines = _transcript_lines(probes, quit_at_end=True)
+        try:
+            replies = await session.pipeline(lines)
+            stop = None
+        except PartialReplies as partial:
+            replies, stop = partial.replies, str(partial.cause)
+        position = 0
+        for number, probe in enumerate(probes):
+            if number:
+                position += 1  # RSET
+            if position + 1 >= len(replies):
+                break
+            mail, rcpt = replies[position], replies[position + 1]
+            position += 2
+            if 421 in (mail.code, rcpt.code):
+                return done, f"server closed the session: {mail if mail.code == 421 else rcpt}"
+            done.append(_ProbeReplies(probe, mail, rcpt))
+        session.close()
+        return done, stop
+    try:
+        for number, probe in enumerate(probes):
+            if number:
+                await session.command("RSET")
+            mail = await session.command(mail_from(probe.mail_from))
+            if mail.code == 421:
+                return done, f"server closed the session: {mail}"
+            rcpt = None
+            if mail.code // 100 == 2:
+                rcpt = await session.command(rcpt_to(probe.rcpt_to))
+                if rcpt.code == 421:
+                    return done, f"server closed the session: {rcpt}"
+            done.append(_ProbeReplies(probe, mail, rcpt if rcpt is not None else mail))
+    except PartialReplies as partial:
+        return done, str(partial.cause)
+    await session.quit()
+    return done, None
+
+
+async def _battery(
+    run: _Run,
+    probes: list[PlannedProbe],
+    first: tuple[SmtpSession, bool] | None,
+    attempts: dict[str, int],
+) -> dict[str, Observation]:
+    """Run ``probes`` over at most ``max_connections`` concurrent connections.
+
+    Chunks that were cut short (421, drop) are re-queued on fresh connections, with smaller
+    chunks from then on: the server has told us its limit.
+    """
+    results: dict[str, Observation] = {}
+    per_connection = max(1, run.options.probes_per_connection)
+    queue: list[PlannedProbe] = list(probes)
+    lock = asyncio.Lock()
+    preopened = [first] if first else []
+
+    async def take() -> list[PlannedProbe]:
+        async with lock:
+            chunk = queue[:per_connection]
+            del queue[: len(chunk)]
+            return chunk
+
+    async def worker() -> None:
+        nonlocal per_connection
+        while True:
+            chunk = await take()
+            if not chunk:
+                return
+            for probe in chunk:
+                attempts[probe.id] = attempts.get(probe.id, 0) + 1
+            index = len(run.sessions)
+            try:
+                if preopened:
+                    session, pipelining = preopened.pop()
+                else:
+                    session, greeting, ehlo = await run.open()
+                    if greeting.code != 220:
+                        raise ConnectError(f"server refused the session: {greeting}")
+                    pipelining = "PIPELINING" in ehlo.text.upper().split()
+                index = session.index
+                done, stop = await _run_chunk(session, chunk, pipelining)
+            except (TransportError, ProtocolError, PartialReplies) as exc:
+                done, stop = [], str(exc)
+            for item in done:
+                results[item.probe.id] = _observation(
+                    item, tls=run.tls_phase or run.target.transport is Transport.TLS,
+                    connection=index, attempts=attempts[item.probe.id],
+                )
+            left = chunk[len(done):]
+            if not left:
+                continue
+            if done:
+                per_connection = max(1, min(per_connection, len(done)))
+            async with lock:
+                for probe in left:
+                    if attempts[probe.id] >= MAX_ATTEMPTS:
+                        results[probe.id] = _failed(
+                            probe, stop or "no reply", attempts=attempts[probe.id], connection=index
+                        )
+                    else:
+                        queue.append(probe)
+
+    workers = max(1, min(run.options.max_connections, -(-len(probes) // per_connection)))
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return results
+
+
+def _slots(run: _Run, facts: SessionFacts) -> Slots:
+    options = run.options
+    host = facts.banner_host or facts.ehlo_host
+    literal = ip_literal(run.peer) if run.peer else f"[{run.target.host}]"
+    local_domain = options.local_domain or run.target.domain or host or literal
+    return Slots(
+        outside=options.ext_recipients,
+        sender_ext=options.sender_address,
+        local_domain=local_domain,
+        host=host or local_domain,
+        ip_literal=literal,
+        random_user="rc-nouser-" + secrets.token_hex(5),
+    )
+
+
+def _unreachable(target: Target, reason: str, started: float, run: _Run | None) -> TargetReport:
+    return TargetReport(
+        target=target,
+        verdict=Verdict(
+            VerdictKind.INCONCLUSIVE,
+            Confidence.UNDETERMINED,
+            f"The server could not be tested: {reason}.",
+            (),
+            "Check the host name and port, and that outbound connections to it are allowed "
+            "from here (many networks block port 25).",
+        ),
+        connections=tuple(s.log() for s in run.sessions) if run else (),
+        round_trips=sum(s.round_trips for s in run.sessions) if run else 0,
+        duration=time.monotonic() - started,
+        error=reason,
+    )
+
+
+async def _data_probe(run: _Run, accepted: list[Observation]) -> dict[str, Observation]:
+    """For each accepted relay probe: MAIL, RCPT, DATA, and hang up on 354 (no message exists)."""
+    gate = asyncio.Semaphore(run.options.max_connections)
+
+    async def one(obs: Observation) -> Observation:
+        async with gate:
+            try:
+                session, greeting, _ = await run.open()
+                if greeting.code != 220:
+                    return obs
+                mail = await session.command(mail_from(obs.mail_from))
+                rcpt = await session.command(rcpt_to(obs.rcpt_to)) if mail.positive else mail
+                if mail.code // 100 != 2 or rcpt.code // 100 != 2:
+                    await session.quit()
+                    return obs
+                data = await session.data_then_abort()
+                if data.code != 354:
+                    await session.quit()
+            except (TransportError, ProtocolError, PartialReplies):
+                return obs
+            return replace(obs, data_reply=data)
+
+    results = await asyncio.gather(*(one(o) for o in accepted))
+    return {o.probe_id: o for o in results}
+
+
+async def check_target(
+    target: Target,
+    options: EngineOptions,
+    *,
+    on_exchange: Callable[[int, Exchange], None] | None = None,
+) -> TargetReport:
+    """Test one SMTP endpoint. Never raises for network trouble: it is reported instead."""
+    started = time.monotonic()
+    deadline = started + options.deadline + options.retry_budget
+    run = _Run(target, options, deadline, on_exchange)
+    run.tls_phase = target.transport is Transport.STARTTLS
+    try:
+        session, greeting, ehlo = await run.open()
+    except (TransportError, ProtocolError, PartialReplies) as exc:
+        return _unreachable(target, str(exc), started, run)
+    run.peer = session.peer_address
+    facts = SessionFacts(
+        banner=greeting,
+        banner_host=banner_host(greeting),
+        ehlo_host=(ehlo.lines[0].split() or [None])[0] if ehlo.code == 250 and ehlo.lines else None,
+        extensions=tuple(line.upper() for line in ehlo.lines[1:]) if ehlo.code == 250 else (),
+        esmtp=ehlo.code == 250 and "EHLO" in (session.exchanges[-1].sent or ""),
+        pipelining=any(line.upper().split(" ")[0] == "PIPELINING" for line in ehlo.lines[1:]),
+        starttls_offered=any(line.upper().split(" ")[0] == "STARTTLS" for line in ehlo.lines[1:]),
+        ip_literal=ip_literal(run.peer) if run.peer else None,
+    )
+    if greeting.code != 220:
+        await session.quit()
+        return _refused_greeting(target, greeting, facts, run, started)
+    slots = _slots(run, facts)
+    facts = replace(facts, local_domain=slots.local_domain)
+    probes = plan_probes(slots)
+    by_id = {p.id: p for p in probes}
+    attempts: dict[str, int] = {}
+    results = await _battery(run, probes, (session, facts.pipelining), attempts)
+
+    needs_tls = [
+        o for o in results.values() if o.reply is not None and is_tls_required(o.reply)
+    ]
+    if needs_tls and not run.tls_phase and target.transport is Transport.PLAIN:
+        facts = replace(facts, tls_required=True)
+        run.tls_phase = True
+        tls_results = await _battery(run, probes, None, {})
+        if any(o.outcome is not Outcome.ERROR for o in tls_results.values()):
+            results = tls_results
+
+    results = await _retry_deferred(run, results, by_id, attempts)
+    results = await _around_relay_domains(run, slots, results, attempts)
+
+    if options.data_probe:
+        accepted = [
+            o for o in results.values() if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED
+        ]
+        results.update(await _data_probe(run, accepted))
+
+    observations = tuple(results[p.id] for p in probes if p.id in results)
+    decision = decide(observations, tls_required=facts.tls_required)
+    return TargetReport(
+        target=replace(target, address=run.peer or target.address),
+        verdict=decision.verdict,
+        facts=facts,
+        observations=observations,
+        findings=decision.findings,
+        connections=tuple(s.log() for s in run.sessions),
+        round_trips=sum(s.round_trips for s in run.sessions),
+        duration=time.monotonic() - started,
+    )
+
+
+async def _around_relay_domains(
+    run: _Run, slots: Slots, results: dict[str, Observation], attempts: dict[str, int]
+) -> dict[str, Observation]:
+    """When the first outside domain is one the server relays for (a backup MX), run the battery
+    again towards an outside domain it refused, so that the verdict rests on the whole battery.
+    The per-domain probes keep their results: they are the relay-domain evidence."""
+    relayed = relay_domains_of(list(results.values()))
+    others = tuple(r for r in slots.outside if r.rpartition("@")[2] not in relayed)
+    if not relayed or not others or slots.outside[0] in others:
+        return results
+    reordered = replace(slots, outside=others + tuple(r for r in slots.outside if r not in others))
+    again = [p for p in plan_probes(reordered) if p.kind is ProbeKind.RELAY and not p.domain_check]
+    return {**results, **await _battery(run, again, None, attempts)}
+
+
+async def _retry_deferred(
+    run: _Run,
+    results: dict[str, Observation],
+    by_id: dict[str, PlannedProbe],
+    attempts: dict[str, int],
+) -> dict[str, Observation]:
+    """Retry 4xx-deferred probes with back-off until they clear or the budget is spent."""
+    budget_end = time.monotonic() + run.options.retry_budget
+    wait = run.options.retry_first_wait
+    while True:
+        deferred = [by_id[o.probe_id] for o in results.values() if o.outcome is Outcome.DEFERRED]
+        left = budget_end - time.monotonic()
+        if not deferred or left <= 0:
+            return results
+        await asyncio.sleep(min(wait, left))
+        wait = min(wait * 2, 30.0)
+        retried = await _battery(run, deferred, None, attempts)
+        for probe_id, obs in retried.items():
+            previous = results[probe_id]
+            results[probe_id] = replace(obs, attempts=previous.attempts + 1)
+
+
+def _refused_greeting(
+    target: Target, greeting: Reply, facts: SessionFacts, run: _Run, started: float
+) -> TargetReport:
+    return TargetReport(
+        target=replace(target, address=run.peer or target.address),
+        verdict=Verdict(
+            VerdictKind.INCONCLUSIVE,
+            Confidence.UNDETERMINED,
+            f"The server refused the session at once ({greeting}). It refuses us; it may still "
+            "relay for others.",
+            (),
+            "Test from another network, or check the configuration with 'relaycheck audit'.",
+        ),
+        facts=facts,
+        connections=tuple(s.log() for s in run.sessions),
+        round_trips=sum(s.round_trips for s in run.sessions),
+        duration=time.monotonic() - started,
+    )
+

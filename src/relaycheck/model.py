@@ -1,0 +1,219 @@
+"""The report model: frozen dataclasses shared by every layer (a leaf: imports nothing of ours).
+
+Vocabulary (DESIGN §1): a *target* is one SMTP endpoint; a *probe* one relay attempt or control;
+an *observation* what one probe produced; a *verdict* the conclusion for a target; a *finding*
+anything else worth telling the admin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+SCHEMA_VERSION = 1
+
+
+class Transport(StrEnum):
+    PLAIN = "plain"
+    STARTTLS = "starttls"
+    TLS = "tls"  # implicit TLS (port 465)
+
+
+class ProbeKind(StrEnum):
+    RELAY = "relay"
+    CONTROL = "control"
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED_POLICY = "rejected-policy"
+    REJECTED_OTHER = "rejected-other"
+    DEFERRED = "deferred"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+class Stage(StrEnum):
+    """Where a probe's outcome was decided."""
+
+    CONNECT = "connect"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+
+
+class VerdictKind(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    INCONCLUSIVE = "inconclusive"
+
+
+class Confidence(StrEnum):
+    CONFIRMED = "confirmed"  # a test message arrived (delivery mode)
+    ACCEPTED_AT_DATA = "accepted-at-data"  # the server answered 354 to DATA
+    ACCEPTED_AT_RCPT = "accepted-at-rcpt"  # the server answered 250/251 to RCPT
+    POLICY_REFUSAL = "policy-refusal"  # closed: every relay path refused for policy
+    UNDETERMINED = "undetermined"  # inconclusive
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One SMTP endpoint. ``address`` is the IP actually connected to when known."""
+
+    host: str
+    port: int = 25
+    transport: Transport = Transport.PLAIN
+    address: str | None = None
+    domain: str | None = None  # the mail domain this target serves, when found through MX
+    mx_preference: int | None = None
+
+    @property
+    def label(self) -> str:
+        shown = self.host
+        if self.address and self.address != self.host:
+            shown = f"{self.host} ({self.address})"
+        suffix = "" if self.transport is Transport.PLAIN else f"/{self.transport}"
+        return f"{shown}:{self.port}{suffix}"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One complete SMTP reply (possibly multi-line)."""
+
+    code: int
+    lines: tuple[str, ...]  # the text of each line, without the code and separator
+    enhanced: str | None = None  # RFC 3463 enhanced status code of the first line, e.g. "5.7.1"
+
+    @property
+    def text(self) -> str:
+        return " ".join(line for line in self.lines if line)
+
+    @property
+    def positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".rstrip()
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One step of a transcript: a command sent and the reply to it (or the greeting)."""
+
+    sent: str | None  # the command line as put on the wire (without CRLF); None for the greeting
+    reply: Reply | None  # None when the peer said nothing (drop, timeout, aborted on purpose)
+    at: float  # seconds since the connection started
+    note: str | None = None  # e.g. "TLS established", "connection dropped"
+
+
+@dataclass(frozen=True)
+class ConnectionLog:
+    index: int
+    transport: Transport
+    tls: bool
+    exchanges: tuple[Exchange, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one probe produced."""
+
+    probe_id: str
+    kind: ProbeKind
+    title: str
+    mail_from: str  # the path exactly as sent after ``MAIL FROM:``
+    rcpt_to: str  # the path exactly as sent after ``RCPT TO:``
+    outcome: Outcome
+    stage: Stage
+    reply: Reply | None  # the reply that decided the outcome
+    reason: str  # why the outcome was chosen, in words
+    outside_domain: str | None = None  # the outside domain this relay probe tried to reach
+    local_part_trick: bool = False  # an address some MTAs take as a local mailbox
+    domain_check: bool = False  # the plain probe run once per outside domain (relay-domain test)
+    tls: bool = False
+    connection: int = 0
+    attempts: int = 1
+    data_reply: Reply | None = None  # with --data-probe: the reply to DATA
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: VerdictKind
+    confidence: Confidence
+    explanation: str  # one paragraph for a human
+    evidence: tuple[str, ...] = ()  # probe ids that support the verdict
+    advice: str | None = None  # what to do next (fix, retry, confirm)
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str  # stable, e.g. "relay-domain", "catch-all", "tls-required"
+    severity: Severity
+    title: str
+    detail: str
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What the preflight learnt about the server."""
+
+    banner: Reply | None = None
+    banner_host: str | None = None
+    ehlo_host: str | None = None
+    extensions: tuple[str, ...] = ()  # EHLO keywords, upper case, with parameters
+    esmtp: bool = True  # False when we had to fall back to HELO
+    pipelining: bool = False
+    starttls_offered: bool = False
+    tls_required: bool = False  # relay probes were refused with "530 ... STARTTLS first"
+    local_domain: str | None = None
+    ip_literal: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    target: Target
+    verdict: Verdict
+    facts: SessionFacts = field(default_factory=SessionFacts)
+    observations: tuple[Observation, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    connections: tuple[ConnectionLog, ...] = ()
+    round_trips: int = 0
+    duration: float = 0.0
+    error: str | None = None  # the target could not be tested at all (refused, timeout…)
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """A user input that produced no target (unresolvable name, null MX…)."""
+
+    given: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class Report:
+    targets: tuple[TargetReport, ...]
+    problems: tuple[InputProblem, ...] = ()
+    started: str = ""  # ISO 8601 UTC
+    duration: float = 0.0
+    tool_version: str = ""
+    mode: str = "probe"  # "probe" or "data-probe"
+    schema_version: int = SCHEMA_VERSION

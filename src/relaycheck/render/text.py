@@ -1,0 +1,123 @@
+"""Human output with rich: the verdict first, then why, then (``verbose``) every transcript.
+
+Every string that came from a server goes through ``escape`` so that a hostile banner cannot
+inject rich markup, and the wire codec has already neutralised terminal control characters.
+"""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from relaycheck.model import (
+    ConnectionLog,
+    Observation,
+    Outcome,
+    ProbeKind,
+    Report,
+    TargetReport,
+    VerdictKind,
+)
+from relaycheck.report import summarize
+
+HEADLINE = {
+    VerdictKind.OPEN: ("OPEN RELAY", "bold white on red"),
+    VerdictKind.CLOSED: ("CLOSED", "bold white on green"),
+    VerdictKind.INCONCLUSIVE: ("INCONCLUSIVE", "bold black on yellow"),
+}
+OUTCOME_STYLE = {
+    Outcome.ACCEPTED: "red",
+    Outcome.REJECTED_POLICY: "green",
+    Outcome.REJECTED_OTHER: "cyan",
+    Outcome.DEFERRED: "yellow",
+    Outcome.ERROR: "magenta",
+    Outcome.SKIPPED: "dim",
+}
+
+
+def render_text(report: Report, *, verbose: bool = False, color: bool = False, width: int = 110) -> str:
+    out = io.StringIO()
+    console = Console(
+        file=out, force_terminal=color, no_color=not color, width=width, highlight=False, soft_wrap=False
+    )
+    for problem in report.problems:
+        console.print(f"[bold yellow]cannot test[/] {escape(problem.given)}: {escape(problem.problem)}")
+    for target in report.targets:
+        _target(console, target, verbose)
+    summary = summarize(report)
+    console.print(
+        f"[bold]{len(report.targets)} target(s):[/] {summary.open} open, {summary.closed} closed, "
+        f"{summary.inconclusive} inconclusive"
+        + (f", {summary.problems} input problem(s)" if summary.problems else "")
+        + f"  ({report.duration:.2f} s, mode: {report.mode})"
+    )
+    return out.getvalue()
+
+
+def _target(console: Console, t: TargetReport, verbose: bool) -> None:
+    label, style = HEADLINE[t.verdict.kind]
+    confidence = "" if t.verdict.kind is VerdictKind.INCONCLUSIVE else f" ({t.verdict.confidence})"
+    console.print(f"[{style}] {label} [/] [bold]{escape(t.target.label)}[/]{escape(confidence)}")
+    if t.target.domain:
+        console.print(f"  MX for {escape(t.target.domain)} (preference {t.target.mx_preference})")
+    console.print("  " + escape(t.verdict.explanation), soft_wrap=True)
+    if t.verdict.advice:
+        console.print(f"  [bold]What to do:[/] {escape(t.verdict.advice)}", soft_wrap=True)
+    if t.facts.banner is not None:
+        console.print(f"  [dim]banner:[/] {escape(str(t.facts.banner))}")
+    accepted = [o for o in t.observations if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED]
+    if accepted:
+        console.print(_probe_table("Relay attempts the server accepted", accepted))
+    for finding in t.findings:
+        console.print(
+            f"  [bold]{escape(finding.code)}[/] ({finding.severity}): {escape(finding.title)}. "
+            f"{escape(finding.detail)}",
+            soft_wrap=True,
+        )
+    if verbose:
+        console.print(_probe_table("Every probe", list(t.observations)))
+        for log in t.connections:
+            _transcript(console, log)
+    console.print(
+        f"  [dim]{len(t.observations)} probes, {len(t.connections)} connection(s), "
+        f"{t.round_trips} round trips, {t.duration:.2f} s[/]"
+    )
+    console.print()
+
+
+def _probe_table(title: str, observations: list[Observation]) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=False, pad_edge=False, box=None)
+    table.add_column("probe", no_wrap=True)
+    table.add_column("MAIL FROM / RCPT TO", overflow="fold")
+    table.add_column("reply", overflow="fold")
+    table.add_column("outcome", no_wrap=True)
+    for o in observations:
+        reply = str(o.reply) if o.reply else o.reason
+        if o.data_reply is not None:
+            reply += f" | DATA: {o.data_reply}"
+        style = OUTCOME_STYLE[o.outcome]
+        table.add_row(
+            o.probe_id,
+            escape(f"{o.mail_from} -> {o.rcpt_to}"),
+            escape(reply),
+            f"[{style}]{o.outcome}[/]" + (" (trick)" if o.local_part_trick else ""),
+        )
+    return table
+
+
+def _transcript(console: Console, log: ConnectionLog) -> None:
+    tls = " TLS" if log.tls else ""
+    console.print(f"  [bold]connection {log.index}[/] ({log.transport}{tls})")
+    for exchange in log.exchanges:
+        stamp = f"{exchange.at * 1000:7.1f} ms"
+        if exchange.sent is not None:
+            console.print(f"    [dim]{stamp}[/] C: {escape(exchange.sent)}")
+        if exchange.reply is not None:
+            for number, line in enumerate(exchange.reply.lines):
+                sep = " " if number == len(exchange.reply.lines) - 1 else "-"
+                console.print(f"    [dim]{stamp}[/] S: {exchange.reply.code}{sep}{escape(line)}")
+        if exchange.note:
+            console.print(f"    [dim]{stamp} -- {escape(exchange.note)}[/]")

@@ -1,0 +1,1 @@
+"""relaycheck's own SMTP client: a sans-I/O codec (``wire``) under a small asyncio session."""

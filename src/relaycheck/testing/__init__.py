@@ -1,0 +1,1 @@
+"""aiosmtpd servers with relay behaviours, shared by tests, the demo and the honeypot."""

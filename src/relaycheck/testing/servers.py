@@ -1,0 +1,370 @@
+"""aiosmtpd servers with specific relay behaviours, for the tests, the demo and the honeypot.
+
+aiosmtpd's own MAIL/RCPT parsing normalises or refuses the odd paths a relay tester sends
+(``u@ext@[ip]``, unbracketed paths, source routes), so ``BehaviourSMTP`` overrides those verbs
+to see the raw arguments and decide like a simple MTA would: a recipient is *local* when its
+domain (after the last ``@``) is one of the server's, *outside* otherwise, and the policy says
+which outside recipients it relays for.
+
+Servers run on their own event loop in a thread (``ServerThread``), bound to loopback port 0,
+so a synchronous caller (the CLI's demo, a CLI test) and an async test can both use them.
+Readiness is signalled with an event, never guessed with a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+LOCAL_USERS = frozenset({"postmaster", "abuse", "alice"})
+
+
+@dataclass(frozen=True)
+class Path:
+    """A naive MTA's reading of a MAIL/RCPT argument."""
+
+    raw: str
+    local: str
+    domain: str  # "" when unqualified
+    source_routed: bool
+
+
+def read_path(arg: str) -> Path:
+    text = arg.strip()
+    # drop ESMTP parameters after the path
+    if text.startswith("<") and ">" in text:
+        text = text[1 : text.rindex(">")]
+    else:
+        text = text.split(" ", 1)[0]
+    routed = text.startswith("@") and ":" in text
+    if routed:
+        text = text.split(":", 1)[1]
+    local, at, domain = text.rpartition("@")
+    if not at:
+        return Path(arg, text, "", routed)
+    return Path(arg, local, domain.lower(), routed)
+
+
+Rule = Callable[["Transaction"], bool]
+
+
+@dataclass(frozen=True)
+class Transaction:
+    mail: Path
+    rcpt: Path
+    tls: bool
+    peer: str
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What a server does. Defaults: a correctly closed MTA for ``relay.test``."""
+
+    name: str
+    hostname: str = "mx.relay.test"
+    local_domains: frozenset[str] = frozenset({"relay.test", "mx.relay.test"})
+    relay_if: Rule = lambda t: False  # when an outside recipient is relayed
+    catch_all: bool = False
+    percent_hack: bool = False  # local part "u%ext" at a local domain is relayed to ext
+    deny_reply: str = "554 5.7.1 <{rcpt}>: Relay access denied"
+    unknown_user_reply: str = "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown"
+    refuse_everything: str | None = None  # reply to every RCPT, postmaster included
+    greylist_delay: float | None = None  # seconds a new (mail, rcpt) pair is deferred
+    require_starttls: bool = False
+    pipelining: bool = True
+    drop_after_commands: int | None = None  # close without a reply after N MAIL/RCPT/RSET
+    errors_before_421: int | None = None  # say 421 and close after N errors in a session
+    refuse_data: bool = False  # accept recipients, refuse DATA (servers that check late)
+    multiline_replies: bool = False  # relay refusals as multi-line replies
+    banner: str | None = None  # full greeting text after "220 " (default: hostname + ESMTP)
+    description: str = ""
+
+
+BEHAVIOURS: dict[str, Behaviour] = {
+    b.name: b
+    for b in (
+        Behaviour("closed", description="refuses relaying for everyone"),
+        Behaviour("open", relay_if=lambda t: True, description="relays for anyone"),
+        Behaviour("percent-only", percent_hack=True, description="relays only through the percent hack"),
+        Behaviour(
+            "null-sender-only",
+            relay_if=lambda t: t.mail.raw.strip().startswith("<>"),
+            description="relays bounces (null sender) only",
+        ),
+        Behaviour(
+            "spoofed-local-sender-only",
+            relay_if=lambda t: t.mail.domain in ("relay.test", "mx.relay.test"),
+            description="relays when the sender claims to be local",
+        ),
+        Behaviour(
+            "source-route-only",
+            relay_if=lambda t: t.rcpt.source_routed,
+            description="honours source routes",
+        ),
+        Behaviour(
+            "greylisting",
+            relay_if=lambda t: True,
+            greylist_delay=0.5,
+            description="an open relay behind greylisting",
+        ),
+        Behaviour(
+            "relay-denied-4xx",
+            deny_reply="454 4.7.1 <{rcpt}>: Relay access denied",
+            description="Postfix's stock defer_unauth_destination",
+        ),
+        Behaviour(
+            "reject-everything",
+            refuse_everything="554 5.7.1 Client host rejected: Access denied",
+            description="refuses every recipient, postmaster included",
+        ),
+        Behaviour(
+            "starttls-required",
+            relay_if=lambda t: t.tls,
+            require_starttls=True,
+            description="requires STARTTLS, then relays",
+        ),
+        Behaviour("catch-all", catch_all=True, description="closed, but takes any local user"),
+        Behaviour(
+            "relay-domain",
+            relay_if=lambda t: t.rcpt.domain == "outside-a.test",
+            description="backup MX for outside-a.test only",
+        ),
+        Behaviour(
+            "refuse-at-data",
+            relay_if=lambda t: True,
+            refuse_data=True,
+            description="accepts any recipient but refuses at DATA",
+        ),
+        Behaviour("no-pipelining", pipelining=False, description="closed, without PIPELINING"),
+        Behaviour("multiline", multiline_replies=True, description="closed, multi-line replies"),
+    )
+}
+
+
+class BehaviourSMTP(SMTP):  # type: ignore[misc]
+    """aiosmtpd's SMTP with MAIL/RCPT/RSET/DATA decided by a ``Behaviour``, on raw arguments."""
+
+    def __init__(self, handler: BehaviourHandler, behaviour: Behaviour, **kwargs: Any) -> None:
+        super().__init__(handler, hostname=behaviour.hostname, **kwargs)
+        self.behaviour = behaviour
+        self.book = handler
+        self._mail: Path | None = None
+        self._rcpts: list[Path] = []
+        self._counted = 0
+        self._errors = 0
+        if behaviour.banner is not None:
+            self.__ident__ = ""
+            self.hostname = behaviour.banner
+
+    async def _reply(self, text: str) -> None:
+        if text[0] in "45":
+            self._errors += 1
+            limit = self.behaviour.errors_before_421
+            if limit is not None and self._errors > limit:
+                await self.push("421 4.7.0 mx.relay.test Error: too many errors")
+                self._close()
+                return
+        await self.push(text)
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _count(self, verb: str, arg: str | None) -> bool:
+        """Record the command; False when the behaviour says to drop the connection now."""
+        self.book.commands.append(f"{verb} {arg}" if arg else verb)
+        self._counted += 1
+        limit = self.behaviour.drop_after_commands
+        if limit is not None and self._counted > limit:
+            self._close()
+            return False
+        return True
+
+    @property
+    def _tls(self) -> bool:
+        return self._tls_protocol is not None
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not self._count("MAIL", arg):
+            return
+        if await self.check_helo_needed():
+            return
+        if not arg or not arg.upper().startswith("FROM:"):
+            await self._reply("501 5.5.4 Syntax: MAIL FROM:<address>")
+            return
+        if self._mail is not None:
+            await self._reply("503 5.5.1 Error: nested MAIL command")
+            return
+        self._mail = read_path(arg[5:])
+        self._rcpts = []
+        await self.push("250 2.1.0 Ok")
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if not self._count("RCPT", arg):
+            return
+        if self._mail is None:
+            await self._reply("503 5.5.1 Error: need MAIL command")
+            return
+        if not arg or not arg.upper().startswith("TO:"):
+            await self._reply("501 5.5.4 Syntax: RCPT TO:<address>")
+            return
+        rcpt = read_path(arg[3:])
+        reply = self._decide(rcpt)
+        if reply.startswith("250"):
+            self._rcpts.append(rcpt)
+        await self._reply(reply)
+
+    def _decide(self, rcpt: Path) -> str:
+        b = self.behaviour
+        assert self._mail is not None
+        shown = f"{rcpt.local}@{rcpt.domain}" if rcpt.domain else rcpt.local
+        if b.refuse_everything:
+            return b.refuse_everything
+        transaction = Transaction(self._mail, rcpt, self._tls, str(self.session.peer[0]))
+        if b.greylist_delay is not None and not self.book.greylist_passed(transaction, b.greylist_delay):
+            return f"451 4.7.1 <{shown}>: Recipient address rejected: Greylisted, try again later"
+        local_names = b.local_domains | {self.book.literal}
+        if rcpt.domain in local_names or not rcpt.domain:
+            if b.percent_hack and "%" in rcpt.local:
+                return "250 2.1.5 Ok"
+            if rcpt.local.lower() in LOCAL_USERS or b.catch_all:
+                return "250 2.1.5 Ok"
+            return b.unknown_user_reply.format(rcpt=shown)
+        if b.relay_if(transaction):
+            return "250 2.1.5 Ok"
+        deny = b.deny_reply.format(rcpt=shown)
+        if b.multiline_replies:
+            code, rest = deny.split(" ", 1)
+            return f"{code}-{rest}\r\n{code}-Relaying is for our own users only.\r\n{code} {rest}"
+        return deny
+
+    async def smtp_RSET(self, arg: str) -> None:
+        if not self._count("RSET", arg):
+            return
+        self._mail = None
+        self._rcpts = []
+        await self.push("250 2.0.0 Ok")
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self.book.commands.append("DATA")
+        if self._mail is None or not self._rcpts:
+            await self._reply("503 5.5.1 Error: need RCPT command")
+            return
+        if self.behaviour.refuse_data:
+            await self._reply("554 5.7.1 Error: relaying denied at DATA")
+            return
+        self.book.data_started += 1
+        # Hand over to aiosmtpd's DATA handling so a real client could complete it; probe mode
+        # never gets this far without hanging up right after 354.
+        self.envelope.mail_from = self._mail.raw
+        self.envelope.rcpt_tos = [r.raw for r in self._rcpts]
+        await super().smtp_DATA(arg)
+
+
+@dataclass
+class BehaviourHandler:
+    """aiosmtpd handler: EHLO keywords, and a record of what clients did (for tests)."""
+
+    behaviour: Behaviour
+    literal: str = "[127.0.0.1]"
+    commands: list[str] = field(default_factory=list)
+    messages: list[Envelope] = field(default_factory=list)
+    data_started: int = 0
+    _first_seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+    def greylist_passed(self, t: Transaction, delay: float) -> bool:
+        key = (t.peer, t.mail.raw, t.rcpt.raw)
+        first = self._first_seen.setdefault(key, time.monotonic())
+        return time.monotonic() - first >= delay
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        keywords = [r for r in responses if "AUTH" not in r]
+        if self.behaviour.pipelining:
+            keywords.insert(-1, "250-PIPELINING")
+        return keywords
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.messages.append(envelope)
+        return "250 2.0.0 Ok: queued"
+
+
+class ServerThread:
+    """Run one behaviour server on its own loop in a thread; ``with`` starts and stops it."""
+
+    def __init__(
+        self,
+        behaviour: Behaviour | str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.behaviour = BEHAVIOURS[behaviour] if isinstance(behaviour, str) else behaviour
+        self.host = host
+        self.port = port
+        self.tls_context = tls_context
+        literal = f"[IPv6:{host}]" if ":" in host else f"[{host}]"
+        self.handler = BehaviourHandler(self.behaviour, literal=literal)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"smtp-{self.behaviour.name}", daemon=True)
+        self._server: asyncio.Server | None = None
+        self._failure: BaseException | None = None
+
+    def _factory(self) -> BehaviourSMTP:
+        return BehaviourSMTP(
+            self.handler,
+            self.behaviour,
+            tls_context=self.tls_context,
+            require_starttls=self.behaviour.require_starttls,
+            loop=self._loop,
+        )
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._server = self._loop.run_until_complete(
+                self._loop.create_server(self._factory, self.host, self.port)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+        except BaseException as exc:  # reported to the starting thread
+            self._failure = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._server.close()
+        self._loop.run_until_complete(self._server.wait_closed())
+        self._loop.close()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self._ready.wait(timeout=10)
+        if self._failure is not None:
+            raise self._failure
+        return self
+
+    def stop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
