@@ -34,7 +34,8 @@ def make_resolver(server: str | None = None, timeout: float = 5.0) -> dns.asyncr
         except dns.resolver.NoResolverConfiguration:
             raise DnsError("no DNS resolver is configured on this machine; use --resolver IP") from None
     else:
-        address, port = split_host_port(server, default_port=53)
+        address, given_port = split_host_port(server, default_port=53)
+        port = given_port or 53
         try:
             ipaddress.ip_address(address)
         except ValueError:

@@ -34,7 +34,7 @@ from relaycheck.model import (
     VerdictKind,
 )
 from relaycheck.smtp.session import PartialReplies, SessionConfig, SmtpSession
-from relaycheck.smtp.wire import banner_host, mail_from, rcpt_to
+from relaycheck.smtp.wire import Ehlo, banner_host, mail_from, rcpt_to
 from relaycheck.verdict import classify_reply, decide, is_tls_required, relay_domains_of
 
 DEFAULT_OUTSIDE = ("relaycheck-probe@gmail.com", "relaycheck-probe@outlook.com")
@@ -108,19 +108,23 @@ class _Run:
         self.sessions.append(session)
         return session
 
-    async def open(self) -> tuple[SmtpSession, Reply, Reply]:
-        """Connect, greet, EHLO (and STARTTLS + EHLO again in the TLS phase)."""
+    async def open(self) -> tuple[SmtpSession, Reply, Ehlo | None]:
+        """Connect, greet, EHLO (and STARTTLS + EHLO again in the TLS phase).
+
+        Returns the session, the greeting and the parsed EHLO reply (None after a HELO
+        fallback, or when the greeting refused us).
+        """
         session = self.new_session()
         greeting = await session.connect()
         if greeting.code != 220:
-            return session, greeting, greeting
-        ehlo_reply, _ = await session.ehlo()
+            return session, greeting, None
+        _, ehlo = await session.ehlo()
         if self.tls_phase and self.target.transport is not Transport.TLS:
             tls_reply = await session.starttls()
             if tls_reply.code != 220:
                 raise TlsError(f"STARTTLS refused: {tls_reply}")
-            ehlo_reply, _ = await session.ehlo()
-        return session, greeting, ehlo_reply
+            _, ehlo = await session.ehlo()
+        return session, greeting, ehlo
 
 
 def _transcript_lines(probes: Sequence[PlannedProbe], quit_at_end: bool) -> list[str]:
@@ -137,19 +141,18 @@ def _transcript_lines(probes: Sequence[PlannedProbe], quit_at_end: bool) -> list
 @dataclass(frozen=True)
 class _ProbeReplies:
     probe: PlannedProbe
-    mail: Reply | None
-    rcpt: Reply | None
+    mail: Reply
+    rcpt: Reply | None  # None when MAIL was refused and RCPT not sent
 
 
 def _observation(
     result: _ProbeReplies, *, tls: bool, connection: int, attempts: int
 ) -> Observation:
     probe = result.probe
-    if result.mail is not None and result.mail.code // 100 != 2:
+    if result.rcpt is None or result.mail.code // 100 != 2:
         stage, reply = Stage.MAIL, result.mail
     else:
         stage, reply = Stage.RCPT, result.rcpt
-    assert reply is not None
     classified = classify_reply(stage, reply)
     return Observation(
         probe_id=probe.id,
@@ -221,12 +224,12 @@ async def _run_chunk(
             mail = await session.command(mail_from(probe.mail_from))
             if mail.code == 421:
                 return done, f"server closed the session: {mail}"
-            rcpt = None
+            answer: Reply | None = None
             if mail.code // 100 == 2:
-                rcpt = await session.command(rcpt_to(probe.rcpt_to))
-                if rcpt.code == 421:
-                    return done, f"server closed the session: {rcpt}"
-            done.append(_ProbeReplies(probe, mail, rcpt if rcpt is not None else mail))
+                answer = await session.command(rcpt_to(probe.rcpt_to))
+                if answer.code == 421:
+                    return done, f"server closed the session: {answer}"
+            done.append(_ProbeReplies(probe, mail, answer))
     except PartialReplies as partial:
         return done, str(partial.cause)
     await session.quit()
@@ -272,7 +275,7 @@ async def _battery(
                     session, greeting, ehlo = await run.open()
                     if greeting.code != 220:
                         raise ConnectError(f"server refused the session: {greeting}")
-                    pipelining = "PIPELINING" in ehlo.text.upper().split()
+                    pipelining = ehlo is not None and ehlo.has("PIPELINING")
                 index = session.index
                 done, stop = await _run_chunk(session, chunk, pipelining)
             except (TransportError, ProtocolError, PartialReplies) as exc:
@@ -379,11 +382,11 @@ async def check_target(
     facts = SessionFacts(
         banner=greeting,
         banner_host=banner_host(greeting),
-        ehlo_host=(ehlo.lines[0].split() or [None])[0] if ehlo.code == 250 and ehlo.lines else None,
-        extensions=tuple(line.upper() for line in ehlo.lines[1:]) if ehlo.code == 250 else (),
-        esmtp=ehlo.code == 250 and "EHLO" in (session.exchanges[-1].sent or ""),
-        pipelining=any(line.upper().split(" ")[0] == "PIPELINING" for line in ehlo.lines[1:]),
-        starttls_offered=any(line.upper().split(" ")[0] == "STARTTLS" for line in ehlo.lines[1:]),
+        ehlo_host=ehlo.host if ehlo else None,
+        extensions=ehlo.keywords if ehlo else (),
+        esmtp=ehlo is not None,
+        pipelining=ehlo is not None and ehlo.has("PIPELINING"),
+        starttls_offered=ehlo is not None and ehlo.has("STARTTLS"),
         ip_literal=ip_literal(run.peer) if run.peer else None,
     )
     if greeting.code != 220:

@@ -39,10 +39,8 @@ class Path:
 def read_path(arg: str) -> Path:
     text = arg.strip()
     # drop ESMTP parameters after the path
-    if text.startswith("<") and ">" in text:
-        text = text[1 : text.rindex(">")]
-    else:
-        text = text.split(" ", 1)[0]
+    bracketed = text.startswith("<") and ">" in text
+    text = text[1 : text.rindex(">")] if bracketed else text.split(" ", 1)[0]
     routed = text.startswith("@") and ":" in text
     if routed:
         text = text.split(":", 1)[1]
@@ -148,7 +146,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
 }
 
 
-class BehaviourSMTP(SMTP):  # type: ignore[misc]
+class BehaviourSMTP(SMTP):
     """aiosmtpd's SMTP with MAIL/RCPT/RSET/DATA decided by a ``Behaviour``, on raw arguments."""
 
     def __init__(self, handler: BehaviourHandler, behaviour: Behaviour, **kwargs: Any) -> None:
@@ -227,7 +225,8 @@ class BehaviourSMTP(SMTP):  # type: ignore[misc]
         shown = f"{rcpt.local}@{rcpt.domain}" if rcpt.domain else rcpt.local
         if b.refuse_everything:
             return b.refuse_everything
-        transaction = Transaction(self._mail, rcpt, self._tls, str(self.session.peer[0]))
+        peer = self.session.peer[0] if self.session is not None and self.session.peer else "?"
+        transaction = Transaction(self._mail, rcpt, self._tls, str(peer))
         if b.greylist_delay is not None and not self.book.greylist_passed(transaction, b.greylist_delay):
             return f"451 4.7.1 <{shown}>: Recipient address rejected: Greylisted, try again later"
         local_names = b.local_domains | {self.book.literal}
@@ -263,6 +262,7 @@ class BehaviourSMTP(SMTP):  # type: ignore[misc]
         self.book.data_started += 1
         # Hand over to aiosmtpd's DATA handling so a real client could complete it; probe mode
         # never gets this far without hanging up right after 354.
+        assert self.envelope is not None
         self.envelope.mail_from = self._mail.raw
         self.envelope.rcpt_tos = [r.raw for r in self._rcpts]
         await super().smtp_DATA(arg)
