@@ -357,7 +357,14 @@ async def _data_probe(run: _Run, accepted: list[Observation]) -> dict[str, Obser
                     await session.quit()
             except (TransportError, ProtocolError, PartialReplies):
                 return obs
-            return replace(obs, data_reply=data)
+            if data.code == 354:
+                return replace(obs, data_reply=data)
+            # Refused at DATA: this path does not relay after all; the DATA reply decides.
+            refused = classify_reply(Stage.DATA, data)
+            return replace(
+                obs, data_reply=data, outcome=refused.outcome, stage=Stage.DATA, reply=data,
+                reason=f"accepted at RCPT, then {refused.reason} at DATA",
+            )
 
     results = await asyncio.gather(*(one(o) for o in accepted))
     return {o.probe_id: o for o in results}

@@ -175,9 +175,7 @@ def decide(observations: Sequence[Observation], *, tls_required: bool = False) -
         )
 
     accepted = [o for o in relay if _accepted(o)]
-    refused_at_data = [
-        o for o in relay if o.outcome is Outcome.ACCEPTED and not _accepted(o)
-    ]
+    refused_at_data = [o for o in relay if o.stage is Stage.DATA and o.outcome is not Outcome.ACCEPTED]
     if refused_at_data:
         findings.append(
             Finding(

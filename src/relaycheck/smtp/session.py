@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import ssl
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,7 +49,9 @@ def probing_tls_context() -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_NONE
     with contextlib.suppress(ssl.SSLError):  # old servers: still get through to test relaying
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    context.minimum_version = ssl.TLSVersion.TLSv1
+    with warnings.catch_warnings():  # deprecated, but old MTAs still speak only TLS 1.0
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
     return context
 
 

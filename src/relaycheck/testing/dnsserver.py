@@ -1,0 +1,78 @@
+"""A tiny authoritative DNS server on loopback UDP, built with dnspython, for tests and the demo.
+
+Records are given as ``{(name, type): [rdata text, …]}``; names not in the table get NXDOMAIN,
+known names with another type get an empty answer (NOERROR/NODATA), as a real server would.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+Records = Mapping[tuple[str, str], Sequence[str]]
+
+
+class DnsServerThread:
+    def __init__(self, records: Records, host: str = "127.0.0.1") -> None:
+        self.records = {(n.rstrip(".").lower(), t.upper()): list(v) for (n, t), v in records.items()}
+        self.names = {n for n, _ in self.records}
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._sock.bind((host, 0))
+        self.host = host
+        self.port: int = self._sock.getsockname()[1]
+        self.queries: list[tuple[str, str]] = []
+        self._thread = threading.Thread(target=self._serve, name="dns", daemon=True)
+        self._stopping = False
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def answer(self, wire: bytes) -> bytes:
+        query = dns.message.from_wire(wire)
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        question = query.question[0]
+        name = question.name.to_text().rstrip(".").lower()
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        self.queries.append((name, rdtype))
+        if name not in self.names:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif (name, rdtype) in self.records:
+            rrset = dns.rrset.from_text_list(
+                question.name, 300, dns.rdataclass.IN, question.rdtype, self.records[(name, rdtype)]
+            )
+            response.answer.append(rrset)
+        return bytes(response.to_wire())
+
+    def _serve(self) -> None:
+        while not self._stopping:
+            try:
+                wire, peer = self._sock.recvfrom(4096)
+            except OSError:
+                return
+            try:
+                self._sock.sendto(self.answer(wire), peer)
+            except (dns.exception.DNSException, IndexError, OSError):
+                continue  # a malformed query gets no answer, like a real server under attack
+
+    def __enter__(self) -> DnsServerThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping = True
+        self._sock.close()
+        self._thread.join(timeout=5)
+

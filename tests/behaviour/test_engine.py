@@ -1,0 +1,174 @@
+"""How the engine talks: safety (no DATA), connection use, error limits, drops, hostile servers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from relaycheck.model import Confidence, Outcome, ProbeKind, VerdictKind
+
+from .conftest import ServerFactory, check_one
+
+
+def test_probe_mode_never_sends_data(smtp_server: ServerFactory) -> None:
+    server = smtp_server("open")
+    report = check_one(server.address)
+    assert report.verdict.kind is VerdictKind.OPEN
+    assert "DATA" not in server.handler.commands
+    assert server.handler.data_started == 0 and not server.handler.messages
+    sent = [e.sent for c in report.connections for e in c.exchanges if e.sent]
+    assert not any(line.upper().startswith("DATA") for line in sent)
+
+
+def test_data_probe_hangs_up_after_354_without_creating_a_message(smtp_server: ServerFactory) -> None:
+    server = smtp_server("open")
+    report = check_one(server.address, data_probe=True)
+    assert report.verdict.kind is VerdictKind.OPEN
+    assert report.verdict.confidence is Confidence.ACCEPTED_AT_DATA
+    assert server.handler.data_started > 0  # the server did say 354…
+    assert server.handler.messages == []  # …and no message exists
+
+
+def test_data_probe_tells_apart_servers_that_refuse_at_data(smtp_server: ServerFactory) -> None:
+    server = smtp_server("refuse-at-data")
+    assert check_one(server.address).verdict.kind is VerdictKind.OPEN  # RCPT alone is fooled
+    report = check_one(server.address, data_probe=True)
+    assert report.verdict.kind is VerdictKind.CLOSED
+    assert any(f.code == "refused-at-data" for f in report.findings)
+    assert server.handler.messages == []
+
+
+def test_battery_fits_in_few_connections_and_round_trips_with_pipelining(smtp_server: ServerFactory) -> None:
+    report = check_one(smtp_server("closed").address)
+    assert report.facts.pipelining
+    assert len(report.connections) <= 4
+    # connect+greeting, EHLO, one pipelined batch: three round trips per connection
+    assert report.round_trips <= 3 * len(report.connections)
+
+
+def test_without_pipelining_commands_go_one_at_a_time(smtp_server: ServerFactory) -> None:
+    report = check_one(smtp_server("no-pipelining").address)
+    assert not report.facts.pipelining
+    assert report.verdict.kind is VerdictKind.CLOSED
+    assert report.round_trips > 3 * len(report.connections)
+
+
+def test_no_session_goes_past_a_postfix_like_error_limit(smtp_server: ServerFactory) -> None:
+    # Postfix slows down after 10 errors (smtpd_soft_error_limit); this server says 421 at the 10th.
+    server = smtp_server("closed", errors_before_421=9)
+    report = check_one(server.address)
+    assert report.verdict.kind is VerdictKind.CLOSED
+    replies = [e.reply for c in report.connections for e in c.exchanges if e.reply]
+    assert all(r.code != 421 for r in replies)
+
+
+def test_421_after_few_errors_reconnects_and_finishes(smtp_server: ServerFactory) -> None:
+    server = smtp_server("closed", errors_before_421=3)
+    report = check_one(server.address)
+    assert report.verdict.kind is VerdictKind.CLOSED
+    assert all(o.outcome is not Outcome.ERROR for o in report.observations)
+    assert len(report.connections) > 4  # it had to reconnect, in smaller chunks
+
+
+def test_dropped_connections_are_resumed(smtp_server: ServerFactory) -> None:
+    server = smtp_server("closed", drop_after_commands=12)
+    report = check_one(server.address)
+    assert report.verdict.kind is VerdictKind.CLOSED
+    assert len(report.observations) == 29
+    assert all(o.outcome is not Outcome.ERROR for o in report.observations)
+
+
+def test_ipv6_literals_are_written_the_rfc_5321_way(smtp_server: ServerFactory) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        server = smtp_server("closed", host="::1")
+    except OSError:
+        pytest.skip("cannot bind ::1 here")
+    report = check_one(server.address)
+    literal = next(o for o in report.observations if o.probe_id == "C-LITERAL")
+    assert literal.rcpt_to.endswith("@[IPv6:::1]>")
+    assert report.facts.ip_literal == "[IPv6:::1]"
+    assert report.verdict.kind is VerdictKind.CLOSED
+
+
+def test_connection_refused_is_reported_not_raised() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        report = check_one(f"127.0.0.1:{port}")
+    assert report.verdict.kind is VerdictKind.INCONCLUSIVE
+    assert report.error is not None and "cannot connect" in report.error
+
+
+@pytest.fixture
+def raw_server() -> Iterator[tuple[socket.socket, list[bytes]]]:
+    """A TCP listener whose behaviour the test scripts (hostile servers aiosmtpd cannot play)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    script: list[bytes] = []
+    yield listener, script
+    listener.close()
+
+
+def _serve_once(listener: socket.socket, payload: bytes, then_wait: threading.Event) -> threading.Thread:
+    def run() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                conn.sendall(payload)
+            except OSError:
+                return
+            then_wait.wait(10)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_silent_server_times_out_within_the_step_timeout(raw_server: tuple[socket.socket, list[bytes]]) -> None:
+    listener, _ = raw_server
+    done = threading.Event()
+    _serve_once(listener, b"", done)
+    port = listener.getsockname()[1]
+    report = check_one(f"127.0.0.1:{port}", greeting_timeout=0.5)
+    done.set()
+    assert report.verdict.kind is VerdictKind.INCONCLUSIVE
+    assert report.error is not None and "greeting" in report.error
+    assert report.duration < 5
+
+
+def test_endless_continuation_lines_cannot_exhaust_the_tester(raw_server: tuple[socket.socket, list[bytes]]) -> None:
+    listener, _ = raw_server
+    done = threading.Event()
+    _serve_once(listener, b"220-hello\r\n" * 20000, done)
+    report = check_one(f"127.0.0.1:{listener.getsockname()[1]}")
+    done.set()
+    assert report.verdict.kind is VerdictKind.INCONCLUSIVE
+    assert report.error is not None and "longer than" in report.error
+
+
+def test_garbage_instead_of_smtp_is_a_clear_error(raw_server: tuple[socket.socket, list[bytes]]) -> None:
+    listener, _ = raw_server
+    done = threading.Event()
+    _serve_once(listener, b"HTTP/1.1 400 Bad Request\r\n\r\n", done)
+    report = check_one(f"127.0.0.1:{listener.getsockname()[1]}")
+    done.set()
+    assert report.verdict.kind is VerdictKind.INCONCLUSIVE
+    assert report.error is not None and "not an SMTP reply" in report.error
+
+
+def test_transcripts_record_every_command_and_reply(smtp_server: ServerFactory) -> None:
+    report = check_one(smtp_server("closed").address)
+    sent = [e.sent for c in report.connections for e in c.exchanges if e.sent]
+    v12 = next(o for o in report.observations if o.probe_id == "V12")
+    assert f"RCPT TO:{v12.rcpt_to}" in sent
+    assert any(s.startswith("EHLO client.relaycheck.test") for s in sent)
+    assert sum(1 for o in report.observations if o.kind is ProbeKind.CONTROL) == 3
