@@ -34,6 +34,7 @@ class CheckOptions:
     transport: Transport | None = None  # None: by port (465 implicit TLS, else plain)
     resolver: str | None = None  # IP[:PORT] of the DNS server to ask; None: the system's
     use_mx: bool = True  # names without a port are looked up as mail domains first
+    port: int = 25  # port for targets given without one (MX hosts included)
     concurrency: int = 8  # targets tested at once
 
 
@@ -59,7 +60,7 @@ def parse_target(text: str) -> TargetSpec:
 
 async def expand(spec: TargetSpec, options: CheckOptions) -> list[Target]:
     """The SMTP endpoints one input stands for. Raises ``DnsError`` with a one-line reason."""
-    port = spec.port or 25
+    port = spec.port or options.port
     transport = options.transport or PORT_TRANSPORT.get(port, Transport.PLAIN)
     if is_ip(spec.host):
         return [Target(host=spec.host, port=port, transport=transport, address=spec.host)]

@@ -83,6 +83,13 @@ def cli(ctx: click.Context) -> None:
     type=click.Choice([t.value for t in Transport]),
     help="plain, starttls or tls (implicit TLS). Default: tls on port 465, plain otherwise.",
 )
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=25,
+    show_default=True,
+    help="Port for targets given without one (MX hosts included); 465 implies implicit TLS.",
+)
 @click.option("--no-mx", is_flag=True, help="Treat names as hosts: do not look up MX records.")
 @click.option(
     "--timeout",
@@ -111,6 +118,7 @@ def check_command(
     retry_budget: float,
     data_probe: bool,
     transport: str | None,
+    port: int,
     no_mx: bool,
     timeout: float,
     max_connections: int,
@@ -140,6 +148,7 @@ def check_command(
         transport=Transport(transport) if transport else None,
         resolver=resolver,
         use_mx=not no_mx,
+        port=port,
     )
     report = asyncio.run(check(list(targets), options))
     _emit(report, as_json=as_json, verbose=verbose)

@@ -51,7 +51,9 @@ def split_host_port(text: str, default_port: int | None) -> tuple[str, int | Non
     """``host``, ``host:port``, ``1.2.3.4:25``, ``[2001:db8::1]:25``, bare ``2001:db8::1``."""
     text = text.strip()
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise UsageError(f"cannot read {text!r}: expected [address] or [address]:port")
         if not host:
             raise UsageError(f"empty address in {text!r}")
         if rest and not rest.startswith(":"):

@@ -39,9 +39,10 @@ def smtp_server(server_tls: ssl.SSLContext) -> Iterator[ServerFactory]:
     """Start behaviour servers on loopback port 0; all are stopped at the end of the test."""
     started: list[ServerThread] = []
 
-    def start(behaviour: str | Behaviour, host: str = "127.0.0.1", **changes: Any) -> ServerThread:
+    def start(behaviour: str | Behaviour, host: str = "127.0.0.1", port: int = 0, **changes: Any) -> ServerThread:
         base = BEHAVIOURS[behaviour] if isinstance(behaviour, str) else behaviour
-        thread = ServerThread(replace(base, **changes) if changes else base, host=host, tls_context=server_tls)
+        chosen = replace(base, **changes) if changes else base
+        thread = ServerThread(chosen, host=host, port=port, tls_context=server_tls)
         started.append(thread.start())
         return thread
 

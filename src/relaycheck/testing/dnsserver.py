@@ -62,6 +62,8 @@ class DnsServerThread:
                 wire, peer = self._sock.recvfrom(4096)
             except OSError:
                 return
+            if self._stopping:
+                return
             try:
                 self._sock.sendto(self.answer(wire), peer)
             except (dns.exception.DNSException, IndexError, OSError):
@@ -73,6 +75,10 @@ class DnsServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self._stopping = True
-        self._sock.close()
+        # A blocked recvfrom is not woken by close(): send ourselves an empty datagram instead.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as waker:
+            waker.sendto(b"", (self.host, self.port))
         self._thread.join(timeout=5)
+        self._sock.close()
 
