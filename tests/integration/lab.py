@@ -1,0 +1,1058 @@
+"""A lab of real MTAs in network namespaces, for relaycheck's integration tests and benchmarks.
+
+Topology (all in 198.18.0.0/24, inside the 198.18.0.0/15 benchmarking range; no default route
+anywhere, so nothing can leave the machine):
+
+    <prefix>-br       a bridge; every other namespace hangs off it through a veth pair
+    <prefix>-client   198.18.0.2  where relaycheck runs: an outside address no server trusts
+    <prefix>-dns      198.18.0.3  dnsmasq, no upstream, serving lab.test and the outside domains
+    <prefix>-sink     198.18.0.4  aiosmtpd recording sink, the only next hop of every lab MTA
+    <prefix>-<name>   198.18.0.10+ one namespace per mail server (SERVERS below)
+
+Every namespace gets /etc/netns/<ns>/resolv.conf pointing at the lab DNS, so anything started
+with ``ip netns exec`` (the MTAs' reverse lookups, relaycheck's PTR/MX/DNSBL lookups) asks the
+lab's dnsmasq and never a real resolver.
+
+Use as a library (tests' conftest, bench/vs_nmap.py): ``with start_lab() as lab: ...``, or run
+this file as root to bring the lab up by hand until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
+Verdict = Literal["open", "closed", "inconclusive"]
+
+LAB_CACHE = Path(os.environ.get("RELAYCHECK_LAB_CACHE", "/var/cache/relaycheck-lab"))
+EXIM_BIN = LAB_CACHE / "exim/usr/sbin/exim4"
+POSTFIX_MASTER = Path("/usr/lib/postfix/sbin/master")
+POSTFIX = "/usr/sbin/postfix"
+POSTGREY = "/usr/sbin/postgrey"
+DNSMASQ = "/usr/sbin/dnsmasq"
+OPENSSL = "/usr/bin/openssl"
+SINK_SCRIPT = Path(__file__).with_name("sink.py")
+
+NAMESPACE_PREFIX = "rclab"
+NET = "198.18.0"
+PREFIX_LEN = 24
+CLIENT_IP = f"{NET}.2"
+DNS_IP = f"{NET}.3"
+SINK_IP = f"{NET}.4"
+FIRST_SERVER_HOST = 10
+LAB_ZONE = "lab.test"
+CLIENT_HOSTNAME = f"client.{LAB_ZONE}"
+SINK_HOSTNAME = f"sink.{LAB_ZONE}"
+# Relay probes go to these; no lab server handles them, their MX is the sink so they resolve.
+OUTSIDE_DOMAINS = ("outside-a.test", "outside-b.test")
+POSTGREY_PORT = 10023
+GREYLIST_DELAY_S = 2
+SMTP_PORT = 25
+
+# Postfix's defaults, kept on purpose: relaycheck is meant to stay under them.
+POSTFIX_SOFT_ERROR_LIMIT = 10
+POSTFIX_HARD_ERROR_LIMIT = 20
+
+
+# --------------------------------------------------------------------------------------------
+# Server catalogue: configuration and ground truth
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One lab mail server: how it is configured and what the truth about it is.
+
+    ``outside_rcpt`` / ``postmaster_rcpt`` are the raw RCPT reply codes an untrusted client gets
+    for an outside recipient and for postmaster@<its domain> (after STARTTLS when
+    ``tls_required``; on the first attempt for a greylisting server).
+    """
+
+    name: str
+    mta: Literal["postfix", "exim"]
+    expected: Verdict
+    summary: str
+    outside_rcpt: int
+    outside_text: str  # a fragment of that reply's text
+    postmaster_rcpt: int
+    postfix: Mapping[str, str] = field(default_factory=dict)
+    # Extra files for the Postfix config directory (lookup tables named in ``postfix``).
+    postfix_files: Mapping[str, str] = field(default_factory=dict)
+    exim_relay_from_hosts: str = "127.0.0.1"
+    tls_required: bool = False
+    greylist: bool = False
+    # Verdict when relaycheck may retry 4xx long enough for the greylisting to clear.
+    expected_with_retry: Verdict | None = None
+
+
+DEBIAN_RELAY_RESTRICTIONS = "permit_mynetworks permit_sasl_authenticated reject_unauth_destination"
+
+SERVERS: tuple[ServerSpec, ...] = (
+    ServerSpec(
+        "postfix-closed",
+        "postfix",
+        "closed",
+        "Debian defaults: mynetworks 127.0.0.0/8, reject_unauth_destination",
+        outside_rcpt=554,
+        outside_text="5.7.1 <relaytest@outside-a.test>: Relay access denied",
+        postmaster_rcpt=250,
+        postfix={"smtpd_relay_restrictions": DEBIAN_RELAY_RESTRICTIONS},
+    ),
+    ServerSpec(
+        "postfix-defer",
+        "postfix",
+        "closed",
+        "stock defer_unauth_destination: 454 4.7.1 Relay access denied",
+        outside_rcpt=454,
+        outside_text="4.7.1 <relaytest@outside-a.test>: Relay access denied",
+        postmaster_rcpt=250,
+        postfix={"smtpd_relay_restrictions": ("permit_mynetworks permit_sasl_authenticated defer_unauth_destination")},
+    ),
+    ServerSpec(
+        "postfix-open-mynetworks",
+        "postfix",
+        "open",
+        "mynetworks = 0.0.0.0/0: every client is trusted",
+        outside_rcpt=250,
+        outside_text="2.1.5 Ok",
+        postmaster_rcpt=250,
+        postfix={"mynetworks": "0.0.0.0/0"},
+    ),
+    ServerSpec(
+        "postfix-open-restrictions",
+        "postfix",
+        "open",
+        "relay allowed for any recipient: check_recipient_access with /./ OK",
+        outside_rcpt=250,
+        outside_text="2.1.5 Ok",
+        postmaster_rcpt=250,
+        # Postfix refuses to start smtpd when no reject_unauth_destination (or similar) is
+        # reachable in the relay/recipient restrictions ("specify at least one working
+        # instance"), so a bare `permit` cannot be configured. The classic real-world mistake
+        # that passes that check: an access table answering OK for every recipient, before
+        # reject_unauth_destination.
+        postfix={
+            "smtpd_relay_restrictions": (
+                "permit_mynetworks permit_sasl_authenticated"
+                " check_recipient_access regexp:$config_directory/relay_recipients"
+                " reject_unauth_destination"
+            )
+        },
+        postfix_files={"relay_recipients": "/./ OK\n"},
+    ),
+    ServerSpec(
+        "postfix-tls-required",
+        "postfix",
+        "open",
+        "smtpd_tls_security_level = encrypt; mynetworks = 0.0.0.0/0 (relays after STARTTLS)",
+        outside_rcpt=250,
+        outside_text="2.1.5 Ok",
+        postmaster_rcpt=250,
+        postfix={"mynetworks": "0.0.0.0/0", "smtpd_tls_security_level": "encrypt"},
+        tls_required=True,
+    ),
+    ServerSpec(
+        "postfix-greylist",
+        "postfix",
+        "inconclusive",
+        f"mynetworks = 0.0.0.0/0 behind postgrey --delay={GREYLIST_DELAY_S}",
+        outside_rcpt=450,
+        outside_text="4.2.0 <relaytest@outside-a.test>: Recipient address rejected: Greylisted",
+        # Debian's /etc/postgrey/whitelist_recipients lets postmaster@ and abuse@ through.
+        postmaster_rcpt=250,
+        postfix={
+            "mynetworks": "0.0.0.0/0",
+            "smtpd_recipient_restrictions": (f"check_policy_service inet:127.0.0.1:{POSTGREY_PORT}"),
+        },
+        greylist=True,
+        expected_with_retry="open",
+    ),
+    ServerSpec(
+        "postfix-reject-client",
+        "postfix",
+        "inconclusive",
+        "smtpd_client_restrictions = reject: refuses everyone, postmaster included",
+        outside_rcpt=554,
+        outside_text="5.7.1 <client.lab.test[198.18.0.2]>: Client host rejected: Access denied",
+        postmaster_rcpt=554,
+        postfix={"smtpd_client_restrictions": "reject"},
+    ),
+    ServerSpec(
+        "exim-closed",
+        "exim",
+        "closed",
+        "Exim default acl_check_rcpt, relay_from_hosts = 127.0.0.1",
+        outside_rcpt=550,
+        outside_text="relay not permitted",
+        postmaster_rcpt=250,
+        exim_relay_from_hosts="127.0.0.1",
+    ),
+    ServerSpec(
+        "exim-open",
+        "exim",
+        "open",
+        "Exim default acl_check_rcpt, relay_from_hosts = 0.0.0.0/0",
+        outside_rcpt=250,
+        outside_text="Accepted",
+        postmaster_rcpt=250,
+        exim_relay_from_hosts="0.0.0.0/0",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running lab server: where it is and what is expected of it."""
+
+    spec: ServerSpec
+    namespace: str
+    ip: str
+    workdir: Path
+    port: int = SMTP_PORT
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def domain(self) -> str:
+        """The mail domain the server is the MX of (in its mydestination / local_domains)."""
+        return f"{self.spec.name}.{LAB_ZONE}"
+
+    @property
+    def hostname(self) -> str:
+        return f"mx.{self.domain}"
+
+    @property
+    def expected(self) -> Verdict:
+        return self.spec.expected
+
+    @property
+    def log_path(self) -> Path:
+        if self.spec.mta == "postfix":
+            return self.workdir / "postfix.log"
+        return self.workdir / "log" / "mainlog"
+
+    def startup_failure(self) -> str | None:
+        """The MTA's own fatal/panic log line, if it logged one (e.g. smtpd refusing a config)."""
+        logs = [self.log_path]
+        if self.spec.mta == "exim":
+            logs.append(self.workdir / "log" / "paniclog")
+        for log in logs:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            for line in text.splitlines():
+                if " fatal: " in line or " panic: " in line or log.name == "paniclog":
+                    return f"{self.name}: {line}"
+        return None
+
+    def log_size(self) -> int:
+        """Current log length: pass it to ``read_log(since=...)`` to see one run's lines."""
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def read_log(self, since: int = 0) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(since)
+                return log.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+
+# --------------------------------------------------------------------------------------------
+# Postfix log analysis: did a client trip the error limits?
+# --------------------------------------------------------------------------------------------
+
+_DISCONNECT = re.compile(r"disconnect from \S*\[(?P<ip>[^\]]+)\].* commands=(?P<ok>\d+)/(?P<all>\d+)")
+
+
+@dataclass(frozen=True)
+class PostfixErrorStats:
+    """What a Postfix log says about one client's sessions.
+
+    Postfix counts an error for every command it refuses and, from ``smtpd_soft_error_limit``
+    errors on, sleeps ``smtpd_error_sleep_time`` before each reply; at the hard limit it
+    disconnects with "too many errors". It does not log the sleeps, so they are inferred from
+    the per-session ``commands=ok/total`` summary of the disconnect line.
+    """
+
+    sessions: int
+    max_failed_commands: int
+    too_many_errors: int
+
+    @property
+    def error_sleeps(self) -> bool:
+        return self.max_failed_commands >= POSTFIX_SOFT_ERROR_LIMIT
+
+
+def postfix_error_stats(log_text: str, client_ip: str = CLIENT_IP) -> PostfixErrorStats:
+    sessions = 0
+    max_failed = 0
+    too_many = 0
+    for line in log_text.splitlines():
+        if f"[{client_ip}]" not in line:
+            continue
+        if "too many errors" in line:
+            too_many += 1
+        match = _DISCONNECT.search(line)
+        if match and match["ip"] == client_ip:
+            sessions += 1
+            max_failed = max(max_failed, int(match["all"]) - int(match["ok"]))
+    return PostfixErrorStats(sessions, max_failed, too_many)
+
+
+# --------------------------------------------------------------------------------------------
+# Prerequisites
+# --------------------------------------------------------------------------------------------
+
+
+def missing_prerequisite() -> str | None:
+    """One line saying why the lab cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "integration lab needs root (network namespaces, MTAs on port 25)"
+    if shutil.which("ip") is None:
+        return "integration lab needs iproute2 (`ip netns`)"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return f"`ip netns` unavailable: {probe.stderr.strip()}"
+    needed = (POSTFIX_MASTER, Path(POSTFIX), Path(POSTGREY), Path(DNSMASQ), Path(OPENSSL), EXIM_BIN)
+    absent = [str(path) for path in needed if not path.exists()]
+    if absent:
+        return f"integration lab packages missing ({', '.join(absent)}): run scripts/lab-deps"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Network namespaces
+# --------------------------------------------------------------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def in_netns(namespace: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on a fresh thread that has joined ``namespace``'s network stack.
+
+    setns(CLONE_NEWNET) affects only the calling thread, so the test process itself stays in
+    the host namespace; sockets made by ``fn`` live in ``namespace``.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            with open(f"/run/netns/{namespace}", "rb") as handle:
+                if _libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({namespace}): {os.strerror(err)}")
+            outcome.append(fn())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name=f"netns:{namespace}", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def poll_until(check: Callable[[], bool], deadline: float, interval: float = 0.05) -> bool:
+    """Call ``check`` until it returns True or ``deadline`` (time.monotonic()) passes."""
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)  # polling interval under a deadline, not a synchronisation guess
+
+
+def wait_for_port(
+    namespace: str,
+    ip: str,
+    port: int,
+    deadline: float,
+    *,
+    banner: bytes | None = None,
+    alive: Callable[[], bool] = lambda: True,
+) -> None:
+    """Wait until ``ip:port`` accepts a TCP connection made from inside ``namespace``.
+
+    With ``banner``, the first line read must start with it (e.g. b"220"), and for SMTP a QUIT
+    is sent so the server logs a clean, error-free session. Raises TimeoutError at the deadline,
+    RuntimeError early when ``alive()`` says the server process died.
+    """
+    last_error: list[str] = ["no attempt"]
+
+    def attempt() -> bool:
+        if not alive():
+            raise RuntimeError(f"process for {ip}:{port} exited while starting")
+        try:
+            in_netns(namespace, lambda: _connect_once(ip, port, banner))
+        except OSError as exc:
+            last_error[0] = f"{type(exc).__name__}: {exc}"
+            return False
+        return True
+
+    if not poll_until(attempt, deadline):
+        raise TimeoutError(f"{ip}:{port} not ready from {namespace}: {last_error[0]}")
+
+
+def _connect_once(ip: str, port: int, banner: bytes | None) -> None:
+    with socket.create_connection((ip, port), timeout=2) as sock:
+        if banner is None:
+            return
+        reader = sock.makefile("rb")
+        line = reader.readline(4096)
+        if not line.startswith(banner):
+            raise ConnectionError(f"unexpected greeting {line!r}")
+        # A greeting may be multi-line ("220-..."): read it whole before QUIT.
+        while line[3:4] == b"-":
+            line = reader.readline(4096)
+        sock.sendall(b"QUIT\r\n")
+        reader.readline(4096)
+
+
+def _ip(*argv: str) -> None:
+    subprocess.run(["ip", *argv], check=True, capture_output=True, text=True)
+
+
+def _netns_list() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def _kill_namespace_pids(namespace: str) -> None:
+    out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False)
+    for pid in out.stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def _delete_namespace(namespace: str) -> None:
+    _kill_namespace_pids(namespace)
+    subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
+    shutil.rmtree(Path("/etc/netns") / namespace, ignore_errors=True)
+
+
+def cleanup_stale_labs() -> list[str]:
+    """Delete namespaces of labs whose owning process is gone (a run that was SIGKILLed)."""
+    pattern = re.compile(rf"^{NAMESPACE_PREFIX}-(\d+)-")
+    removed = []
+    for namespace in _netns_list():
+        match = pattern.match(namespace)
+        if match and not Path(f"/proc/{match[1]}").exists():
+            _delete_namespace(namespace)
+            removed.append(namespace)
+    return removed
+
+
+@dataclass
+class Network:
+    """Namespaces on one bridge; created and deleted as a whole."""
+
+    prefix: str
+    bridge_ns: str
+    namespaces: list[str] = field(default_factory=list)
+
+    def add_node(self, namespace: str, ip: str) -> None:
+        index = len(self.namespaces)
+        self._add_namespace(namespace)
+        self.namespaces.append(namespace)
+        veth = f"v{index}"
+        _ip("-n", self.bridge_ns, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+        _ip("-n", self.bridge_ns, "link", "set", veth, "master", "br0", "up")
+        _ip("-n", namespace, "addr", "add", f"{ip}/{PREFIX_LEN}", "dev", "eth0")
+        _ip("-n", namespace, "link", "set", "eth0", "up")
+        # No default route: the connected /24 is all a lab node can reach.
+
+    def create_bridge(self) -> None:
+        self._add_namespace(self.bridge_ns)
+        _ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.bridge_ns, "link", "set", "br0", "up")
+
+    def _add_namespace(self, namespace: str) -> None:
+        _ip("netns", "add", namespace)
+        _ip("-n", namespace, "link", "set", "lo", "up")
+        etc = Path("/etc/netns") / namespace
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {DNS_IP}\noptions timeout:1 attempts:1\n")
+
+    def delete(self) -> None:
+        for namespace in [*self.namespaces, self.bridge_ns]:
+            _delete_namespace(namespace)
+        self.namespaces.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    popen: subprocess.Popen[bytes]
+    output: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the whole process group (MTAs fork workers), SIGKILL what is left."""
+        pgid = self.popen.pid  # started with start_new_session: the leader's pid is the pgid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=grace)
+
+
+def spawn(name: str, namespace: str, argv: Sequence[str], output: Path) -> ManagedProcess:
+    with output.open("ab") as out:
+        popen = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ManagedProcess(name, popen, output)
+
+
+def run_in(namespace: str, argv: Sequence[str], timeout: float = 60) -> str:
+    """Run a setup command inside ``namespace``; raise with its output if it fails."""
+    done = subprocess.run(
+        ["ip", "netns", "exec", namespace, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} in {namespace} failed: {done.stdout}{done.stderr}")
+    return done.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Postfix
+# --------------------------------------------------------------------------------------------
+
+# chroot off everywhere (the per-instance queue has no chroot jail set up); "local" delivers to
+# discard so nothing is ever written to a host mailbox; postlog feeds maillog_file.
+POSTFIX_MASTER_CF = """\
+smtp      inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+def postfix_main_cf(server: Server, lab_root: Path) -> dict[str, str]:
+    work = server.workdir
+    params = {
+        "compatibility_level": "3.6",
+        "queue_directory": str(work / "spool"),
+        "data_directory": str(work / "data"),
+        "maillog_file": str(server.log_path),
+        "maillog_file_prefixes": str(lab_root),
+        "inet_interfaces": server.ip,
+        "inet_protocols": "ipv4",
+        "myhostname": server.hostname,
+        "mydomain": server.domain,
+        "myorigin": "$mydomain",
+        "mydestination": "$myhostname, $mydomain, localhost",
+        "mynetworks": "127.0.0.0/8",
+        "smtpd_relay_restrictions": DEBIAN_RELAY_RESTRICTIONS,
+        "smtpd_banner": "$myhostname ESMTP $mail_name (Debian/GNU)",
+        # Local users: the accounts in passwd plus the RFC 5321 role addresses; every other
+        # local part gets "550 5.1.1 User unknown in local recipient table".
+        "alias_maps": "",
+        "alias_database": "",
+        "local_recipient_maps": ("proxy:unix:passwd.byname texthash:$config_directory/local_recipients"),
+        # The sink is the only next hop: an open relay can deliver nowhere else.
+        "relayhost": f"[{SINK_IP}]:{SMTP_PORT}",
+        "smtp_tls_security_level": "none",
+        "biff": "no",
+        "append_dot_mydomain": "no",
+        "readme_directory": "no",
+    }
+    if server.spec.tls_required:
+        params["smtpd_tls_cert_file"] = str(work / "tls/cert.pem")
+        params["smtpd_tls_key_file"] = str(work / "tls/key.pem")
+    params.update(server.spec.postfix)
+    return params
+
+
+def prepare_postfix(server: Server, lab_root: Path) -> None:
+    work = server.workdir
+    for sub in ("etc", "spool", "data", "tls"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    shutil.chown(work / "data", "postfix")
+    main_cf = "".join(f"{k} = {v}\n" for k, v in postfix_main_cf(server, lab_root).items())
+    (work / "etc/main.cf").write_text(main_cf)
+    (work / "etc/master.cf").write_text(POSTFIX_MASTER_CF)
+    (work / "etc/local_recipients").write_text("postmaster root\nabuse root\n")
+    for name, content in server.spec.postfix_files.items():
+        (work / "etc" / name).write_text(content)
+    if server.spec.tls_required:
+        make_self_signed_cert(server.hostname, work / "tls")
+    # `postfix check` creates the queue directories with the right owners and validates the
+    # configuration; inside the namespace, so inet_interfaces resolves to a local address.
+    run_in(server.namespace, [POSTFIX, "-c", str(work / "etc"), "check"])
+
+
+def start_postfix(server: Server) -> ManagedProcess:
+    # master -d stays in the foreground (postfix start-fg only does that as PID 1).
+    argv = [str(POSTFIX_MASTER), "-d", "-c", str(server.workdir / "etc")]
+    return spawn(f"postfix:{server.name}", server.namespace, argv, server.workdir / "master.out")
+
+
+def make_self_signed_cert(hostname: str, directory: Path) -> None:
+    subprocess.run(
+        [
+            OPENSSL,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "7",
+            "-subj",
+            f"/CN={hostname}",
+            "-addext",
+            f"subjectAltName=DNS:{hostname}",
+            "-keyout",
+            str(directory / "key.pem"),
+            "-out",
+            str(directory / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (directory / "key.pem").chmod(0o600)
+
+
+def start_postgrey(server: Server) -> ManagedProcess:
+    dbdir = server.workdir / "postgrey"
+    shutil.rmtree(dbdir, ignore_errors=True)
+    dbdir.mkdir(parents=True)
+    shutil.chown(dbdir, "postgrey")
+    argv = [
+        POSTGREY,
+        f"--inet=127.0.0.1:{POSTGREY_PORT}",
+        f"--delay={GREYLIST_DELAY_S}",
+        f"--dbdir={dbdir}",
+        # Never whitelist the client after a few passes: every run must meet the greylist.
+        "--auto-whitelist-clients=0",
+    ]
+    return spawn(f"postgrey:{server.name}", server.namespace, argv, server.workdir / "postgrey.out")
+
+
+# --------------------------------------------------------------------------------------------
+# Exim
+# --------------------------------------------------------------------------------------------
+
+# Exim's shipped default acl_check_rcpt (as in Debian's and upstream's "configure"), routers
+# that send every non-local domain to the lab sink, and local domains to :blackhole:.
+EXIM_CONF = """\
+primary_hostname = {hostname}
+# The unpacked binary is not at the compiled-in /usr/sbin/exim4: re-execs for delivery need it.
+exim_path = {exim_path}
+domainlist local_domains = @ : {domain}
+domainlist relay_to_domains =
+hostlist relay_from_hosts = {relay_from_hosts}
+local_interfaces = {ip}
+daemon_smtp_ports = {port}
+spool_directory = {work}/spool
+log_file_path = {work}/log/%slog
+pid_file_path = {work}/exim.pid
+keep_environment =
+host_lookup = *
+rfc1413_hosts =
+rfc1413_query_timeout = 0s
+tls_advertise_hosts =
+never_users = root
+smtp_banner = $smtp_active_hostname ESMTP Exim $version_number $tod_full
+acl_smtp_rcpt = acl_check_rcpt
+
+begin acl
+
+acl_check_rcpt:
+  accept  hosts = :
+  deny    domains       = +local_domains
+          local_parts   = ^[.] : ^.*[@%!/|]
+          message       = Restricted characters in address
+  deny    domains       = !+local_domains
+          local_parts   = ^[./|] : ^.*[@%!] : ^.*/\\\\.\\\\./
+          message       = Restricted characters in address
+  accept  local_parts   = postmaster
+          domains       = +local_domains
+  require verify        = sender
+  accept  hosts         = +relay_from_hosts
+          control       = submission
+  accept  authenticated = *
+          control       = submission
+  require message       = relay not permitted
+          domains       = +local_domains : +relay_to_domains
+  require verify        = recipient
+  accept
+
+begin routers
+
+to_sink:
+  driver = manualroute
+  domains = ! +local_domains
+  transport = remote_smtp
+  route_list = * {sink_ip}
+  no_more
+
+local_aliases:
+  driver = redirect
+  domains = +local_domains
+  local_parts = postmaster : abuse : root
+  data = :blackhole:
+
+begin transports
+
+remote_smtp:
+  driver = smtp
+  port = {sink_port}
+
+begin retry
+
+*   *   F,2h,15m
+
+begin rewrite
+"""
+
+
+def prepare_exim(server: Server) -> None:
+    work = server.workdir
+    for sub in ("spool", "log"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+        shutil.chown(work / sub, "Debian-exim", "Debian-exim")
+    conf = EXIM_CONF.format(
+        hostname=server.hostname,
+        exim_path=EXIM_BIN,
+        domain=server.domain,
+        relay_from_hosts=server.spec.exim_relay_from_hosts,
+        ip=server.ip,
+        port=server.port,
+        work=work,
+        sink_ip=SINK_IP,
+        sink_port=SMTP_PORT,
+    )
+    config = work / "exim.conf"
+    config.write_text(conf)
+    config.chmod(0o644)  # re-executed Exim processes run as Debian-exim and re-read it
+    # -bV parses the whole configuration: fail here with Exim's message, not at first connect.
+    run_in(server.namespace, [str(EXIM_BIN), "-C", str(config), "-bV"])
+
+
+def start_exim(server: Server) -> ManagedProcess:
+    # -bdf: daemon in the foreground; root may use -C with any file.
+    argv = [str(EXIM_BIN), "-C", str(server.workdir / "exim.conf"), "-bdf"]
+    return spawn(f"exim:{server.name}", server.namespace, argv, server.workdir / "exim.out")
+
+
+# --------------------------------------------------------------------------------------------
+# DNS and sink
+# --------------------------------------------------------------------------------------------
+
+
+def dnsmasq_argv(servers: Sequence[Server]) -> list[str]:
+    argv = [
+        DNSMASQ,
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",  # no upstream: names outside the lab are refused
+        "--no-hosts",
+        "--no-poll",
+        "--pid-file",  # no argument: no pid file
+        f"--listen-address={DNS_IP}",
+        "--bind-interfaces",
+        "--log-facility=-",
+        "--log-queries",
+        "--local=/test/",
+        f"--local=/{'.'.join(reversed(NET.split('.')[:2]))}.in-addr.arpa/",
+        # host-record gives A and PTR in one go.
+        f"--host-record={CLIENT_HOSTNAME},{CLIENT_IP}",
+        f"--host-record=dns.{LAB_ZONE},{DNS_IP}",
+        f"--host-record={SINK_HOSTNAME},{SINK_IP}",
+    ]
+    argv += [f"--mx-host={domain},{SINK_HOSTNAME},10" for domain in OUTSIDE_DOMAINS]
+    for server in servers:
+        argv.append(f"--host-record={server.hostname},{server.ip}")
+        argv.append(f"--mx-host={server.domain},{server.hostname},10")
+    return argv
+
+
+# --------------------------------------------------------------------------------------------
+# The lab
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Lab:
+    root: Path
+    network: Network
+    client_ns: str
+    dns_ns: str
+    sink_ns: str
+    servers: dict[str, Server]
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    setup_seconds: float = 0.0
+
+    client_ip: str = CLIENT_IP
+    dns_ip: str = DNS_IP
+    sink_ip: str = SINK_IP
+    client_hostname: str = CLIENT_HOSTNAME
+    outside_domains: tuple[str, ...] = OUTSIDE_DOMAINS
+
+    def server(self, name: str) -> Server:
+        return self.servers[name]
+
+    @property
+    def sink_record(self) -> Path:
+        return self.root / "sink.jsonl"
+
+    def sink_messages(self) -> list[dict[str, object]]:
+        if not self.sink_record.exists():
+            return []
+        lines = self.sink_record.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def client_argv(self, argv: Sequence[str]) -> list[str]:
+        """Prefix ``argv`` so it runs in the client namespace (with the lab's resolv.conf)."""
+        return ["ip", "netns", "exec", self.client_ns, *argv]
+
+    def in_client(self, fn: Callable[[], T]) -> T:
+        return in_netns(self.client_ns, fn)
+
+    def reset_greylist(self, name: str, timeout: float = 30) -> None:
+        """Restart a server's postgrey with an empty database: every triplet is new again."""
+        server = self.servers[name]
+        key = f"postgrey:{name}"
+        self.processes.pop(key).stop()
+        self.processes[key] = process = start_postgrey(server)
+        wait_for_port(
+            server.namespace,
+            "127.0.0.1",
+            POSTGREY_PORT,
+            time.monotonic() + timeout,
+            alive=process.alive,
+        )
+
+    def dead_processes(self) -> list[str]:
+        return [name for name, proc in self.processes.items() if not proc.alive()]
+
+    def teardown(self, keep_files: bool = False) -> None:
+        procs = list(self.processes.values())
+        # Stop in parallel: each stop may wait out a grace period.
+        with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
+            list(pool.map(lambda proc: proc.stop(), procs))
+        self.processes.clear()
+        self.network.delete()
+        if not keep_files:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _allocate_servers(prefix: str, root: Path, specs: Sequence[ServerSpec]) -> dict[str, Server]:
+    servers = {}
+    for index, spec in enumerate(specs):
+        servers[spec.name] = Server(
+            spec=spec,
+            namespace=f"{prefix}-{spec.name}",
+            ip=f"{NET}.{FIRST_SERVER_HOST + index}",
+            workdir=root / spec.name,
+        )
+    return servers
+
+
+def _mta_alive(server: Server, process: ManagedProcess) -> Callable[[], bool]:
+    """Liveness for wait_for_port that fails fast with the MTA's own error message.
+
+    Postfix's master keeps running when smtpd dies on a bad configuration (it only throttles
+    the service), so the process being alive is not enough.
+    """
+
+    def alive() -> bool:
+        failure = server.startup_failure()
+        if failure:
+            raise RuntimeError(failure)
+        return process.alive()
+
+    return alive
+
+
+def _build(lab: Lab, deadline: float) -> None:
+    net = lab.network
+    net.create_bridge()
+    net.add_node(lab.client_ns, CLIENT_IP)
+    net.add_node(lab.dns_ns, DNS_IP)
+    net.add_node(lab.sink_ns, SINK_IP)
+    for server in lab.servers.values():
+        net.add_node(server.namespace, server.ip)
+
+    servers = list(lab.servers.values())
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        # Config files, certificates and `postfix check` per server, concurrently.
+        prepared = [
+            pool.submit(prepare_postfix, s, lab.root) if s.spec.mta == "postfix" else pool.submit(prepare_exim, s)
+            for s in servers
+        ]
+        procs = lab.processes
+        procs["dns"] = spawn("dnsmasq", lab.dns_ns, dnsmasq_argv(servers), lab.root / "dns.out")
+        procs["sink"] = spawn(
+            "sink",
+            lab.sink_ns,
+            [
+                sys.executable,
+                str(SINK_SCRIPT),
+                "--listen",
+                SINK_IP,
+                "--port",
+                str(SMTP_PORT),
+                "--record",
+                str(lab.sink_record),
+            ],
+            lab.root / "sink.out",
+        )
+        for future in prepared:
+            future.result()
+        for server in servers:
+            if server.spec.greylist:
+                procs[f"postgrey:{server.name}"] = start_postgrey(server)
+            start = start_postfix if server.spec.mta == "postfix" else start_exim
+            procs[f"mta:{server.name}"] = start(server)
+
+        waits = [
+            pool.submit(wait_for_port, lab.client_ns, DNS_IP, 53, deadline, alive=procs["dns"].alive),
+            pool.submit(
+                wait_for_port, lab.client_ns, SINK_IP, SMTP_PORT, deadline, banner=b"220", alive=procs["sink"].alive
+            ),
+        ]
+        for server in servers:
+            if server.spec.greylist:
+                waits.append(
+                    pool.submit(
+                        wait_for_port,
+                        server.namespace,
+                        "127.0.0.1",
+                        POSTGREY_PORT,
+                        deadline,
+                        alive=procs[f"postgrey:{server.name}"].alive,
+                    )
+                )
+            waits.append(
+                pool.submit(
+                    wait_for_port,
+                    lab.client_ns,
+                    server.ip,
+                    server.port,
+                    deadline,
+                    banner=b"220",
+                    alive=_mta_alive(server, procs[f"mta:{server.name}"]),
+                )
+            )
+        for future in waits:
+            future.result()
+
+
+@contextlib.contextmanager
+def start_lab(
+    specs: Sequence[ServerSpec] = SERVERS,
+    *,
+    setup_timeout: float = 120,
+    keep_files: bool | None = None,
+) -> Iterator[Lab]:
+    """Bring the lab up, yield it, and tear everything down afterwards, whatever happened.
+
+    ``keep_files`` (default: env RELAYCHECK_LAB_KEEP set) keeps configs and logs for debugging.
+    """
+    reason = missing_prerequisite()
+    if reason:
+        raise RuntimeError(reason)
+    if keep_files is None:
+        keep_files = bool(os.environ.get("RELAYCHECK_LAB_KEEP"))
+    cleanup_stale_labs()
+    started = time.monotonic()
+    prefix = f"{NAMESPACE_PREFIX}-{os.getpid()}"
+    root = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    root.chmod(0o755)  # postfix and Debian-exim must traverse it
+    lab = Lab(
+        root=root,
+        network=Network(prefix=prefix, bridge_ns=f"{prefix}-br"),
+        client_ns=f"{prefix}-client",
+        dns_ns=f"{prefix}-dns",
+        sink_ns=f"{prefix}-sink",
+        servers=_allocate_servers(prefix, root, specs),
+    )
+    try:
+        _build(lab, started + setup_timeout)
+        lab.setup_seconds = time.monotonic() - started
+        yield lab
+    finally:
+        lab.teardown(keep_files=keep_files)
+
+
+def main() -> None:
+    """Bring the lab up by hand and keep it until Ctrl-C / SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with start_lab(keep_files=True) as lab:
+        print(f"lab up in {lab.setup_seconds:.1f}s, files in {lab.root}")
+        print(f"client {lab.client_ns} {lab.client_ip}; dns {lab.dns_ip}; sink {lab.sink_ip}")
+        for server in lab.servers.values():
+            print(f"  {server.name:26} {server.ip:13} {server.namespace:40} {server.expected}")
+        print("Ctrl-C to tear down")
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The lab's ground truth, proven without relaycheck.
+
+A plain smtplib conversation from the client namespace shows each server's raw reply to an
+outside recipient and to postmaster; open relays are shown to really deliver (to the sink, the
+only place they can). If these fail, the lab is wrong, not relaycheck.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+
+import dns.exception
+import dns.resolver
+import pytest
+from lab import GREYLIST_DELAY_S, SERVERS, Lab, Server, ServerSpec, poll_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+Reply = tuple[int, str]
+
+
+def _unique_sender(lab: Lab) -> str:
+    # A fresh sender per conversation: a new greylisting triplet, and a token to find.
+    return f"gt-{uuid.uuid4().hex[:12]}@{lab.client_hostname}"
+
+
+def _lab_tls_context() -> ssl.SSLContext:
+    # The lab's certificate is self-signed: the point here is the relay policy, not PKI.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _reply(pair: tuple[int, bytes]) -> Reply:
+    return pair[0], pair[1].decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    mail_before_tls: Reply | None
+    mail: Reply
+    outside: Reply
+    postmaster: Reply
+
+
+def _open_session(lab: Lab, server: Server) -> smtplib.SMTP:
+    smtp = smtplib.SMTP(server.ip, server.port, local_hostname=lab.client_hostname, timeout=15)
+    smtp.ehlo()
+    return smtp
+
+
+def _converse(lab: Lab, server: Server, sender: str) -> Conversation:
+    """EHLO, [MAIL; RSET; STARTTLS; EHLO], MAIL, RCPT outside, RCPT postmaster, QUIT."""
+    with _open_session(lab, server) as smtp:
+        before_tls = None
+        if server.spec.tls_required:
+            before_tls = _reply(smtp.mail(sender))
+            smtp.rset()
+            smtp.starttls(context=_lab_tls_context())
+            smtp.ehlo()
+        mail = _reply(smtp.mail(sender))
+        outside = _reply(smtp.rcpt(f"relaytest@{lab.outside_domains[0]}"))
+        postmaster = _reply(smtp.rcpt(f"postmaster@{server.domain}"))
+    return Conversation(before_tls, mail, outside, postmaster)
+
+
+@pytest.mark.parametrize("spec", SERVERS, ids=[s.name for s in SERVERS])
+def test_raw_rcpt_replies(lab: Lab, spec: ServerSpec) -> None:
+    server = lab.server(spec.name)
+    talk = lab.in_client(lambda: _converse(lab, server, _unique_sender(lab)))
+    assert talk.mail[0] == 250, talk
+    assert talk.outside[0] == spec.outside_rcpt, talk
+    assert spec.outside_text in talk.outside[1], talk
+    assert talk.postmaster[0] == spec.postmaster_rcpt, talk
+
+
+def test_tls_required_server_refuses_mail_before_starttls(lab: Lab) -> None:
+    server = lab.server("postfix-tls-required")
+    talk = lab.in_client(lambda: _converse(lab, server, _unique_sender(lab)))
+    assert talk.mail_before_tls == (530, "5.7.0 Must issue a STARTTLS command first")
+
+
+def test_greylisting_clears_after_the_delay(lab: Lab) -> None:
+    """postgrey answers 450 first, then lets the same triplet through: open behind it."""
+    server = lab.server("postfix-greylist")
+    sender = _unique_sender(lab)
+    first = lab.in_client(lambda: _converse(lab, server, sender))
+    assert first.outside[0] == 450, first
+    started = time.monotonic()
+    last: list[Conversation] = [first]
+
+    def retried_ok() -> bool:
+        last[0] = lab.in_client(lambda: _converse(lab, server, sender))
+        return last[0].outside[0] == 250
+
+    # Each retry costs Postfix one error at most; a 0.5 s pace keeps far below its limits.
+    assert poll_until(retried_ok, started + GREYLIST_DELAY_S + 30, interval=0.5), last[0]
+    assert time.monotonic() - started >= GREYLIST_DELAY_S - 0.5
+
+
+def _send_message(lab: Lab, server: Server, sender: str, token: str) -> None:
+    with _open_session(lab, server) as smtp:
+        if server.spec.tls_required:
+            smtp.starttls(context=_lab_tls_context())
+            smtp.ehlo()
+        message = f"Subject: lab relay check {token}\r\n\r\n{token}\r\n"
+        smtp.sendmail(sender, [f"relaytest@{lab.outside_domains[1]}"], message)
+
+
+OPEN_WITHOUT_RETRY = [s for s in SERVERS if s.expected == "open"]
+
+
+@pytest.mark.parametrize("spec", OPEN_WITHOUT_RETRY, ids=[s.name for s in OPEN_WITHOUT_RETRY])
+def test_open_relay_delivers_to_the_sink(lab: Lab, spec: ServerSpec) -> None:
+    server = lab.server(spec.name)
+    token = uuid.uuid4().hex
+    lab.in_client(lambda: _send_message(lab, server, _unique_sender(lab), token))
+
+    def arrived() -> bool:
+        return any(token in str(m["content"]) for m in lab.sink_messages())
+
+    assert poll_until(arrived, time.monotonic() + 30, interval=0.1), "message never arrived"
+    delivered = [m for m in lab.sink_messages() if token in str(m["content"])]
+    assert delivered[0]["peer"] == server.ip
+    assert delivered[0]["rcpt_tos"] == [f"relaytest@{lab.outside_domains[1]}"]
+
+
+def _resolve(lab: Lab, name: str, rdtype: str) -> list[str]:
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [lab.dns_ip]
+    resolver.lifetime = 5
+    return sorted(r.to_text() for r in resolver.resolve(name, rdtype))
+
+
+def test_lab_dns_serves_the_lab_zone(lab: Lab) -> None:
+    server = lab.server("postfix-closed")
+    ptr = f"{'.'.join(reversed(server.ip.split('.')))}.in-addr.arpa"
+    client_ptr = f"{'.'.join(reversed(lab.client_ip.split('.')))}.in-addr.arpa"
+    answers = lab.in_client(
+        lambda: {
+            "mx": _resolve(lab, server.domain, "MX"),
+            "a": _resolve(lab, server.hostname, "A"),
+            "ptr": _resolve(lab, ptr, "PTR"),
+            "client_ptr": _resolve(lab, client_ptr, "PTR"),
+            "outside": [_resolve(lab, d, "MX") for d in lab.outside_domains],
+        }
+    )
+    assert answers == {
+        "mx": [f"10 {server.hostname}."],
+        "a": [server.ip],
+        "ptr": [f"{server.hostname}."],
+        "client_ptr": [f"{lab.client_hostname}."],
+        "outside": [["10 sink.lab.test."]] * len(lab.outside_domains),
+    }
+
+
+def test_lab_dns_has_no_upstream(lab: Lab) -> None:
+    # A name outside the lab is refused, not forwarded: no query can leave the machine.
+    with pytest.raises(dns.exception.DNSException):
+        lab.in_client(lambda: _resolve(lab, "example.com", "A"))
+
+
+def test_no_namespace_has_a_route_out(lab: Lab) -> None:
+    for namespace in [lab.client_ns, lab.dns_ns, lab.sink_ns, *(s.namespace for s in lab.servers.values())]:
+        routes = subprocess.run(
+            ["ip", "-n", namespace, "route", "show", "default"], capture_output=True, text=True, check=True
+        ).stdout
+        assert routes.strip() == "", (namespace, routes)
