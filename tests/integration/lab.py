@@ -282,32 +282,43 @@ class Server:
 # Postfix log analysis: did a client trip the error limits?
 # --------------------------------------------------------------------------------------------
 
-_DISCONNECT = re.compile(r"disconnect from \S*\[(?P<ip>[^\]]+)\].* commands=(?P<ok>\d+)/(?P<all>\d+)")
+_DISCONNECT = re.compile(r"disconnect from \S*\[(?P<ip>[^\]]+)\](?P<counts>.*) commands=(?P<ok>\d+)(?:/(?P<all>\d+))?")
+
+
+def _session_slept(failed: int, quit_sent: bool) -> bool:
+    """Whether Postfix delayed a reply in a session with ``failed`` refused commands.
+
+    smtpd counts an error after replying to a refused command, and sleeps
+    smtpd_error_sleep_time before *every* reply once the count has reached
+    smtpd_soft_error_limit. So the reply to any command after the limit-th refusal is delayed:
+    certainly when more commands were refused, and when the session went on to QUIT (QUIT
+    comes last). A client that hangs up right after the limit-th refusal escapes the sleep.
+    """
+    limit = POSTFIX_SOFT_ERROR_LIMIT
+    return failed > limit or (failed == limit and quit_sent)
 
 
 @dataclass(frozen=True)
 class PostfixErrorStats:
     """What a Postfix log says about one client's sessions.
 
-    Postfix counts an error for every command it refuses and, from ``smtpd_soft_error_limit``
-    errors on, sleeps ``smtpd_error_sleep_time`` before each reply; at the hard limit it
-    disconnects with "too many errors". It does not log the sleeps, so they are inferred from
-    the per-session ``commands=ok/total`` summary of the disconnect line.
+    Postfix does not log its error sleeps; they are inferred from each session's disconnect
+    summary (``... quit=1 commands=ok/total``). At smtpd_hard_error_limit it drops the client
+    and logs "too many errors after <command>".
     """
 
     sessions: int
     max_failed_commands: int
+    error_sleep_sessions: int
     too_many_errors: int
 
     @property
     def error_sleeps(self) -> bool:
-        return self.max_failed_commands >= POSTFIX_SOFT_ERROR_LIMIT
+        return self.error_sleep_sessions > 0
 
 
 def postfix_error_stats(log_text: str, client_ip: str = CLIENT_IP) -> PostfixErrorStats:
-    sessions = 0
-    max_failed = 0
-    too_many = 0
+    sessions = max_failed = slept = too_many = 0
     for line in log_text.splitlines():
         if f"[{client_ip}]" not in line:
             continue
@@ -316,8 +327,11 @@ def postfix_error_stats(log_text: str, client_ip: str = CLIENT_IP) -> PostfixErr
         match = _DISCONNECT.search(line)
         if match and match["ip"] == client_ip:
             sessions += 1
-            max_failed = max(max_failed, int(match["all"]) - int(match["ok"]))
-    return PostfixErrorStats(sessions, max_failed, too_many)
+            ok = int(match["ok"])
+            failed = int(match["all"]) - ok if match["all"] else 0
+            max_failed = max(max_failed, failed)
+            slept += _session_slept(failed, " quit=" in match["counts"])
+    return PostfixErrorStats(sessions, max_failed, slept, too_many)
 
 
 # --------------------------------------------------------------------------------------------
