@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
-import dns.name
 import dns.rdatatype
 import dns.resolver
 
 from relaycheck.errors import DnsError, UsageError
+from relaycheck.names import is_hostname
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def split_host_port(text: str, default_port: int | None) -> tuple[str, int | Non
 
 
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise UsageError(f"bad port in {whole!r}: ports are numbers from 1 to 65535")
     return int(text)
 
@@ -137,11 +137,4 @@ def is_ip(text: str) -> bool:
 
 
 def valid_hostname(name: str) -> bool:
-    try:
-        parsed = dns.name.from_text(name)
-    except dns.exception.DNSException:
-        return False
-    labels = [label.decode("ascii", "replace") for label in parsed.labels if label]
-    return bool(labels) and all(
-        label.replace("-", "").replace("_", "").isalnum() and not label.startswith("-") for label in labels
-    )
+    return is_hostname(name)

@@ -13,7 +13,7 @@ import ipaddress
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
@@ -56,7 +56,7 @@ class EngineOptions:
     retry_first_wait: float = 1.0
     data_probe: bool = False
     max_connections: int = 3  # at once, per host
-    probes_per_connection: int = 9  # stays under Postfix's smtpd_soft_error_limit (10)
+    probes_per_connection: int = 10  # <= 10 errors: Postfix slows down only past smtpd_soft_error_limit (10)
     connect_timeout: float = 10.0
     command_timeout: float = 30.0
     greeting_timeout: float = 30.0
@@ -236,14 +236,26 @@ async def _run_chunk(
     return done, None
 
 
+Opened = tuple[SmtpSession, bool]  # a session ready for MAIL, and whether it may pipeline
+
+
+async def _open_for_battery(run: _Run) -> Opened:
+    session, greeting, ehlo = await run.open()
+    if greeting.code != 220:
+        session.close()
+        raise ConnectError(f"server refused the session: {greeting}")
+    return session, ehlo is not None and ehlo.has("PIPELINING")
+
+
 async def _battery(
     run: _Run,
     probes: list[PlannedProbe],
-    first: tuple[SmtpSession, bool] | None,
+    preopened: list[Awaitable[Opened]],
     attempts: dict[str, int],
 ) -> dict[str, Observation]:
     """Run ``probes`` over at most ``max_connections`` concurrent connections.
 
+    ``preopened`` sessions (the preflight's, and ones opened while it ran) are used first.
     Chunks that were cut short (421, drop) are re-queued on fresh connections, with smaller
     chunks from then on: the server has told us its limit.
     """
@@ -251,7 +263,6 @@ async def _battery(
     per_connection = max(1, run.options.probes_per_connection)
     queue: list[PlannedProbe] = list(probes)
     lock = asyncio.Lock()
-    preopened = [first] if first else []
 
     async def take() -> list[PlannedProbe]:
         async with lock:
@@ -269,13 +280,8 @@ async def _battery(
                 attempts[probe.id] = attempts.get(probe.id, 0) + 1
             index = len(run.sessions)
             try:
-                if preopened:
-                    session, pipelining = preopened.pop()
-                else:
-                    session, greeting, ehlo = await run.open()
-                    if greeting.code != 220:
-                        raise ConnectError(f"server refused the session: {greeting}")
-                    pipelining = ehlo is not None and ehlo.has("PIPELINING")
+                opener = preopened.pop(0) if preopened else _open_for_battery(run)
+                session, pipelining = await opener
                 index = session.index
                 done, stop = await _run_chunk(session, chunk, pipelining)
             except (TransportError, ProtocolError, PartialReplies) as exc:
@@ -301,7 +307,30 @@ async def _battery(
 
     workers = max(1, min(run.options.max_connections, -(-len(probes) // per_connection)))
     await asyncio.gather(*(worker() for _ in range(workers)))
+    await _discard(preopened)
     return results
+
+
+async def _discard(openers: list[Awaitable[Opened]]) -> None:
+    """Close sessions that were opened ahead but not needed."""
+    for opener in openers:
+        try:
+            session, _ = await opener
+        except (TransportError, ProtocolError, PartialReplies):
+            continue
+        await session.quit()
+    openers.clear()
+
+
+async def _abandon(run: _Run, openers: list[Awaitable[Opened]]) -> None:
+    """The preflight failed: stop the connections opened ahead instead of waiting for them."""
+    tasks = [asyncio.ensure_future(o) for o in openers]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for session in run.sessions:
+        session.abort()
+    openers.clear()
 
 
 def _slots(run: _Run, facts: SessionFacts) -> Slots:
@@ -381,9 +410,15 @@ async def check_target(
     deadline = started + options.deadline + options.retry_budget
     run = _Run(target, options, deadline, on_exchange)
     run.tls_phase = target.transport is Transport.STARTTLS
+    # Open the battery's other connections while the preflight runs: their setup round trips
+    # overlap with the preflight's instead of following it.
+    ahead: list[Awaitable[Opened]] = [
+        asyncio.ensure_future(_open_for_battery(run)) for _ in range(options.max_connections - 1)
+    ]
     try:
         session, greeting, ehlo = await run.open()
     except (TransportError, ProtocolError, PartialReplies) as exc:
+        await _abandon(run, ahead)
         return _unreachable(target, str(exc), started, run)
     run.peer = session.peer_address
     facts = SessionFacts(
@@ -398,13 +433,16 @@ async def check_target(
     )
     if greeting.code != 220:
         await session.quit()
+        await _abandon(run, ahead)
         return _refused_greeting(target, greeting, facts, run, started)
     slots = _slots(run, facts)
     facts = replace(facts, local_domain=slots.local_domain)
     probes = plan_probes(slots)
     by_id = {p.id: p for p in probes}
     attempts: dict[str, int] = {}
-    results = await _battery(run, probes, (session, facts.pipelining), attempts)
+    first = asyncio.get_running_loop().create_future()
+    first.set_result((session, facts.pipelining))
+    results = await _battery(run, probes, [first, *ahead], attempts)
 
     needs_tls = [
         o for o in results.values() if o.reply is not None and is_tls_required(o.reply)
@@ -412,7 +450,7 @@ async def check_target(
     if needs_tls and not run.tls_phase and target.transport is Transport.PLAIN:
         facts = replace(facts, tls_required=True)
         run.tls_phase = True
-        tls_results = await _battery(run, probes, None, {})
+        tls_results = await _battery(run, probes, [], {})
         if any(o.outcome is not Outcome.ERROR for o in tls_results.values()):
             results = tls_results
 
@@ -451,7 +489,7 @@ async def _around_relay_domains(
         return results
     reordered = replace(slots, outside=others + tuple(r for r in slots.outside if r not in others))
     again = [p for p in plan_probes(reordered) if p.kind is ProbeKind.RELAY and not p.domain_check]
-    return {**results, **await _battery(run, again, None, attempts)}
+    return {**results, **await _battery(run, again, [], attempts)}
 
 
 async def _retry_deferred(
@@ -470,7 +508,7 @@ async def _retry_deferred(
             return results
         await asyncio.sleep(min(wait, left))
         wait = min(wait * 2, 30.0)
-        retried = await _battery(run, deferred, None, attempts)
+        retried = await _battery(run, deferred, [], attempts)
         for probe_id, obs in retried.items():
             previous = results[probe_id]
             results[probe_id] = replace(obs, attempts=previous.attempts + 1)

@@ -57,8 +57,9 @@ def test_without_pipelining_commands_go_one_at_a_time(smtp_server: ServerFactory
 
 
 def test_no_session_goes_past_a_postfix_like_error_limit(smtp_server: ServerFactory) -> None:
-    # Postfix slows down after 10 errors (smtpd_soft_error_limit); this server says 421 at the 10th.
-    server = smtp_server("closed", errors_before_421=9)
+    # Postfix slows down once a client has made more than 10 errors (smtpd_soft_error_limit);
+    # this server says 421 at the 11th.
+    server = smtp_server("closed", errors_before_421=10)
     report = check_one(server.address)
     assert report.verdict.kind is VerdictKind.CLOSED
     replies = [e.reply for c in report.connections for e in c.exchanges if e.reply]

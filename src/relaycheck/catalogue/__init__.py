@@ -86,6 +86,8 @@ def _spec(entry: dict[str, Any], kind: ProbeKind) -> ProbeSpec:
         )
     except KeyError as missing:
         raise CatalogueError(f"catalogue entry {entry!r} lacks {missing}") from None
+    if not isinstance(entry, dict):
+        raise CatalogueError(f"catalogue entry is not a table: {entry!r}")
     unknown = (_fields(spec.mail) | _fields(spec.rcpt)) - SLOTS
     if unknown:
         raise CatalogueError(f"{spec.id}: unknown slots {sorted(unknown)}")
@@ -99,9 +101,14 @@ def _spec(entry: dict[str, Any], kind: ProbeKind) -> ProbeSpec:
 
 
 def parse_catalogue(text: str) -> tuple[ProbeSpec, ...]:
-    data = tomllib.loads(text)
-    specs = [_spec(e, ProbeKind.RELAY) for e in data.get("probe", [])]
-    specs += [_spec(e, ProbeKind.CONTROL) for e in data.get("control", [])]
+    try:
+        data = tomllib.loads(text)
+        specs = [_spec(e, ProbeKind.RELAY) for e in data.get("probe", [])]
+        specs += [_spec(e, ProbeKind.CONTROL) for e in data.get("control", [])]
+    except CatalogueError:
+        raise
+    except (tomllib.TOMLDecodeError, ValueError, TypeError, AttributeError) as exc:
+        raise CatalogueError(f"malformed catalogue: {exc}") from None
     ids = [s.id for s in specs]
     if len(ids) != len(set(ids)):
         raise CatalogueError("duplicate probe ids in the catalogue")
@@ -161,7 +168,7 @@ def plan_probes(slots: Slots, specs: tuple[ProbeSpec, ...] | None = None) -> lis
                 PlannedProbe(
                     id=spec.id + suffix,
                     kind=spec.kind,
-                    title=spec.title if not suffix else f"{spec.title} (second outside domain)",
+                    title=spec.title if not suffix else f"{spec.title} (outside domain {number + 1})",
                     mail_from=spec.mail.format(**values),
                     rcpt_to=spec.rcpt.format(**values),
                     outside_domain=ext if spec.kind is ProbeKind.RELAY else None,

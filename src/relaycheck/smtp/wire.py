@@ -9,15 +9,17 @@ server that tries to exhaust it: a reply line may not exceed ``MAX_LINE`` bytes,
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from relaycheck.errors import MalformedReply, ReplyTooLong
 from relaycheck.model import Reply
+from relaycheck.names import is_hostname
 
 MAX_LINE = 4096  # RFC 5321 allows 512; real servers exceed it a little, hostile ones a lot
 MAX_REPLY = 64 * 1024
 
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+_ENHANCED = re.compile(r"^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?=\s|$)", re.ASCII)
 _FORBIDDEN_IN_COMMAND = ("\r", "\n", "\0")
 
 
@@ -64,10 +66,18 @@ def _printable(raw: bytes) -> str:
     the user's terminal as such, so control characters become visible ``\\xNN`` escapes.
     """
     text = raw.decode("utf-8", errors="replace")
-    return "".join(
-        ch if (ch == "\t" or (ord(ch) >= 0x20 and ord(ch) != 0x7F)) else f"\\x{ord(ch):02x}"
-        for ch in text
-    )
+    return "".join(f"\\x{ord(ch):02x}" if _unsafe(ch) else ch for ch in text)
+
+
+# Bidirectional overrides reorder what a reader sees ("Trojan Source"); shown escaped too.
+_BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F))
+
+
+def _unsafe(ch: str) -> bool:
+    """C0, DEL and C1 control characters (terminal escapes) and bidi controls; tab is fine."""
+    if ch == "\t":
+        return False
+    return unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS
 
 
 @dataclass
@@ -167,6 +177,6 @@ def banner_host(reply: Reply) -> str | None:
     if not words:
         return None
     candidate = words[0]
-    if "." in candidate and re.fullmatch(r"[A-Za-z0-9.-]+", candidate):
+    if "." in candidate.rstrip(".") and is_hostname(candidate):
         return candidate.rstrip(".").lower()
     return None
