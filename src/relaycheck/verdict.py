@@ -216,7 +216,7 @@ def decide(observations: Sequence[Observation], *, tls_required: bool = False) -
     )
     if plain or (tricks and not catch_all_on):
         evidence = plain + tricks
-        lines = "; ".join(_quote(o) for o in evidence[:3])
+        lines = _quote(evidence[0])
         caveat = (
             "The server said it would take the message (at DATA too)"
             if confidence is Confidence.ACCEPTED_AT_DATA

@@ -10,6 +10,7 @@ import io
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from relaycheck.model import (
@@ -54,7 +55,8 @@ def render_text(report: Report, *, verbose: bool = False, color: bool = False, w
         + (f", {summary.problems} input problem(s)" if summary.problems else "")
         + f"  ({report.duration:.2f} s, mode: {report.mode})"
     )
-    return out.getvalue()
+    # Padding fills lines to the console width; trailing blanks only get in the way of a reader.
+    return "\n".join(line.rstrip() for line in out.getvalue().split("\n"))
 
 
 def _target(console: Console, t: TargetReport, verbose: bool) -> None:
@@ -63,22 +65,24 @@ def _target(console: Console, t: TargetReport, verbose: bool) -> None:
     console.print(f"[{style}] {label} [/] [bold]{escape(t.target.label)}[/]{escape(confidence)}")
     if t.target.domain:
         console.print(f"  MX for {escape(t.target.domain)} (preference {t.target.mx_preference})")
-    console.print("  " + escape(t.verdict.explanation), soft_wrap=True)
+    console.print(Padding(escape(t.verdict.explanation), (0, 0, 0, 2)))
     if t.verdict.advice:
-        console.print(f"  [bold]What to do:[/] {escape(t.verdict.advice)}", soft_wrap=True)
+        console.print(Padding(f"[bold]What to do:[/] {escape(t.verdict.advice)}", (0, 0, 0, 2)))
     if t.facts.banner is not None:
         console.print(f"  [dim]banner:[/] {escape(str(t.facts.banner))}")
     accepted = [o for o in t.observations if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED]
     if accepted:
-        console.print(_probe_table("Relay attempts the server accepted", accepted))
+        console.print(Padding(_probe_table("Relay attempts the server accepted", accepted), (0, 0, 0, 2)))
     for finding in t.findings:
         console.print(
-            f"  [bold]{escape(finding.code)}[/] ({finding.severity}): {escape(finding.title)}. "
-            f"{escape(finding.detail)}",
-            soft_wrap=True,
+            Padding(
+                f"[bold]{escape(finding.code)}[/] ({finding.severity}): {escape(finding.title)}. "
+                f"{escape(finding.detail)}",
+                (0, 0, 0, 2),
+            )
         )
     if verbose:
-        console.print(_probe_table("Every probe", list(t.observations)))
+        console.print(Padding(_probe_table("Every probe", list(t.observations)), (0, 0, 0, 2)))
         for log in t.connections:
             _transcript(console, log)
     console.print(
