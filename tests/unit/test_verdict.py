@@ -76,12 +76,16 @@ NO_CATCH_ALL = obs("C-CATCHALL", "550 5.1.1 User unknown")
 DENIED = "554 5.7.1 Relay access denied"
 
 
-def battery(*relay: Observation, controls: tuple[Observation, ...] = (POSTMASTER_OK, NO_CATCH_ALL)) -> list[Observation]:
+def battery(
+    *relay: Observation, controls: tuple[Observation, ...] = (POSTMASTER_OK, NO_CATCH_ALL)
+) -> list[Observation]:
     return [*relay, *controls]
 
 
 def test_all_refused_for_policy_with_postmaster_accepted_is_closed() -> None:
-    decision = decide(battery(obs("V01", DENIED), obs("V03", DENIED), obs("V12", "501 5.1.3 Bad syntax", local_part_trick=True)))
+    decision = decide(
+        battery(obs("V01", DENIED), obs("V03", DENIED), obs("V12", "501 5.1.3 Bad syntax", local_part_trick=True))
+    )
     assert decision.verdict.kind is VerdictKind.CLOSED
 
 
@@ -101,7 +105,9 @@ def test_one_plain_acceptance_is_open() -> None:
 def test_trick_accepted_by_a_catch_all_is_not_called_open() -> None:
     catch_all = obs("C-CATCHALL", "250 2.1.5 Ok")
     decision = decide(
-        battery(obs("V01", DENIED), obs("V15", "250 2.1.5 Ok", local_part_trick=True), controls=(POSTMASTER_OK, catch_all))
+        battery(
+            obs("V01", DENIED), obs("V15", "250 2.1.5 Ok", local_part_trick=True), controls=(POSTMASTER_OK, catch_all)
+        )
     )
     assert decision.verdict.kind is VerdictKind.INCONCLUSIVE
     assert {f.code for f in decision.findings} == {"catch-all"}
