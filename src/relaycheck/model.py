@@ -168,7 +168,9 @@ class Finding:
     severity: Severity
     title: str
     detail: str
-    evidence: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = ()  # probe ids, reply texts or config lines that show it
+    location: str | None = None  # "file:line" for findings from configuration files
+    remediation: str | None = None  # the fix, for the detected MTA when known
 
 
 @dataclass(frozen=True)

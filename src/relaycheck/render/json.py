@@ -91,6 +91,8 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
         "title": finding.title,
         "detail": finding.detail,
         "evidence": list(finding.evidence),
+        "location": finding.location,
+        "remediation": finding.remediation,
     }
 
 
