@@ -7,6 +7,8 @@ raises on purpose becomes one line on stderr and an exit code, never a traceback
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -36,7 +38,37 @@ def _one_address(_ctx: click.Context, _param: click.Parameter, value: str | None
     return None if value is None else _address(value)
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that live in their own packages, imported only when used (the web UI and Dask are
+# heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute".
+LAZY_COMMANDS = {
+    "audit": "relaycheck.audit.command:audit_command",
+    "scan": "relaycheck.scan.command:scan_command",
+    "report": "relaycheck.scan.command:report_command",
+    "serve": "relaycheck.web.command:serve_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        available = [n for n in LAZY_COMMANDS if importlib.util.find_spec(LAZY_COMMANDS[n].split(":")[0]) is not None]
+        return sorted({*super().list_commands(ctx), *available})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module_name, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError:
+                return None
+            command = getattr(module, attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(package_name="relaycheck")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
