@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,10 +49,16 @@ LAZY_COMMANDS = {
 }
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(LAZY_COMMANDS[name].split(":")[0]) is not None
+    except ModuleNotFoundError:  # the parent package is not there either
+        return False
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        available = [n for n in LAZY_COMMANDS if importlib.util.find_spec(LAZY_COMMANDS[n].split(":")[0]) is not None]
-        return sorted({*super().list_commands(ctx), *available})
+        return sorted({*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if _importable(n))})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS:
@@ -243,6 +250,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("relaycheck: interrupted", err=True)
         return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("RELAYCHECK_DEBUG"):
+            raise
+        click.echo(
+            f"relaycheck: internal error: {type(exc).__name__}: {exc} "
+            "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)",
+            err=True,
+        )
+        return EXIT_INCONCLUSIVE
     return EXIT_OK
 
 
