@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from relaycheck.delivery import ArrivalWatcher
 from relaycheck.dns import (
     is_ip,
     lookup_addresses,
@@ -24,6 +25,7 @@ from relaycheck.dns import (
 from relaycheck.engine import EngineOptions, check_target
 from relaycheck.errors import DnsError, UsageError
 from relaycheck.model import Exchange, InputProblem, Report, Target, TargetReport, Transport
+from relaycheck.sink import Sink
 
 PORT_TRANSPORT = {25: Transport.PLAIN, 465: Transport.TLS, 587: Transport.PLAIN}
 
@@ -35,6 +37,10 @@ class CheckOptions:
     resolver: str | None = None  # IP[:PORT] of the DNS server to ask; None: the system's
     use_mx: bool = True  # names without a port are looked up as mail domains first
     port: int = 25  # port for targets given without one (MX hosts included)
+    # Delivery mode (engine.confirm_address set): where arrivals are seen. Either relaycheck's
+    # own sink, started for the run on ``sink_listen`` (HOST:PORT), or a ready watcher (IMAP).
+    sink_listen: str | None = None
+    watcher: ArrivalWatcher | None = None
     concurrency: int = 8  # targets tested at once
 
 
@@ -96,9 +102,22 @@ async def check(
     options: CheckOptions | None = None,
     *,
     on_exchange: Callable[[Target, int, Exchange], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> Report:
     """Test every target the inputs stand for; never raises for network or DNS trouble."""
     options = options or CheckOptions()
+    confirm = options.engine.confirm_address
+    if confirm and options.watcher is None and options.sink_listen is not None:
+        host, port = split_host_port(options.sink_listen, default_port=25)
+        try:
+            async with Sink(confirm.rpartition("@")[2], host, port or 25) as sink:
+                if on_status is not None:
+                    on_status(f"sink listening on {sink.host}:{sink.port} for mail to {confirm}")
+                return await check(inputs, replace(options, watcher=sink), on_exchange=on_exchange, on_status=on_status)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {options.sink_listen} for the sink: {exc.strerror or exc}") from None
+    if confirm and options.watcher is None:
+        raise UsageError("delivery mode needs somewhere to see arrivals: --sink HOST:PORT or --imap URL")
     given = [inputs] if isinstance(inputs, str) else list(inputs)
     started_wall = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
@@ -123,7 +142,9 @@ async def check(
             if on_exchange is not None:
                 def hook(index: int, exchange: Exchange, _t: Target = target) -> None:
                     on_exchange(_t, index, exchange)
-            return await check_target(target, options.engine, on_exchange=hook)
+            return await check_target(
+                target, options.engine, on_exchange=hook, watcher=options.watcher, on_status=on_status
+            )
 
     reports = await asyncio.gather(*(one(t) for t in targets))
     from relaycheck import __version__
@@ -134,5 +155,5 @@ async def check(
         started=started_wall,
         duration=time.monotonic() - started,
         tool_version=__version__,
-        mode="data-probe" if options.engine.data_probe else "probe",
+        mode="delivery" if confirm else "data-probe" if options.engine.data_probe else "probe",
     )

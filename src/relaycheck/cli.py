@@ -18,6 +18,7 @@ import click
 from relaycheck.api import CheckOptions, check
 from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
 from relaycheck.errors import RelaycheckError, UsageError
+from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, parse_imap_url
 from relaycheck.model import Report, Transport
 from relaycheck.render.json import render_json
 from relaycheck.render.text import render_text
@@ -118,6 +119,31 @@ def cli(ctx: click.Context) -> None:
     help="For accepted recipients, send DATA and hang up on 354 before any content (no message is created).",
 )
 @click.option(
+    "--confirm",
+    "confirm",
+    callback=_one_address,
+    metavar="ADDRESS",
+    help="Delivery mode: relay probes go to ADDRESS (a mailbox you control); each accepted one sends "
+    "one labelled test message, and its arrival is checked (--sink or --imap).",
+)
+@click.option("--sink", "sink_listen", metavar="HOST:PORT", help="Receive test messages with relaycheck's own sink.")
+@click.option(
+    "--imap",
+    "imap_url",
+    metavar="URL",
+    help=f"Look for test messages in this mailbox: imaps://user@host/INBOX (password: ${PASSWORD_VARIABLE} "
+    "or a prompt).",
+)
+@click.option("--imap-keep", is_flag=True, help="Leave the test messages in the IMAP mailbox.")
+@click.option(
+    "--confirm-timeout",
+    type=click.FloatRange(1, 3600),
+    default=120.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for test messages to arrive.",
+)
+@click.option(
     "--transport",
     type=click.Choice([t.value for t in Transport]),
     help="plain, starttls or tls (implicit TLS). Default: tls on port 465, plain otherwise.",
@@ -156,6 +182,11 @@ def check_command(
     resolver: str | None,
     retry_budget: float,
     data_probe: bool,
+    confirm: str | None,
+    sink_listen: str | None,
+    imap_url: str | None,
+    imap_keep: bool,
+    confirm_timeout: float,
     transport: str | None,
     port: int,
     no_mx: bool,
@@ -164,7 +195,8 @@ def check_command(
 ) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
     outside = ext_recipients or DEFAULT_OUTSIDE
-    if len({a.rpartition("@")[2].lower() for a in outside}) < 2:
+    watcher = _watcher(confirm, sink_listen, imap_url, imap_keep)
+    if not confirm and len({a.rpartition("@")[2].lower() for a in outside}) < 2:
         click.echo(
             "relaycheck: note: with a single outside domain a backup MX for it looks like an "
             "open relay; give a second --ext-recipient at an unrelated domain.",
@@ -177,6 +209,8 @@ def check_command(
         helo=helo or default_helo(),
         retry_budget=retry_budget,
         data_probe=data_probe,
+        confirm_address=confirm,
+        confirm_timeout=confirm_timeout,
         max_connections=max_connections,
         command_timeout=timeout,
         greeting_timeout=timeout,
@@ -188,10 +222,35 @@ def check_command(
         resolver=resolver,
         use_mx=not no_mx,
         port=port,
+        sink_listen=sink_listen,
+        watcher=watcher,
     )
-    report = asyncio.run(check(list(targets), options))
+    report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
     _emit(report, as_json=as_json, verbose=verbose)
     raise SystemExit(summarize(report).exit_code)
+
+
+def _watcher(confirm: str | None, sink_listen: str | None, imap_url: str | None, keep: bool) -> ImapWatcher | None:
+    """Check the delivery-mode options; the IMAP watcher when --imap is used."""
+    if not confirm:
+        if sink_listen or imap_url:
+            raise UsageError("--sink and --imap are for delivery mode: add --confirm ADDRESS")
+        return None
+    if bool(sink_listen) == bool(imap_url):
+        raise UsageError("--confirm needs exactly one of --sink HOST:PORT or --imap URL")
+    if not imap_url:
+        return None
+    location = parse_imap_url(imap_url)
+    password = os.environ.get(PASSWORD_VARIABLE)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise UsageError(f"set ${PASSWORD_VARIABLE} (the IMAP password is never taken from the command line)")
+        password = click.prompt(f"IMAP password for {location.user}@{location.host}", hide_input=True)
+    return ImapWatcher(location, password, keep=keep)
+
+
+def _status(message: str) -> None:
+    click.echo(f"relaycheck: {message}", err=True)
 
 
 def _emit(report: Report, *, as_json: bool, verbose: bool) -> None:
@@ -227,6 +286,33 @@ def demo(as_json: bool = False, verbose: bool = False) -> None:
     if not as_json:
         click.echo("demo: every verdict as expected" if not wrong else "demo: UNEXPECTED " + "; ".join(wrong))
     raise SystemExit(EXIT_INCONCLUSIVE if wrong else EXIT_OK)
+
+
+@cli.command("sink")
+@click.option("--domain", required=True, metavar="DOMAIN", help="Accept mail for this domain only.")
+@click.option("--listen", default="0.0.0.0:25", show_default=True, metavar="HOST:PORT", help="Where to listen.")
+def sink_command(domain: str, listen: str) -> None:
+    """Receive relaycheck test messages for DOMAIN and print each token as it arrives."""
+    from relaycheck.dns import split_host_port
+    from relaycheck.sink import Arrival, Sink
+
+    host, port = split_host_port(listen, default_port=25)
+
+    def show(arrival: Arrival) -> None:
+        path = " <- ".join(arrival.received) or "(no Received headers)"
+        click.echo(f"{arrival.token} from {arrival.peer} to {', '.join(arrival.rcpt_tos)}: {path}")
+
+    async def serve() -> None:
+        try:
+            sink = Sink(domain, host, port or 25)
+            sink.handler.on_arrival = show
+            async with sink:
+                click.echo(f"relaycheck sink: listening on {sink.host}:{sink.port} for mail to @{domain}", err=True)
+                await asyncio.Event().wait()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+    asyncio.run(serve())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

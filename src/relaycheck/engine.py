@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
+from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, sent_tokens
 from relaycheck.errors import ConnectError, ProtocolError, TlsError, TransportError
 from relaycheck.model import (
     Confidence,
@@ -55,6 +56,8 @@ class EngineOptions:
     retry_budget: float = 0.0  # seconds to keep retrying deferred probes (greylisting)
     retry_first_wait: float = 1.0
     data_probe: bool = False
+    confirm_address: str | None = None  # delivery mode: the operator's own mailbox
+    confirm_timeout: float = 120.0  # seconds to wait for test messages to arrive
     max_connections: int = 3  # at once, per host
     probes_per_connection: int = 10  # <= 10 errors: Postfix slows down only past smtpd_soft_error_limit (10)
     connect_timeout: float = 10.0
@@ -63,10 +66,15 @@ class EngineOptions:
     deadline: float = 300.0  # per target, on top of the retry budget
 
     @property
+    def outside(self) -> tuple[str, ...]:
+        """Outside recipients: in delivery mode only the operator's own address, ever."""
+        return (self.confirm_address,) if self.confirm_address else self.ext_recipients
+
+    @property
     def sender_address(self) -> str:
         if self.sender:
             return self.sender
-        domain = self.ext_recipients[-1].rpartition("@")[2]
+        domain = self.outside[-1].rpartition("@")[2]
         return f"relaycheck@{domain}"
 
 
@@ -339,7 +347,7 @@ def _slots(run: _Run, facts: SessionFacts) -> Slots:
     literal = ip_literal(run.peer) if run.peer else f"[{run.target.host}]"
     local_domain = options.local_domain or run.target.domain or host or literal
     return Slots(
-        outside=options.ext_recipients,
+        outside=options.outside,
         sender_ext=options.sender_address,
         local_domain=local_domain,
         host=host or local_domain,
@@ -366,44 +374,13 @@ def _unreachable(target: Target, reason: str, started: float, run: _Run | None) 
     )
 
 
-async def _data_probe(run: _Run, accepted: list[Observation]) -> dict[str, Observation]:
-    """For each accepted relay probe: MAIL, RCPT, DATA, and hang up on 354 (no message exists)."""
-    gate = asyncio.Semaphore(run.options.max_connections)
-
-    async def one(obs: Observation) -> Observation:
-        async with gate:
-            try:
-                session, greeting, _ = await run.open()
-                if greeting.code != 220:
-                    return obs
-                mail = await session.command(mail_from(obs.mail_from))
-                rcpt = await session.command(rcpt_to(obs.rcpt_to)) if mail.positive else mail
-                if mail.code // 100 != 2 or rcpt.code // 100 != 2:
-                    await session.quit()
-                    return obs
-                data = await session.data_then_abort()
-                if data.code != 354:
-                    await session.quit()
-            except (TransportError, ProtocolError, PartialReplies):
-                return obs
-            if data.code == 354:
-                return replace(obs, data_reply=data)
-            # Refused at DATA: this path does not relay after all; the DATA reply decides.
-            refused = classify_reply(Stage.DATA, data)
-            return replace(
-                obs, data_reply=data, outcome=refused.outcome, stage=Stage.DATA, reply=data,
-                reason=f"accepted at RCPT, then {refused.reason} at DATA",
-            )
-
-    results = await asyncio.gather(*(one(o) for o in accepted))
-    return {o.probe_id: o for o in results}
-
-
 async def check_target(
     target: Target,
     options: EngineOptions,
     *,
     on_exchange: Callable[[int, Exchange], None] | None = None,
+    watcher: ArrivalWatcher | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> TargetReport:
     """Test one SMTP endpoint. Never raises for network trouble: it is reported instead."""
     started = time.monotonic()
@@ -457,14 +434,18 @@ async def check_target(
     results = await _retry_deferred(run, results, by_id, attempts)
     results = await _around_relay_domains(run, slots, results, attempts)
 
-    if options.data_probe:
-        accepted = [
-            o for o in results.values() if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED
-        ]
-        results.update(await _data_probe(run, accepted))
+    accepted = [o for o in results.values() if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED]
+    if options.confirm_address and accepted:
+        results.update(await _confirm(run, accepted, watcher, on_status))
+    elif options.data_probe and accepted:
+        results.update(await data_probe(run.open, accepted, options.max_connections))
 
     observations = tuple(results[p.id] for p in probes if p.id in results)
-    decision = decide(observations, tls_required=facts.tls_required)
+    decision = decide(
+        observations,
+        tls_required=facts.tls_required,
+        confirm_timeout=options.confirm_timeout if options.confirm_address else None,
+    )
     return TargetReport(
         target=replace(target, address=run.peer or target.address),
         verdict=decision.verdict,
@@ -475,6 +456,37 @@ async def check_target(
         round_trips=sum(s.round_trips for s in run.sessions),
         duration=time.monotonic() - started,
     )
+
+
+async def _confirm(
+    run: _Run,
+    accepted: list[Observation],
+    watcher: ArrivalWatcher | None,
+    on_status: Callable[[str], None] | None,
+) -> dict[str, Observation]:
+    """Delivery mode: one test message per accepted probe, then wait for them to arrive."""
+    options = run.options
+    assert options.confirm_address is not None
+    sent = await deliver(
+        run.open,
+        accepted,
+        limit=options.max_connections,
+        confirm_address=options.confirm_address,
+        target_label=replace(run.target, address=run.peer or run.target.address).label,
+        operator=options.helo,
+    )
+    tokens = sent_tokens(sent)
+    if not tokens or watcher is None:
+        return sent
+    if on_status is not None:
+        on_status(
+            f"{run.target.label}: {len(tokens)} test message(s) sent to {options.confirm_address}; "
+            f"waiting up to {options.confirm_timeout:g} s for them to arrive ({watcher.via})"
+        )
+    arrivals = await watcher.wait_for(tokens, options.confirm_timeout)
+    if on_status is not None:
+        on_status(f"{run.target.label}: {len(arrivals)} of {len(tokens)} test message(s) arrived")
+    return mark_arrivals(sent, arrivals, watcher.via)
 
 
 async def _around_relay_domains(

@@ -52,6 +52,7 @@ class Confidence(StrEnum):
     CONFIRMED = "confirmed"  # a test message arrived (delivery mode)
     ACCEPTED_AT_DATA = "accepted-at-data"  # the server answered 354 to DATA
     ACCEPTED_AT_RCPT = "accepted-at-rcpt"  # the server answered 250/251 to RCPT
+    ACCEPTED_NOT_DELIVERED = "accepted-not-delivered"  # took the test message, which never arrived
     POLICY_REFUSAL = "policy-refusal"  # closed: every relay path refused for policy
     UNDETERMINED = "undetermined"  # inconclusive
 
@@ -131,6 +132,23 @@ class ConnectionLog:
     error: str | None = None
 
 
+class DeliveryState(StrEnum):
+    CONFIRMED = "confirmed"  # the test message arrived in the operator's mailbox
+    NOT_DELIVERED = "not-delivered"  # the server took it, it never arrived (discard, bounce, queue)
+    NOT_ACCEPTED = "not-accepted"  # refused at DATA or at the end of the content: nothing sent
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What happened to the one test message sent for an accepted relay probe."""
+
+    state: DeliveryState
+    token: str
+    final_reply: Reply | None = None  # the reply to the end of the content ("250 queued as …")
+    received: tuple[str, ...] = ()  # Received: headers of the arrived message: the path it took
+    arrived_via: str | None = None  # "sink" or "imap"
+
+
 @dataclass(frozen=True)
 class Observation:
     """What one probe produced."""
@@ -150,7 +168,8 @@ class Observation:
     tls: bool = False
     connection: int = 0
     attempts: int = 1
-    data_reply: Reply | None = None  # with --data-probe: the reply to DATA
+    data_reply: Reply | None = None  # with --data-probe or --confirm: the reply to DATA
+    delivery: Delivery | None = None  # delivery mode only
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from relaycheck.model import (
     Confidence,
+    DeliveryState,
     Finding,
     Observation,
     Outcome,
@@ -143,8 +144,13 @@ def _quote(obs: Observation) -> str:
     return f"{obs.probe_id} MAIL FROM:{obs.mail_from} {shown} -> {obs.reply}" if obs.reply else shown
 
 
-def decide(observations: Sequence[Observation], *, tls_required: bool = False) -> Decision:
-    """The verdict for one target from its observations (DESIGN §2)."""
+def decide(
+    observations: Sequence[Observation], *, tls_required: bool = False, confirm_timeout: float | None = None
+) -> Decision:
+    """The verdict for one target from its observations (DESIGN §2).
+
+    ``confirm_timeout`` is set in delivery mode: how long arrivals were awaited.
+    """
     relay = [o for o in observations if o.kind is ProbeKind.RELAY]
     controls = {o.probe_id: o for o in observations if o.kind is ProbeKind.CONTROL}
     postmaster = controls.get("C-POSTMASTER")
@@ -207,16 +213,17 @@ def decide(observations: Sequence[Observation], *, tls_required: bool = False) -
         accepted = [o for o in accepted if o.outside_domain not in relay_domains]
         relay = [o for o in relay if o.outside_domain not in relay_domains]
 
+    confirmed = [o for o in accepted if o.delivery is not None and o.delivery.state is DeliveryState.CONFIRMED]
+    if confirmed:
+        return Decision(_confirmed(confirmed, accepted), tuple(findings))
     plain = [o for o in accepted if not o.local_part_trick]
     tricks = [o for o in accepted if o.local_part_trick]
-    confidence = (
-        Confidence.ACCEPTED_AT_DATA
-        if any(o.data_reply is not None for o in accepted)
-        else Confidence.ACCEPTED_AT_RCPT
-    )
     if plain or (tricks and not catch_all_on):
         evidence = plain + tricks
-        lines = _quote(evidence[0])
+        if confirm_timeout is not None and any(o.delivery is not None for o in evidence):
+            return Decision(_not_delivered(evidence, confirm_timeout), tuple(findings))
+        at_data = any(o.data_reply is not None for o in evidence)
+        confidence = Confidence.ACCEPTED_AT_DATA if at_data else Confidence.ACCEPTED_AT_RCPT
         caveat = (
             "The server said it would take the message (at DATA too)"
             if confidence is Confidence.ACCEPTED_AT_DATA
@@ -234,9 +241,9 @@ def decide(observations: Sequence[Observation], *, tls_required: bool = False) -
                 VerdictKind.OPEN,
                 confidence,
                 f"The server accepted {len(evidence)} relay attempt(s) from an outside client "
-                f"to an outside recipient, e.g. {lines}. {caveat}.{trick_note}",
+                f"to an outside recipient, e.g. {_quote(evidence[0])}. {caveat}.{trick_note}",
                 tuple(o.probe_id for o in evidence),
-                "Restrict relaying to authenticated users and your own networks.",
+                FIX_OPEN,
             ),
             tuple(findings),
         )
@@ -255,6 +262,41 @@ def decide(observations: Sequence[Observation], *, tls_required: bool = False) -
             tuple(findings),
         )
     return _not_open(relay, postmaster, postmaster_ok, tuple(findings), relay_domains)
+
+
+FIX_OPEN = "Restrict relaying to authenticated users and your own networks."
+
+
+def _confirmed(confirmed: list[Observation], accepted: list[Observation]) -> Verdict:
+    first = confirmed[0]
+    assert first.delivery is not None
+    path = f" It took this path: {' <- '.join(first.delivery.received)}." if first.delivery.received else ""
+    others = len(accepted) - len(confirmed)
+    rest = f" {others} other accepted attempt(s) did not arrive." if others else ""
+    return Verdict(
+        VerdictKind.OPEN,
+        Confidence.CONFIRMED,
+        f"Confirmed open relay: {len(confirmed)} test message(s) sent through the server from an "
+        f"outside client arrived in the operator's mailbox, e.g. {_quote(first)}.{path}{rest}",
+        tuple(o.probe_id for o in confirmed),
+        FIX_OPEN,
+    )
+
+
+def _not_delivered(evidence: list[Observation], waited: float) -> Verdict:
+    refused = [o for o in evidence if o.delivery is not None and o.delivery.state is DeliveryState.NOT_ACCEPTED]
+    return Verdict(
+        VerdictKind.OPEN,
+        Confidence.ACCEPTED_NOT_DELIVERED,
+        f"The server accepted {len(evidence)} relay attempt(s) from an outside client, e.g. "
+        f"{_quote(evidence[0])}, and took the test messages, but none arrived within {waited:g} s. "
+        "It may accept and then discard or bounce relayed mail (a spam-trap or anti-harvesting "
+        "behaviour), queue it for later, or deliver it somewhere else."
+        + (f" {len(refused)} message(s) could not be sent at all." if refused else ""),
+        tuple(o.probe_id for o in evidence),
+        "Check the server's queue and logs for the test tokens; even if nothing leaves, accepting "
+        "relay attempts invites abuse: " + FIX_OPEN[0].lower() + FIX_OPEN[1:],
+    )
 
 
 def _not_open(

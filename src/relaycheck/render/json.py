@@ -11,6 +11,7 @@ from typing import Any
 
 from relaycheck.model import (
     ConnectionLog,
+    Delivery,
     Finding,
     Observation,
     Reply,
@@ -81,6 +82,19 @@ def observation_dict(obs: Observation) -> dict[str, Any]:
         "connection": obs.connection,
         "attempts": obs.attempts,
         "data_reply": reply_dict(obs.data_reply),
+        "delivery": delivery_dict(obs.delivery),
+    }
+
+
+def delivery_dict(delivery: Delivery | None) -> dict[str, Any] | None:
+    if delivery is None:
+        return None
+    return {
+        "state": str(delivery.state),
+        "token": delivery.token,
+        "final_reply": reply_dict(delivery.final_reply),
+        "received": list(delivery.received),
+        "arrived_via": delivery.arrived_via,
     }
 
 

@@ -73,6 +73,12 @@ def _target(console: Console, t: TargetReport, verbose: bool) -> None:
     accepted = [o for o in t.observations if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED]
     if accepted:
         console.print(Padding(_probe_table("Relay attempts the server accepted", accepted), (0, 0, 0, 2)))
+    arrived = [o for o in accepted if o.delivery is not None and o.delivery.received]
+    for o in arrived[:3]:
+        assert o.delivery is not None
+        console.print(Padding(f"[bold]{o.probe_id} arrived via:[/]", (0, 0, 0, 2)))
+        for line in o.delivery.received:
+            console.print(Padding(escape(line), (0, 0, 0, 4)))
     for finding in t.findings:
         console.print(
             Padding(
@@ -102,6 +108,8 @@ def _probe_table(title: str, observations: list[Observation]) -> Table:
         reply = str(o.reply) if o.reply else o.reason
         if o.data_reply is not None:
             reply += f" | DATA: {o.data_reply}"
+        if o.delivery is not None:
+            reply += f" | test message: {o.delivery.state}"
         style = OUTCOME_STYLE[o.outcome]
         table.add_row(
             o.probe_id,

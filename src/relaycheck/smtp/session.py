@@ -301,6 +301,20 @@ class SmtpSession:
             self.abort(note="connection dropped after 354, before any content: no message exists")
         return reply
 
+    async def send_content(self, content: bytes) -> Reply:
+        """After a 354: send the (dot-stuffed, terminated) content and read the final reply."""
+        protocol = self._require()
+        assert protocol.transport is not None
+        protocol.transport.write(content)
+        self.round_trips += 1
+        try:
+            reply = await self._read(self.config.command_timeout, "the end of the message")
+        except (ConnectionClosed, StepTimeout, ProtocolError) as exc:
+            self._record(f"<message content, {len(content)} bytes>", None, note=str(exc))
+            raise PartialReplies(exc, []) from exc
+        self._record(f"<message content, {len(content)} bytes>", reply)
+        return reply
+
     async def quit(self) -> None:
         """Polite QUIT; the reply is read briefly but not required."""
         if not self.connected:

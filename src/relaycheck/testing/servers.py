@@ -14,11 +14,13 @@ Readiness is signalled with an event, never guessed with a sleep.
 from __future__ import annotations
 
 import asyncio
+import smtplib
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -48,6 +50,20 @@ def read_path(arg: str) -> Path:
     if not at:
         return Path(arg, text, "", routed)
     return Path(arg, local, domain.lower(), routed)
+
+
+def relayed_address(path: Path) -> str:
+    """Where a naive relay sends a (possibly tricked) recipient: quotes, % and ! undone."""
+    local = path.local.strip('"')
+    if "@" in local:  # "u@ext"@local, u@ext@local
+        return local
+    if "%" in local:
+        user, _, domain = local.rpartition("%")
+        return f"{user}@{domain}"
+    if "!" in local:
+        domain, _, user = local.partition("!")
+        return f"{user}@{domain}"
+    return f"{local}@{path.domain}" if path.domain else local
 
 
 Rule = Callable[["Transaction"], bool]
@@ -82,6 +98,7 @@ class Behaviour:
     refuse_data: bool = False  # accept recipients, refuse DATA (servers that check late)
     multiline_replies: bool = False  # relay refusals as multi-line replies
     banner: str | None = None  # full greeting text after "220 " (default: hostname + ESMTP)
+    next_hop: tuple[str, int] | None = None  # relay accepted messages there (else keep them: discard)
     description: str = ""
 
 
@@ -295,7 +312,22 @@ class BehaviourHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.messages.append(envelope)
+        if self.behaviour.next_hop is not None:
+            await asyncio.to_thread(self._forward, session, envelope)
         return "250 2.0.0 Ok: queued"
+
+    def _forward(self, session: Session, envelope: Envelope) -> None:
+        """Relay like a naive MTA: undo the address tricks, add a Received header, pass it on."""
+        assert self.behaviour.next_hop is not None
+        peer = session.peer[0] if session.peer else "unknown"
+        received = (
+            f"Received: from {session.host_name} ([{peer}])\r\n\tby {self.behaviour.hostname} "
+            f"(relaycheck test fixture) with ESMTP; {formatdate(localtime=False)}\r\n"
+        ).encode()
+        recipients = [relayed_address(read_path(r)) for r in envelope.rcpt_tos]
+        host, port = self.behaviour.next_hop
+        with smtplib.SMTP(host, port, timeout=10) as client:
+            client.sendmail("", recipients, received + (envelope.original_content or b""))
 
 
 class ServerThread:
