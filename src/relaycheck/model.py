@@ -209,6 +209,65 @@ class SessionFacts:
 
 
 @dataclass(frozen=True)
+class Fingerprint:
+    """The MTA family behind a target, as far as its replies tell."""
+
+    family: str  # postfix, exim, exchange, sendmail, opensmtpd, qmail, haraka, unknown
+    version: str | None = None
+    evidence: tuple[str, ...] = ()  # the banner/EHLO/reply texts that gave it away
+
+
+@dataclass(frozen=True)
+class TlsFacts:
+    """What a TLS handshake with the target showed (STARTTLS or implicit TLS)."""
+
+    offered: bool  # STARTTLS advertised, or an implicit-TLS port
+    established: bool = False
+    version: str | None = None  # "TLSv1.3"
+    cipher: str | None = None
+    cert_subject: str | None = None  # subject common name
+    cert_sans: tuple[str, ...] = ()  # DNS names in subjectAltName
+    cert_issuer: str | None = None
+    not_before: str | None = None  # ISO 8601 UTC
+    not_after: str | None = None
+    self_signed: bool | None = None
+    chain_verified: bool | None = None  # against this machine's trust store
+    verify_error: str | None = None
+    hostname_matches: bool | None = None  # the target's host name against SAN/CN (None: no name)
+    error: str | None = None  # the handshake failed: why
+
+
+@dataclass(frozen=True)
+class DnsblResult:
+    zone: str
+    listed: bool | None  # None: unknown (query refused, open-resolver block, timeout)
+    codes: tuple[str, ...] = ()  # the A answers, e.g. ("127.0.0.2",)
+    meaning: str = ""  # what the codes mean for this zone
+    txt: str | None = None  # the zone's TXT explanation when it gives one
+
+
+@dataclass(frozen=True)
+class HygieneFacts:
+    """Everything the hygiene checks collected about one target (pure data for findings.py).
+
+    ``None`` means "not checked" (turned off, or not applicable), as opposed to an empty answer.
+    """
+
+    ptr_names: tuple[str, ...] | None = None
+    fcrdns: bool | None = None  # one of the PTR names resolves back to the address
+    tls: TlsFacts | None = None
+    auth_before_tls: tuple[str, ...] = ()  # AUTH mechanisms offered on the clear-text session
+    auth_after_tls: tuple[str, ...] = ()
+    vrfy_postmaster: Reply | None = None
+    vrfy_random: Reply | None = None  # VRFY of a user that cannot exist
+    expn_postmaster: Reply | None = None
+    auth_bypass_reply: Reply | None = None  # the one bogus AUTH (only with --auth-bypass-check)
+    auth_bypass_relay: Reply | None = None  # RCPT to an outside recipient right after it
+    dnsbl: tuple[DnsblResult, ...] | None = None
+    fingerprint: Fingerprint | None = None
+
+
+@dataclass(frozen=True)
 class TargetReport:
     target: Target
     verdict: Verdict
@@ -219,6 +278,7 @@ class TargetReport:
     round_trips: int = 0
     duration: float = 0.0
     error: str | None = None  # the target could not be tested at all (refused, timeout…)
+    hygiene: HygieneFacts | None = None
 
 
 @dataclass(frozen=True)
