@@ -37,6 +37,7 @@ class CheckOptions:
     resolver: str | None = None  # IP[:PORT] of the DNS server to ask; None: the system's
     use_mx: bool = True  # names without a port are looked up as mail domains first
     port: int = 25  # port for targets given without one (MX hosts included)
+    ports: tuple[int, ...] | None = None  # several ports for targets given without one (--ports)
     # Delivery mode (engine.confirm_address set): where arrivals are seen. Either relaycheck's
     # own sink, started for the run on ``sink_listen`` (HOST:PORT), or a ready watcher (IMAP).
     sink_listen: str | None = None
@@ -65,13 +66,24 @@ def parse_target(text: str) -> TargetSpec:
 
 
 async def expand(spec: TargetSpec, options: CheckOptions) -> list[Target]:
-    """The SMTP endpoints one input stands for. Raises ``DnsError`` with a one-line reason."""
-    port = spec.port or options.port
-    transport = options.transport or PORT_TRANSPORT.get(port, Transport.PLAIN)
+    """The SMTP endpoints one input stands for. Raises ``DnsError`` with a one-line reason.
+
+    Every address of every MX host, on every port asked for (an explicit ``host:port`` wins).
+    """
+    ports = (spec.port,) if spec.port else (options.ports or (options.port,))
+    return [
+        replace(t, port=p, transport=options.transport or PORT_TRANSPORT.get(p, Transport.PLAIN))
+        for t in await _hosts(spec, options)
+        for p in ports
+    ]
+
+
+async def _hosts(spec: TargetSpec, options: CheckOptions) -> list[Target]:
+    """Host and address of each endpoint (port filled in by ``expand``)."""
     if is_ip(spec.host):
-        return [Target(host=spec.host, port=port, transport=transport, address=spec.host)]
+        return [Target(host=spec.host, address=spec.host)]
     resolver = make_resolver(options.resolver) if (options.resolver or "." in spec.host) else None
-    if spec.port is None and options.use_mx and resolver is not None:
+    if spec.port is None and options.use_mx and resolver is not None:  # a mail domain?
         mx = await lookup_mx(resolver, spec.host)
         if mx is not None:
             if not mx or all(m.host in ("", ".") for m in mx):
@@ -80,21 +92,11 @@ async def expand(spec: TargetSpec, options: CheckOptions) -> list[Target]:
             for entry in mx:
                 for address in await lookup_addresses(resolver, entry.host):
                     targets.append(
-                        Target(
-                            host=entry.host,
-                            port=port,
-                            transport=transport,
-                            address=address,
-                            domain=spec.host,
-                            mx_preference=entry.preference,
-                        )
+                        Target(host=entry.host, address=address, domain=spec.host, mx_preference=entry.preference)
                     )
             return targets
         # No MX at all: the implicit MX is the name itself (RFC 5321 §5.1).
-    return [
-        Target(host=spec.host, port=port, transport=transport, address=address, domain=None)
-        for address in await lookup_addresses(resolver, spec.host)
-    ]
+    return [Target(host=spec.host, address=address) for address in await lookup_addresses(resolver, spec.host)]
 
 
 async def check(

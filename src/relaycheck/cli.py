@@ -18,6 +18,7 @@ import click
 from relaycheck.api import CheckOptions, check
 from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
 from relaycheck.errors import RelaycheckError, UsageError
+from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, parse_imap_url
 from relaycheck.model import Report, Transport
 from relaycheck.render.json import render_json
@@ -155,6 +156,25 @@ def cli(ctx: click.Context) -> None:
     show_default=True,
     help="Port for targets given without one (MX hosts included); 465 implies implicit TLS.",
 )
+@click.option(
+    "--ports",
+    metavar="LIST",
+    help="Ports to test for targets given without one, e.g. 25,465,587 (465: implicit TLS; 587: "
+    "submission, where relaying without AUTH is an open relay too). Default: 25.",
+)
+@click.option("--all-ports", is_flag=True, help="Same as --ports 25,465,587.")
+@click.option("--no-ptr", is_flag=True, help="Skip the reverse DNS (PTR, FCrDNS) checks.")
+@click.option("--no-dnsbl", is_flag=True, help="Skip the blocklist (DNSBL) lookups.")
+@click.option("--dnsbl-zone", "dnsbl_zones", multiple=True, metavar="ZONE", help="Also ask this DNSBL zone.")
+@click.option("--no-tls-check", is_flag=True, help="Skip the certificate and TLS protocol checks.")
+@click.option("--no-tls-battery", is_flag=True, help="Do not repeat the relay battery over STARTTLS.")
+@click.option("--no-vrfy", is_flag=True, help="Skip the VRFY/EXPN user-enumeration check.")
+@click.option(
+    "--auth-bypass-check",
+    is_flag=True,
+    help="Try ONE AUTH with a random user and password, then a relay probe (servers that relay after "
+    "any AUTH are open). Never more than one attempt.",
+)
 @click.option("--no-mx", is_flag=True, help="Treat names as hosts: do not look up MX records.")
 @click.option(
     "--timeout",
@@ -189,6 +209,15 @@ def check_command(
     confirm_timeout: float,
     transport: str | None,
     port: int,
+    ports: str | None,
+    all_ports: bool,
+    no_ptr: bool,
+    no_dnsbl: bool,
+    dnsbl_zones: tuple[str, ...],
+    no_tls_check: bool,
+    no_tls_battery: bool,
+    no_vrfy: bool,
+    auth_bypass_check: bool,
     no_mx: bool,
     timeout: float,
     max_connections: int,
@@ -215,6 +244,16 @@ def check_command(
         command_timeout=timeout,
         greeting_timeout=timeout,
         connect_timeout=min(timeout, 10.0),
+        resolver=resolver,
+        hygiene=HygieneOptions(
+            ptr=not no_ptr,
+            dnsbl=not no_dnsbl,
+            extra_dnsbl_zones=tuple(z.lower().strip(".") for z in dnsbl_zones),
+            tls=not no_tls_check,
+            tls_battery=not no_tls_battery,
+            vrfy=not no_vrfy,
+            auth_bypass=auth_bypass_check,
+        ),
     )
     options = CheckOptions(
         engine=engine,
@@ -222,12 +261,25 @@ def check_command(
         resolver=resolver,
         use_mx=not no_mx,
         port=port,
+        ports=(25, 465, 587) if all_ports else _ports(ports),
         sink_listen=sink_listen,
         watcher=watcher,
     )
     report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
     _emit(report, as_json=as_json, verbose=verbose)
     raise SystemExit(summarize(report).exit_code)
+
+
+def _ports(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        ports = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise UsageError(f"--ports takes numbers separated by commas, not {text!r}") from None
+    if not ports or not all(0 < p < 65536 for p in ports):
+        raise UsageError(f"--ports takes port numbers from 1 to 65535, not {text!r}")
+    return tuple(dict.fromkeys(ports))
 
 
 def _watcher(confirm: str | None, sink_listen: str | None, imap_url: str | None, keep: bool) -> ImapWatcher | None:
@@ -265,18 +317,25 @@ def _emit(report: Report, *, as_json: bool, verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Show every probe and the SMTP transcripts.")
 def demo(as_json: bool = False, verbose: bool = False) -> None:
     """Check local demo servers (open, closed, percent hack, greylisting, 454) — no network."""
-    from relaycheck.demo import DEMO_LOCAL_DOMAIN, DEMO_OUTSIDE, demo_servers
+    from relaycheck.demo import DEMO_DNSBL_ZONE, DEMO_LOCAL_DOMAIN, DEMO_OUTSIDE, demo_lab
 
-    with demo_servers() as servers:
+    with demo_lab() as lab:
+        servers = lab.servers
         if not as_json:
             click.echo("relaycheck demo: local SMTP servers with known behaviours on loopback:")
             for server in servers:
-                click.echo(f"  {server.address:<22} {server.behaviour:<18} expected: {server.expected}")
+                click.echo(
+                    f"  {server.address:<18} {server.hostname:<16} {server.behaviour:<18} expected: {server.expected}"
+                )
             click.echo()
         engine = EngineOptions(
-            ext_recipients=DEMO_OUTSIDE, local_domain=DEMO_LOCAL_DOMAIN, helo="relaycheck.demo.test"
+            ext_recipients=DEMO_OUTSIDE,
+            local_domain=DEMO_LOCAL_DOMAIN,
+            helo="relaycheck.demo.test",
+            resolver=lab.resolver,
+            hygiene=HygieneOptions(dnsbl=False, dnsbl_zones=(DEMO_DNSBL_ZONE,)),
         )
-        report = asyncio.run(check([s.address for s in servers], CheckOptions(engine=engine)))
+        report = asyncio.run(check([s.address for s in servers], CheckOptions(engine=engine, resolver=lab.resolver)))
     _emit(report, as_json=as_json, verbose=verbose)
     wrong = [
         f"{s.behaviour}: got {t.verdict.kind}, expected {s.expected}"

@@ -24,7 +24,8 @@ from relaycheck.smtp.session import PartialReplies, SmtpSession
 from relaycheck.smtp.wire import Ehlo, mail_from, rcpt_to
 from relaycheck.verdict import classify_reply
 
-OpenSession = Callable[[], Awaitable[tuple[SmtpSession, Reply, Ehlo | None]]]
+# Opens a session ready for MAIL; the flag says whether to STARTTLS first (the probe's phase).
+OpenSession = Callable[[bool], Awaitable[tuple[SmtpSession, Reply, Ehlo | None]]]
 
 
 class ArrivalWatcher(Protocol):
@@ -38,7 +39,7 @@ _FAILURES = (TransportError, ProtocolError, PartialReplies)
 
 async def _up_to_data(open_session: OpenSession, obs: Observation) -> tuple[SmtpSession, Reply] | None:
     """A fresh session taken through MAIL and RCPT to the DATA reply; None if it got no further."""
-    session, greeting, _ = await open_session()
+    session, greeting, _ = await open_session(obs.tls)
     if greeting.code != 220:
         session.close()
         return None

@@ -12,16 +12,21 @@ import asyncio
 import ipaddress
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
 from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, sent_tokens
-from relaycheck.errors import ConnectError, ProtocolError, TlsError, TransportError
+from relaycheck.dns import make_resolver
+from relaycheck.errors import ConnectError, ProtocolError, RelaycheckError, TlsError, TransportError
+from relaycheck.hygiene import HygieneOptions, SessionInspection, auth_bypass_check, dns_facts, inspect_session
 from relaycheck.model import (
     Confidence,
+    DnsblResult,
     Exchange,
+    HygieneFacts,
     Observation,
     Outcome,
     ProbeKind,
@@ -64,6 +69,8 @@ class EngineOptions:
     command_timeout: float = 30.0
     greeting_timeout: float = 30.0
     deadline: float = 300.0  # per target, on top of the retry budget
+    hygiene: HygieneOptions = field(default_factory=HygieneOptions)
+    resolver: str | None = None  # DNS server for PTR/DNSBL (IP[:PORT]); None: the system's
 
     @property
     def outside(self) -> tuple[str, ...]:
@@ -95,7 +102,13 @@ class _Run:
     peer: str | None = None
     tls_phase: bool = False  # relay probes run over STARTTLS
 
-    def new_session(self) -> SmtpSession:
+    def new_session(self, transport: Transport | None = None, tls_context: ssl.SSLContext | None = None) -> SmtpSession:
+        if transport is None:
+            transport = (
+                self.target.transport
+                if self.target.transport is Transport.TLS
+                else (Transport.STARTTLS if self.tls_phase else Transport.PLAIN)
+            )
         session = SmtpSession(
             self.target.host,
             self.target.port,
@@ -107,11 +120,10 @@ class _Run:
                 deadline=self.deadline,
             ),
             address=self.peer or self.target.address or self.target.host,
-            transport=Transport.TLS if self.target.transport is Transport.TLS else (
-                Transport.STARTTLS if self.tls_phase else Transport.PLAIN
-            ),
+            transport=transport,
             index=len(self.sessions),
             on_exchange=self.on_exchange,
+            tls_context=tls_context,
         )
         self.sessions.append(session)
         return session
@@ -134,6 +146,13 @@ class _Run:
             _, ehlo = await session.ehlo()
         return session, greeting, ehlo
 
+    def phase(self, tls: bool) -> _Run:
+        """The same run (shared session list and peer) with relay probes over STARTTLS or not."""
+        return replace(self, tls_phase=tls or self.target.transport is Transport.STARTTLS)
+
+    async def open_phase(self, tls: bool) -> tuple[SmtpSession, Reply, Ehlo | None]:
+        return await self.phase(tls).open()
+
 
 def _transcript_lines(probes: Sequence[PlannedProbe], quit_at_end: bool) -> list[str]:
     lines: list[str] = []
@@ -153,9 +172,7 @@ class _ProbeReplies:
     rcpt: Reply | None  # None when MAIL was refused and RCPT not sent
 
 
-def _observation(
-    result: _ProbeReplies, *, tls: bool, connection: int, attempts: int
-) -> Observation:
+def _observation(result: _ProbeReplies, *, tls: bool, connection: int, attempts: int) -> Observation:
     probe = result.probe
     if result.rcpt is None or result.mail.code // 100 != 2:
         stage, reply = Stage.MAIL, result.mail
@@ -260,8 +277,9 @@ async def _battery(
     probes: list[PlannedProbe],
     preopened: list[Awaitable[Opened]],
     attempts: dict[str, int],
+    connections: int | None = None,
 ) -> dict[str, Observation]:
-    """Run ``probes`` over at most ``max_connections`` concurrent connections.
+    """Run ``probes`` over at most ``connections`` (default ``max_connections``) at once.
 
     ``preopened`` sessions (the preflight's, and ones opened while it ran) are used first.
     Chunks that were cut short (421, drop) are re-queued on fresh connections, with smaller
@@ -296,10 +314,12 @@ async def _battery(
                 done, stop = [], str(exc)
             for item in done:
                 results[item.probe.id] = _observation(
-                    item, tls=run.tls_phase or run.target.transport is Transport.TLS,
-                    connection=index, attempts=attempts[item.probe.id],
+                    item,
+                    tls=run.tls_phase or run.target.transport is Transport.TLS,
+                    connection=index,
+                    attempts=attempts[item.probe.id],
                 )
-            left = chunk[len(done):]
+            left = chunk[len(done) :]
             if not left:
                 continue
             if done:
@@ -313,7 +333,8 @@ async def _battery(
                     else:
                         queue.append(probe)
 
-    workers = max(1, min(run.options.max_connections, -(-len(probes) // per_connection)))
+    limit = connections or run.options.max_connections
+    workers = max(1, min(limit, -(-len(probes) // per_connection)))
     await asyncio.gather(*(worker() for _ in range(workers)))
     await _discard(preopened)
     return results
@@ -414,6 +435,7 @@ async def check_target(
         return _refused_greeting(target, greeting, facts, run, started)
     slots = _slots(run, facts)
     facts = replace(facts, local_domain=slots.local_domain)
+    dns_task = _dns_task(run)
     probes = plan_probes(slots)
     by_id = {p.id: p for p in probes}
     attempts: dict[str, int] = {}
@@ -421,9 +443,7 @@ async def check_target(
     first.set_result((session, facts.pipelining))
     results = await _battery(run, probes, [first, *ahead], attempts)
 
-    needs_tls = [
-        o for o in results.values() if o.reply is not None and is_tls_required(o.reply)
-    ]
+    needs_tls = [o for o in results.values() if o.reply is not None and is_tls_required(o.reply)]
     if needs_tls and not run.tls_phase and target.transport is Transport.PLAIN:
         facts = replace(facts, tls_required=True)
         run.tls_phase = True
@@ -433,14 +453,31 @@ async def check_target(
 
     results = await _retry_deferred(run, results, by_id, attempts)
     results = await _around_relay_domains(run, slots, results, attempts)
+    second = await _second_phase(run, probes, facts, slots)
+    results.update(second.tls_battery)
 
     accepted = [o for o in results.values() if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED]
     if options.confirm_address and accepted:
         results.update(await _confirm(run, accepted, watcher, on_status))
     elif options.data_probe and accepted:
-        results.update(await data_probe(run.open, accepted, options.max_connections))
+        results.update(await data_probe(run.open_phase, accepted, options.max_connections))
 
-    observations = tuple(results[p.id] for p in probes if p.id in results)
+    order = [p.id for p in probes] + [f"{p.id}{TLS_SUFFIX}" for p in probes]
+    observations = tuple(results[i] for i in order if i in results)
+    names, fcrdns, dnsbl = await dns_task if dns_task is not None else (None, None, None)
+    hygiene = HygieneFacts(
+        ptr_names=names,
+        fcrdns=fcrdns,
+        tls=second.inspection.tls if second.inspection else None,
+        auth_before_tls=_auth_mechanisms(facts.extensions) if target.transport is not Transport.TLS else (),
+        auth_after_tls=second.inspection.auth_after_tls if second.inspection else (),
+        vrfy_postmaster=second.inspection.vrfy_postmaster if second.inspection else None,
+        vrfy_random=second.inspection.vrfy_random if second.inspection else None,
+        expn_postmaster=second.inspection.expn_postmaster if second.inspection else None,
+        auth_bypass_reply=second.auth_bypass[0],
+        auth_bypass_relay=second.auth_bypass[1],
+        dnsbl=dnsbl,
+    )
     decision = decide(
         observations,
         tls_required=facts.tls_required,
@@ -455,7 +492,79 @@ async def check_target(
         connections=tuple(s.log() for s in run.sessions),
         round_trips=sum(s.round_trips for s in run.sessions),
         duration=time.monotonic() - started,
+        hygiene=hygiene,
     )
+
+
+TLS_SUFFIX = "/tls"  # ids of the relay battery repeated over STARTTLS
+
+
+@dataclass(frozen=True)
+class _SecondPhase:
+    tls_battery: dict[str, Observation]
+    inspection: SessionInspection | None
+    auth_bypass: tuple[Reply | None, Reply | None]
+
+
+async def _second_phase(run: _Run, probes: list[PlannedProbe], facts: SessionFacts, slots: Slots) -> _SecondPhase:
+    """After the battery: the battery again over STARTTLS (relay policy can differ after TLS),
+    the inspection session (VRFY, certificate) and the optional AUTH-bypass check, together
+    and within the per-host connection limit."""
+    options, hygiene = run.options, run.options.hygiene
+    target = run.target
+    inspect = hygiene.tls or hygiene.vrfy
+    tls_battery = (
+        hygiene.tls_battery
+        and facts.starttls_offered
+        and not facts.tls_required
+        and target.transport is Transport.PLAIN
+    )
+    spare = max(1, options.max_connections - int(inspect) - int(hygiene.auth_bypass))
+
+    async def battery() -> dict[str, Observation]:
+        if not tls_battery:
+            return {}
+        found = await _battery(run.phase(True), probes, [], {}, connections=spare)
+        return {f"{k}{TLS_SUFFIX}": replace(v, probe_id=f"{v.probe_id}{TLS_SUFFIX}") for k, v in found.items()}
+
+    async def inspection() -> SessionInspection | None:
+        if not inspect:
+            return None
+        return await inspect_session(
+            run.new_session, target.host, target.transport, facts.starttls_offered, hygiene, slots.local_domain
+        )
+
+    async def bypass() -> tuple[Reply | None, Reply | None]:
+        if not hygiene.auth_bypass:
+            return None, None
+        return await auth_bypass_check(
+            run.new_session, target.transport, facts.starttls_offered, slots.sender_ext, slots.outside[0]
+        )
+
+    found, inspected, bypassed = await asyncio.gather(battery(), inspection(), bypass())
+    return _SecondPhase(found, inspected, bypassed)
+
+
+def _auth_mechanisms(extensions: Sequence[str]) -> tuple[str, ...]:
+    for keyword in extensions:
+        word, _, rest = keyword.partition(" ")
+        if word == "AUTH":
+            return tuple(m.upper() for m in rest.split())
+    return ()
+
+
+def _dns_task(
+    run: _Run,
+) -> asyncio.Future[tuple[tuple[str, ...] | None, bool | None, tuple[DnsblResult, ...] | None]] | None:
+    """PTR/FCrDNS/DNSBL lookups, started at once so that they overlap the SMTP work."""
+    hygiene = run.options.hygiene
+    if run.peer is None or not hygiene.needs_dns:
+        return None
+    try:
+        resolver = make_resolver(run.options.resolver)
+    except RelaycheckError:
+        return None
+    return asyncio.ensure_future(dns_facts(resolver, run.peer, hygiene))
 
 
 async def _confirm(
@@ -468,7 +577,7 @@ async def _confirm(
     options = run.options
     assert options.confirm_address is not None
     sent = await deliver(
-        run.open,
+        run.open_phase,
         accepted,
         limit=options.max_connections,
         confirm_address=options.confirm_address,
@@ -526,16 +635,13 @@ async def _retry_deferred(
             results[probe_id] = replace(obs, attempts=previous.attempts + 1)
 
 
-def _refused_greeting(
-    target: Target, greeting: Reply, facts: SessionFacts, run: _Run, started: float
-) -> TargetReport:
+def _refused_greeting(target: Target, greeting: Reply, facts: SessionFacts, run: _Run, started: float) -> TargetReport:
     return TargetReport(
         target=replace(target, address=run.peer or target.address),
         verdict=Verdict(
             VerdictKind.INCONCLUSIVE,
             Confidence.UNDETERMINED,
-            f"The server refused the session at once ({greeting}). It refuses us; it may still "
-            "relay for others.",
+            f"The server refused the session at once ({greeting}). It refuses us; it may still relay for others.",
             (),
             "Test from another network, or check the configuration with 'relaycheck audit'.",
         ),
@@ -544,4 +650,3 @@ def _refused_greeting(
         round_trips=sum(s.round_trips for s in run.sessions),
         duration=time.monotonic() - started,
     )
-

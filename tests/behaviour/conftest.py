@@ -13,12 +13,16 @@ import trustme
 
 from relaycheck.api import CheckOptions, check
 from relaycheck.engine import EngineOptions
+from relaycheck.hygiene import HygieneOptions
 from relaycheck.model import Report, TargetReport
 from relaycheck.testing.servers import BEHAVIOURS, Behaviour, ServerThread
 
 OUTSIDE = ("relaytest@outside-a.test", "relaytest@outside-b.test")
+# No PTR/DNSBL lookups unless a test brings its own loopback DNS server: the system resolver
+# is outside the fence.
+NO_DNS = HygieneOptions(ptr=False, dnsbl=False)
 BASE = EngineOptions(
-    ext_recipients=OUTSIDE, local_domain="relay.test", helo="client.relaycheck.test", command_timeout=5
+    ext_recipients=OUTSIDE, local_domain="relay.test", helo="client.relaycheck.test", command_timeout=5, hygiene=NO_DNS
 )
 
 
@@ -39,10 +43,14 @@ def smtp_server(server_tls: ssl.SSLContext) -> Iterator[ServerFactory]:
     """Start behaviour servers on loopback port 0; all are stopped at the end of the test."""
     started: list[ServerThread] = []
 
-    def start(behaviour: str | Behaviour, host: str = "127.0.0.1", port: int = 0, **changes: Any) -> ServerThread:
+    def start(
+        behaviour: str | Behaviour, host: str = "127.0.0.1", port: int = 0, tls: bool = False, **changes: Any
+    ) -> ServerThread:
+        """A server; it offers STARTTLS when ``tls`` is set or its behaviour requires TLS."""
         base = BEHAVIOURS[behaviour] if isinstance(behaviour, str) else behaviour
         chosen = replace(base, **changes) if changes else base
-        thread = ServerThread(chosen, host=host, port=port, tls_context=server_tls)
+        context = server_tls if tls or chosen.require_starttls else None
+        thread = ServerThread(chosen, host=host, port=port, tls_context=context)
         started.append(thread.start())
         return thread
 

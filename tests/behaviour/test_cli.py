@@ -20,6 +20,7 @@ COMMON = [
     "--ext-recipient", "relaytest@outside-b.test",
     "--local-domain", "relay.test",
     "--helo", "client.relaycheck.test",
+    "--no-ptr", "--no-dnsbl",
 ]  # fmt: skip
 
 

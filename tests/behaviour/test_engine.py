@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from relaycheck.hygiene import HygieneOptions
 from relaycheck.model import Confidence, Outcome, ProbeKind, VerdictKind
 
 from .conftest import ServerFactory, check_one
@@ -42,7 +43,8 @@ def test_data_probe_tells_apart_servers_that_refuse_at_data(smtp_server: ServerF
 
 
 def test_battery_fits_in_few_connections_and_round_trips_with_pipelining(smtp_server: ServerFactory) -> None:
-    report = check_one(smtp_server("closed").address)
+    battery_only = HygieneOptions(ptr=False, dnsbl=False, tls=False, vrfy=False)
+    report = check_one(smtp_server("closed").address, hygiene=battery_only)
     assert report.facts.pipelining
     assert len(report.connections) <= 4
     # connect+greeting, EHLO, one pipelined batch: three round trips per connection
@@ -50,7 +52,8 @@ def test_battery_fits_in_few_connections_and_round_trips_with_pipelining(smtp_se
 
 
 def test_without_pipelining_commands_go_one_at_a_time(smtp_server: ServerFactory) -> None:
-    report = check_one(smtp_server("no-pipelining").address)
+    battery_only = HygieneOptions(ptr=False, dnsbl=False, tls=False, vrfy=False)
+    report = check_one(smtp_server("no-pipelining").address, hygiene=battery_only)
     assert not report.facts.pipelining
     assert report.verdict.kind is VerdictKind.CLOSED
     assert report.round_trips > 3 * len(report.connections)

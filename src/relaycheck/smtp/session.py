@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import ssl
 import time
@@ -42,8 +43,12 @@ class SessionConfig:
     deadline: float | None = None  # absolute ``time.monotonic()`` after which nothing is waited
 
 
+@functools.cache
 def probing_tls_context() -> ssl.SSLContext:
-    """A TLS context that talks to any server: we test relaying, not certificates, here."""
+    """A TLS context that talks to any server: we test relaying, not certificates, here.
+
+    Built once per process: creating a context loads the trust store, which costs ~0.1 s.
+    """
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -118,6 +123,7 @@ class SmtpSession:
         transport: Transport = Transport.PLAIN,
         index: int = 0,
         on_exchange: Callable[[int, Exchange], None] | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -130,6 +136,7 @@ class SmtpSession:
         self.exchanges: list[Exchange] = []
         self.error: str | None = None
         self._on_exchange = on_exchange
+        self._tls_context = tls_context  # for implicit TLS; default: accept any certificate
         self._protocol: _Protocol | None = None
         self._started = time.monotonic()
 
@@ -167,6 +174,14 @@ class SmtpSession:
         return str(peer[0]).split("%", 1)[0] if peer else None
 
     @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS state of the connection (version, cipher, peer certificate), once TLS is up."""
+        if self._protocol is None or self._protocol.transport is None:
+            return None
+        obj = self._protocol.transport.get_extra_info("ssl_object")
+        return obj if isinstance(obj, ssl.SSLObject) else None
+
+    @property
     def connected(self) -> bool:
         return self._protocol is not None and not self._protocol.closed
 
@@ -197,7 +212,7 @@ class SmtpSession:
                     _Protocol,
                     self.address,
                     self.port,
-                    ssl=probing_tls_context() if implicit else None,
+                    ssl=(self._tls_context or probing_tls_context()) if implicit else None,
                     server_hostname=self.host if implicit and not _is_ip(self.host) else None,
                 )
         except TimeoutError:
@@ -259,10 +274,11 @@ class SmtpSession:
             return helo, None
         return reply, None
 
-    async def starttls(self) -> Reply:
+    async def starttls(self, context: ssl.SSLContext | None = None) -> Reply:
         """Send STARTTLS (advertised or not) and, on 220, upgrade the connection.
 
         Everything received before the handshake is discarded: it cannot be trusted.
+        ``context`` defaults to one that accepts any certificate (we test relaying here).
         """
         reply = await self.command("STARTTLS")
         if reply.code != 220:
@@ -276,11 +292,14 @@ class SmtpSession:
                 new_transport = await loop.start_tls(
                     protocol.transport,
                     protocol,
-                    probing_tls_context(),
+                    context or probing_tls_context(),
                     server_hostname=None if _is_ip(self.host) else self.host,
                 )
         except (TimeoutError, ssl.SSLError, OSError, ConnectionError) as exc:
-            message = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                message = f"certificate verify failed: {exc.verify_message}"
+            else:
+                message = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
             self.error = f"TLS handshake failed: {message}"
             self._record(None, None, note=self.error)
             protocol.transport.abort()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 LOCAL_USERS = frozenset({"postmaster", "abuse", "alice"})
 
@@ -75,6 +75,7 @@ class Transaction:
     rcpt: Path
     tls: bool
     peer: str
+    authenticated: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class Behaviour:
     multiline_replies: bool = False  # relay refusals as multi-line replies
     banner: str | None = None  # full greeting text after "220 " (default: hostname + ESMTP)
     next_hop: tuple[str, int] | None = None  # relay accepted messages there (else keep them: discard)
+    vrfy_enabled: bool = False  # VRFY answers 250 for real users, 550 for others (enumeration)
+    auth_any_password: bool = False  # offers AUTH PLAIN/LOGIN in clear text and accepts any password
     description: str = ""
 
 
@@ -243,7 +246,8 @@ class BehaviourSMTP(SMTP):
         if b.refuse_everything:
             return b.refuse_everything
         peer = self.session.peer[0] if self.session is not None and self.session.peer else "?"
-        transaction = Transaction(self._mail, rcpt, self._tls, str(peer))
+        authenticated = bool(self.session is not None and self.session.authenticated)
+        transaction = Transaction(self._mail, rcpt, self._tls, str(peer), authenticated)
         if b.greylist_delay is not None and not self.book.greylist_passed(transaction, b.greylist_delay):
             return f"451 4.7.1 <{shown}>: Recipient address rejected: Greylisted, try again later"
         local_names = b.local_domains | {self.book.literal}
@@ -260,6 +264,17 @@ class BehaviourSMTP(SMTP):
             code, rest = deny.split(" ", 1)
             return f"{code}-{rest}\r\n{code}-Relaying is for our own users only.\r\n{code} {rest}"
         return deny
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        self.book.commands.append(f"VRFY {arg}")
+        if not self.behaviour.vrfy_enabled:
+            await self.push("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery")
+            return
+        user = read_path(arg or "").local.lower()
+        if user in LOCAL_USERS:
+            await self.push(f"250 2.0.0 <{user}@{sorted(self.behaviour.local_domains)[0]}>")
+        else:
+            await self._reply(f"550 5.1.1 <{arg}>: Recipient address rejected: User unknown")
 
     async def smtp_RSET(self, arg: str) -> None:
         if not self._count("RSET", arg):
@@ -305,7 +320,7 @@ class BehaviourHandler:
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        keywords = [r for r in responses if "AUTH" not in r]
+        keywords = [r for r in responses if "AUTH" not in r or self.behaviour.auth_any_password]
         if self.behaviour.pipelining:
             keywords.insert(-1, "250-PIPELINING")
         return keywords
@@ -328,6 +343,11 @@ class BehaviourHandler:
         host, port = self.behaviour.next_hop
         with smtplib.SMTP(host, port, timeout=10) as client:
             client.sendmail("", recipients, received + (envelope.original_content or b""))
+
+
+def _any_password(server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+    """The "any password relays" misconfiguration: every AUTH succeeds."""
+    return AuthResult(success=True)
 
 
 class ServerThread:
@@ -353,12 +373,16 @@ class ServerThread:
         self._failure: BaseException | None = None
 
     def _factory(self) -> BehaviourSMTP:
+        auth: dict[str, Any] = {}
+        if self.behaviour.auth_any_password:
+            auth = {"authenticator": _any_password, "auth_require_tls": False}
         return BehaviourSMTP(
             self.handler,
             self.behaviour,
             tls_context=self.tls_context,
             require_starttls=self.behaviour.require_starttls,
             loop=self._loop,
+            **auth,
         )
 
     def _run(self) -> None:
