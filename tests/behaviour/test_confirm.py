@@ -117,7 +117,9 @@ def test_cli_delivery_mode_with_its_own_sink(smtp_server: ServerFactory, capsys:
         "--confirm-timeout",
         "10",
     ]
-    assert main([*argv, "--local-domain", "relay.test", "--helo", "client.relaycheck.test", "--no-ptr", "--no-dnsbl"]) == 1
+    assert (
+        main([*argv, "--local-domain", "relay.test", "--helo", "client.relaycheck.test", "--no-ptr", "--no-dnsbl"]) == 1
+    )
     captured = capsys.readouterr()
     assert "OPEN RELAY" in captured.out and "(confirmed)" in captured.out
     assert "waiting up to 10 s" in captured.err
