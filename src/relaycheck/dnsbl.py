@@ -65,15 +65,15 @@ def _zone(entry: Mapping[str, Any]) -> DnsblZone:
 
 
 @cache
-def load_zones() -> tuple[DnsblZone, ...]:
-    """Every zone described in the data file, enabled or not."""
+def all_zones() -> tuple[DnsblZone, ...]:
+    """Every zone described in the data file, including those kept out of the defaults."""
     text = resources.files("relaycheck").joinpath("dnsbl_zones.toml").read_text(encoding="utf-8")
     return tuple(_zone(entry) for entry in tomllib.loads(text).get("zone", []))
 
 
-def default_zones() -> tuple[DnsblZone, ...]:
-    """The zones checked unless the user says otherwise."""
-    return tuple(z for z in load_zones() if z.enabled)
+def load_zones() -> tuple[DnsblZone, ...]:
+    """The zones checked unless the user says otherwise (``enabled`` in the data file)."""
+    return tuple(z for z in all_zones() if z.enabled)
 
 
 def zone_info(zone: str) -> DnsblZone:
@@ -83,7 +83,7 @@ def zone_info(zone: str) -> DnsblZone:
     NXDOMAIN, which costs one query and cannot produce a false listing.
     """
     wanted = normalise_zone(zone)
-    for known in load_zones():
+    for known in all_zones():
         if known.name == wanted:
             return known
     return DnsblZone(name=wanted, title=wanted, ipv6=True)
@@ -127,7 +127,8 @@ def interpret(zone: str, answers: Sequence[str], txt: str | None) -> DnsblResult
         except ValueError:
             parsed.append((code, None))
     if info.defunct:
-        return DnsblResult(info.name, None, codes, f"{info.title}: the zone is no longer run, its answer is not trusted", txt)
+        meaning = f"{info.title}: the zone is no longer run, its answer is not trusted"
+        return DnsblResult(info.name, None, codes, meaning, txt)
     foreign = [code for code, address in parsed if address is None or address not in LOOPBACK_NET]
     if foreign:
         return DnsblResult(

@@ -118,7 +118,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "Exim banner",
         names_software=True,
     ),
-    Signature("exim", Source.BANNER, r"(?<![\w.-])Exim(?![\w.-])", 8, "Exim named in the banner", names_software=True),
+    Signature("exim", Source.BANNER, r"(?<![\w.-])Exim(?![\w.-])", 8, "Exim in the banner", names_software=True),
     # The default configuration's acl_check_rcpt: "require message = relay not permitted".
     Signature("exim", Source.REPLY, r"^5\d\d relay not permitted", 8, "Exim default relay ACL"),
     Signature("exim", Source.REPLY, r"^5\d\d Administrative prohibition", 5, "Exim ACL wording"),
@@ -156,7 +156,9 @@ SIGNATURES: tuple[Signature, ...] = (
         "Sendmail banner",
         names_software=True,
     ),
-    Signature("sendmail", Source.BANNER, r"(?<![\w.-])Sendmail(?![\w.-])", 8, "Sendmail named in the banner", names_software=True),
+    Signature(
+        "sendmail", Source.BANNER, r"(?<![\w.-])Sendmail(?![\w.-])", 8, "Sendmail in the banner", names_software=True
+    ),
     # "550 5.7.1 <u@ext>... Relaying denied" (+ ". Proper authentication required.", ". IP name
     # lookup failed …"): the "<addr>... text" idiom is Sendmail's own.
     Signature("sendmail", Source.REPLY, r"\.\.\. Relaying denied", 8, "Sendmail relay refusal"),
@@ -189,7 +191,7 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     # --- qmail: "220 $me ESMTP" (no product name by design); rcpthosts refusal with the
     # trailing "(#5.7.1)" status idiom.
-    Signature("qmail", Source.BANNER, r"(?<![\w.-])qmail(?![\w.-])", 10, "qmail named in the banner", names_software=True),
+    Signature("qmail", Source.BANNER, r"(?<![\w.-])qmail(?![\w.-])", 10, "qmail in the banner", names_software=True),
     Signature("qmail", Source.REPLY, r"list of allowed rcpthosts", 8, "qmail rcpthosts refusal"),
     Signature("qmail", Source.REPLY, r"\(#\d\.\d\.\d+\)$", 4, "qmail '(#x.y.z)' status idiom"),
     Signature("qmail", Source.BANNER, r"^\S+ ESMTP$", 1, "bare 'host ESMTP' banner"),
@@ -237,12 +239,17 @@ def matches(banner: Reply | None, ehlo_keywords: Sequence[str], replies: Sequenc
         Source.REPLY: [str(r) for r in replies],
     }
     found: list[Match] = []
+    named: set[str] = set()  # families already named by a banner signature: one is enough
     for signature in SIGNATURES:
+        if signature.source is Source.BANNER and signature.family in named:
+            continue
         for text in texts[signature.source]:
             hit = signature.regex.search(text)
             if hit:
                 version = hit.groupdict().get("version")
                 found.append(Match(signature, text, version))
+                if signature.source is Source.BANNER:
+                    named.add(signature.family)
                 break  # a clue counts once, however many replies repeat it
     return found
 
