@@ -1,0 +1,223 @@
+"""The SSRF guard: which inputs the web service accepts and which addresses it will connect to.
+
+A public relay tester is a machine that opens TCP connections on request, so the request must
+not be able to point it inward. The rules (docs/web.md, "Security controls"):
+
+- resolve once (MX, then A/AAAA) and vet every address; the engine is then given the vetted
+  *address*, never the name, so a second DNS answer (rebinding) cannot change where we connect;
+- only globally routable unicast addresses, unless the operator allows private ones for a lab:
+  no loopback, private, shared (CGNAT), link-local, multicast, reserved, documentation,
+  benchmarking, unspecified; IPv6 addresses that carry an IPv4 address (IPv4-mapped, NAT64,
+  6to4) are judged by the IPv4 address inside them as well;
+- ports from an allow-list (25, 465, 587 by default);
+- host names must be real DNS names: at least one dot, and not an all-numeric last label
+  (``127.1``, ``2130706433`` and ``0x7f000001`` are address tricks, not names).
+
+MX records are attacker-controlled DNS, so an MX pointing at 127.0.0.1 is refused like the
+address itself. An MX host whose addresses are refused is reported as not tested; the others
+are still tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from relaycheck.api import CheckOptions, TargetSpec, expand, parse_target
+from relaycheck.dns import is_ip
+from relaycheck.errors import DnsError, UsageError
+from relaycheck.model import InputProblem, Target
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: v4 in the last 32 bits
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use translation
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_BENCHMARK = ipaddress.ip_network("198.18.0.0/15")
+_DOCUMENTATION = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+class Refused(UsageError):
+    """The input is well-formed but the service will not test it (address class, port, name)."""
+
+
+def address_class(ip: IPAddress) -> str | None:
+    """Why ``ip`` is not a public unicast address, in words; ``None`` when it is one."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+        return "a scoped (link-local) address"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip == _BROADCAST:
+        return "the broadcast address"
+    if ip in _CGNAT:
+        return "a shared (carrier-grade NAT) address"
+    if ip in _BENCHMARK:
+        return "a benchmarking address"
+    if any(ip in net for net in _DOCUMENTATION):
+        return "a documentation address"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if not ip.is_global:
+        return "not a globally routable address"
+    return None
+
+
+def embedded_ipv4(ip: IPAddress) -> tuple[str, ipaddress.IPv4Address] | None:
+    """The IPv4 address an IPv6 address stands for, with the mechanism's name."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return "IPv4-mapped", ip.ipv4_mapped
+    if ip in _NAT64:
+        return "NAT64", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return "6to4", ip.sixtofour
+    if ip.teredo is not None:
+        return "Teredo", ip.teredo[1]
+    return None
+
+
+def refusal(address: str, *, allow_private: bool) -> str | None:
+    """Why the service will not connect to ``address``; ``None`` when it may.
+
+    With ``allow_private`` (labs, internal use) only addresses nobody can connect to are
+    refused: unspecified, multicast, broadcast.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"{address!r} is not an IP address"
+    if allow_private:
+        if ip.is_unspecified or ip.is_multicast or ip == _BROADCAST:
+            return f"{ip} is {address_class(ip)}"
+        inner = embedded_ipv4(ip)
+        if inner and (inner[1].is_unspecified or inner[1].is_multicast or inner[1] == _BROADCAST):
+            return f"{ip} is {inner[0]} for {inner[1]}, {address_class(inner[1])}"
+        return None
+    inner = embedded_ipv4(ip)
+    if inner is not None:
+        mechanism, v4 = inner
+        if mechanism == "IPv4-mapped":  # never a real destination in DNS (a bogon MX target)
+            why = address_class(v4)
+            return f"{ip} is an IPv4-mapped IPv6 address" + (f" (for {v4}, {why})" if why else "")
+        why = address_class(v4)
+        if why:
+            return f"{ip} is {mechanism} for {v4}, {why}"
+        if mechanism == "NAT64":
+            return None  # a public IPv4 server reached through the well-known NAT64 prefix
+    if ip in _NAT64_LOCAL:
+        return f"{ip} is a local-use NAT64 address"
+    why = address_class(ip)
+    return f"{ip} is {why}" if why else None
+
+
+def _numeric_label(label: str) -> bool:
+    return label.isdigit() or label.lower().startswith("0x")
+
+
+def check_name(spec: TargetSpec, *, allow_private: bool) -> None:
+    """Refuse names that are address tricks or local-only names (before any lookup)."""
+    if is_ip(spec.host):
+        return
+    last = spec.host.rsplit(".", 1)[-1]
+    if _numeric_label(last):
+        raise Refused(f"{spec.given!r} is not a domain name (numeric top-level label): give a name or an IP address")
+    if not allow_private and "." not in spec.host:
+        raise Refused(f"{spec.host!r} is not a full domain name: give the mail domain or the server's full name")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one web check will test: vetted targets (address set), and what was left out."""
+
+    spec: TargetSpec
+    port: int
+    targets: tuple[Target, ...]
+    problems: tuple[InputProblem, ...]
+
+    @property
+    def key(self) -> str:
+        return target_key(self.spec.host, self.port)
+
+
+def target_key(host: str, port: int) -> str:
+    """The identity of a target for cooldown, dedup and history: ``host:port``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_input(text: str, port: int | None, *, ports: Iterable[int], allow_private: bool) -> tuple[TargetSpec, int]:
+    """Parse a user's input (``domain``, ``host``, ``host:port``, ``IP``, ``[IPv6]:port``).
+
+    A port written in the input wins over ``port``. Raises ``UsageError`` (malformed) or
+    ``Refused`` (port not allowed, address-trick name). IP literals are vetted at once.
+    """
+    text = text.strip()
+    if len(text) > 255:
+        raise UsageError("that is too long for a host or domain name")
+    spec = parse_target(text)
+    chosen = spec.port or port or 25
+    allowed = sorted(set(ports))
+    if chosen not in allowed:
+        listed = ", ".join(map(str, allowed))
+        raise Refused(f"port {chosen} is not tested by this service (allowed: {listed})")
+    check_name(spec, allow_private=allow_private)
+    if is_ip(spec.host):
+        why = refusal(spec.host, allow_private=allow_private)
+        if why:
+            raise Refused(f"will not test {why}")
+    return spec, chosen
+
+
+async def resolve(
+    spec: TargetSpec,
+    port: int,
+    *,
+    resolver: str | None,
+    allow_private: bool,
+    max_targets: int,
+    timeout: float = 20.0,
+) -> Plan:
+    """Resolve once (MX, then A/AAAA), vet every address; raise ``Refused`` when nothing is left.
+
+    The returned targets carry the vetted address in ``Target.address``: the engine connects to
+    it and never looks the name up again.
+    """
+    options = CheckOptions(resolver=resolver, port=port, use_mx=True)
+    try:
+        async with asyncio.timeout(timeout):
+            expanded = await expand(spec, options)
+    except TimeoutError:
+        raise DnsError(f"DNS lookups for {spec.host} took longer than {timeout:g} s") from None
+    kept: list[Target] = []
+    problems: list[InputProblem] = []
+    seen: set[tuple[str | None, int]] = set()
+    for target in expanded:
+        if (target.address, target.port) in seen:
+            continue
+        seen.add((target.address, target.port))
+        why = refusal(target.address or "", allow_private=allow_private)
+        if why:
+            problems.append(InputProblem(target.host, f"not tested: {why}"))
+        elif len(kept) >= max_targets:
+            problems.append(
+                InputProblem(target.host, f"not tested: more than {max_targets} addresses ({target.address})")
+            )
+        else:
+            kept.append(target)
+    if not kept:
+        reasons = "; ".join(f"{p.given}: {p.problem.removeprefix('not tested: ')}" for p in problems)
+        raise Refused(f"nothing to test for {spec.host}: {reasons}")
+    return Plan(spec=spec, port=port, targets=tuple(kept), problems=tuple(problems))
