@@ -92,7 +92,7 @@ def parse_range(text: str) -> list[IPNetwork] | None:
             high = ipaddress.ip_address(high_text.strip())
             if low.version != high.version or int(low) > int(high):
                 return None
-            return list(ipaddress.summarize_address_range(low, high))  # type: ignore[arg-type]
+            return list(ipaddress.summarize_address_range(low, high))
         except ValueError:
             return None
     net = parse_network(value)
@@ -103,10 +103,9 @@ def covers_everything(nets: Iterable[IPNetwork]) -> bool:
     """Whether the union covers all of IPv4 or all of IPv6 (e.g. 0.0.0.0/1 + 128.0.0.0/1)."""
     v4 = [n for n in nets if n.version == 4]
     v6 = [n for n in nets if n.version == 6]
-    for group in (v4, v6):
-        if group and any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(group)):  # type: ignore[type-var]
-            return True
-    return False
+    v4_all = bool(v4) and any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(v4))
+    v6_all = bool(v6) and any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(v6))
+    return v4_all or v6_all
 
 
 def judge(members: Iterable[tuple[str, IPNetwork]]) -> Judged:

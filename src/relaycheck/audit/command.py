@@ -1,0 +1,170 @@
+"""``relaycheck audit FILE…``: read configuration files (or stdin), audit them, print, exit.
+
+The only part of the auditor that touches the file system. Every problem with the input (a
+missing file, a binary file, an unknown kind of configuration) is one line on stderr and exit
+code 2, through ``relaycheck.errors.UsageError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import click
+
+from relaycheck.audit.detect import detect_family
+from relaycheck.audit.engine import audit_sources
+from relaycheck.audit.model import Family, SourceFile
+from relaycheck.audit.postfix import table_paths
+from relaycheck.audit.render import RENDERERS, exit_code, render_html, render_json, render_markdown, render_text
+from relaycheck.errors import UsageError
+
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_DIRECTORY_FILES = 500
+STDIN_NAME = "<stdin>"
+# Debian's update-exim4.conf concatenates conf.d in this order (main first, then the sections).
+EXIM_SPLIT_ORDER = ("main", "acl", "router", "transport", "retry", "rewrite", "auth")
+SKIPPED_SUFFIXES = (".db", ".lmdb", ".cdb", ".dpkg-old", ".dpkg-dist", ".dpkg-new", ".bak", ".orig", ".rpmsave", "~")
+
+
+def decode(data: bytes, name: str) -> str:
+    """Text of a configuration file; PowerShell's UTF-16 redirections included."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    if b"\0" in data:
+        raise UsageError(f"{name} looks binary (a compiled .db map?); audit the text file it is built from")
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def read_file(path: Path) -> SourceFile:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise UsageError(f"{path} is {size} bytes; configuration files over {MAX_FILE_BYTES} bytes are refused")
+        return SourceFile(str(path), decode(path.read_bytes(), str(path)))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _directory_order(root: Path, path: Path) -> tuple[int, str]:
+    first = path.relative_to(root).parts[0]
+    rank = EXIM_SPLIT_ORDER.index(first) if first in EXIM_SPLIT_ORDER else len(EXIM_SPLIT_ORDER)
+    return rank, str(path.relative_to(root))
+
+
+def read_directory(root: Path) -> list[SourceFile]:
+    """A split configuration directory (e.g. /etc/exim4/conf.d): its text files, in build order."""
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and not p.name.endswith(SKIPPED_SUFFIXES)
+    ]
+    if not files:
+        raise UsageError(f"{root} contains no configuration files")
+    if len(files) > MAX_DIRECTORY_FILES:
+        raise UsageError(f"{root} holds more than {MAX_DIRECTORY_FILES} files; give the configuration files themselves")
+    return [read_file(p) for p in sorted(files, key=lambda p: _directory_order(root, p))]
+
+
+def read_inputs(names: tuple[str, ...]) -> list[SourceFile]:
+    if names.count("-") > 1:
+        raise UsageError("'-' (standard input) can be given only once")
+    sources: list[SourceFile] = []
+    for name in names:
+        if name == "-":
+            stream = sys.stdin
+            if stream is None:
+                raise UsageError("no standard input to read")
+            try:
+                raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode()
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"cannot read standard input: {exc}") from None
+            sources.append(SourceFile(STDIN_NAME, decode(raw, "standard input")))
+            continue
+        path = Path(name)
+        if path.is_dir():
+            sources.extend(read_directory(path))
+        elif path.exists() or path.is_symlink():
+            sources.append(read_file(path))
+        else:
+            raise UsageError(f"cannot read {name}: no such file or directory")
+    return sources
+
+
+def postfix_tables(sources: list[SourceFile]) -> list[SourceFile]:
+    """Lookup tables that main.cf/master.cf name and that exist here (hash: -> the source file)."""
+    loaded: list[SourceFile] = []
+    for name in table_paths(sources):
+        path = Path(name)
+        if path.is_file() and os.access(path, os.R_OK):
+            try:
+                loaded.append(read_file(path))
+            except UsageError:
+                continue  # a table that cannot be read stays "not audited"; the finding says so
+    return loaded
+
+
+FAMILY_FLAGS = tuple(f.value for f in Family)
+
+
+@click.command("audit")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option("--postfix", "is_postfix", is_flag=True, help="Audit as Postfix (main.cf, master.cf, postconf -n).")
+@click.option("--exim", "is_exim", is_flag=True, help="Audit as Exim (exim4.conf, update-exim4.conf.conf, conf.d).")
+@click.option("--exchange", "is_exchange", is_flag=True, help="Audit as Exchange (Get-ReceiveConnector output).")
+@click.option("--sendmail", "is_sendmail", is_flag=True, help="Audit as Sendmail (sendmail.mc, access).")
+@click.option("--opensmtpd", "is_opensmtpd", is_flag=True, help="Audit as OpenSMTPD (smtpd.conf).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(RENDERERS), help="Output format (default: text).")
+@click.option("--no-tables", is_flag=True, help="Do not read the Postfix lookup tables the configuration names.")
+@click.option("-v", "--verbose", is_flag=True, help="List every line that could not be parsed.")
+def audit_command(
+    files: tuple[str, ...],
+    is_postfix: bool,
+    is_exim: bool,
+    is_exchange: bool,
+    is_sendmail: bool,
+    is_opensmtpd: bool,
+    as_json: bool,
+    fmt: str | None,
+    no_tables: bool,
+    verbose: bool,
+) -> None:
+    """Audit mail server configuration FILEs for open relay paths, offline ('-' reads stdin).
+
+    Exit codes: 0 no open relay path, 1 open relay possible, 2 usage error, 3 nothing understood.
+    """
+    forced = [
+        f for f, on in zip(Family, (is_postfix, is_exim, is_exchange, is_sendmail, is_opensmtpd), strict=True) if on
+    ]
+    if len(forced) > 1:
+        raise UsageError(f"choose one of {', '.join('--' + f.value for f in forced)}")
+    if as_json and fmt not in {None, "json"}:
+        raise UsageError(f"--json and --format {fmt} contradict each other")
+    output = "json" if as_json else (fmt or "text")
+    sources = read_inputs(files)
+    family = forced[0] if forced else detect_family(sources)
+    if family is Family.POSTFIX and not no_tables:
+        sources += postfix_tables(sources)
+    report = dataclasses.replace(audit_sources(sources, family), family_detected=not forced)
+    if output == "json":
+        click.echo(render_json(report, _tool_version()), nl=False)
+    elif output == "markdown":
+        click.echo(render_markdown(report), nl=False)
+    elif output == "html":
+        click.echo(render_html(report), nl=False)
+    else:
+        click.echo(render_text(report, verbose=verbose, color=sys.stdout.isatty()), nl=False)
+    raise SystemExit(exit_code(report))
+
+
+def _tool_version() -> str:
+    try:
+        return version("relaycheck")
+    except PackageNotFoundError:
+        return ""
