@@ -1,0 +1,207 @@
+"""A population of SMTP servers on many loopback addresses, for scan tests and the benchmark.
+
+Linux routes all of 127.0.0.0/8 to ``lo``, so ``127.1.0.1``, ``127.1.0.2``, … are distinct
+hosts to a scanner (distinct /24s too). Every member listens on the same port of its own
+address; all of them run on ONE asyncio loop in one thread (a thousand ``ServerThread``s would
+be a thousand threads). SMTP members are the aiosmtpd behaviour servers of
+``relaycheck.testing.servers`` (``open``, ``closed``, …: Postfix's wording). Three more kinds
+make the status taxonomy testable:
+
+- ``refused``: nothing listens (the kernel answers RST: status ``refused``);
+- ``silent``: accepts and never greets (status ``timeout``);
+- ``not-smtp``: greets with an SSH banner (status ``not-smtp``).
+
+Run it in its own process for benchmarks (``python -m relaycheck.scan.population``), so the
+scanner's CPU and memory are measured alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import ipaddress
+import json
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from relaycheck.testing.servers import BEHAVIOURS, BehaviourHandler, BehaviourSMTP
+
+SPECIAL = ("refused", "silent", "not-smtp")
+
+
+def plan(count: int, mix: Mapping[str, int], base: str = "127.1.0.1") -> dict[str, str]:
+    """``count`` loopback addresses from ``base`` (skipping .0 and .255), behaviours dealt out in
+    proportion to ``mix`` (weights), interleaved so every /24 gets a share. Deterministic."""
+    start = int(ipaddress.IPv4Address(base))
+    addresses: list[str] = []
+    value = start
+    while len(addresses) < count:
+        if value & 0xFF not in (0, 255):
+            addresses.append(str(ipaddress.IPv4Address(value)))
+        value += 1
+    weights = [(name, w) for name, w in mix.items() if w > 0]
+    total = sum(w for _, w in weights)
+    result: dict[str, str] = {}
+    credit = {name: 0.0 for name, _ in weights}
+    for address in addresses:  # smooth weighted round robin
+        for name, w in weights:
+            credit[name] += w
+        chosen = max(credit, key=lambda n: credit[n])
+        credit[chosen] -= total
+        result[address] = chosen
+    return result
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.active = 0
+        self.peak = 0
+
+    def opened(self) -> None:
+        self.accepted += 1
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+
+    def closed(self) -> None:
+        self.active -= 1
+
+
+class _CountedSMTP(BehaviourSMTP):
+    stats: _Stats
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.stats.opened()
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stats.closed()
+        super().connection_lost(exc)
+
+
+class _Silent(asyncio.Protocol):
+    def __init__(self, stats: _Stats, greeting: bytes | None) -> None:
+        self.stats = stats
+        self.greeting = greeting
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.stats.opened()
+        if self.greeting is not None:
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(self.greeting)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stats.closed()
+
+
+class Population:
+    """``with Population({"127.1.0.1": "open", ...}) as pop:`` then scan ``pop.port``."""
+
+    def __init__(self, members: Mapping[str, str], port: int = 0) -> None:
+        unknown = {b for b in members.values() if b not in BEHAVIOURS and b not in SPECIAL}
+        if unknown:
+            raise ValueError(f"unknown behaviours: {sorted(unknown)}")
+        self.members = dict(members)
+        self.port = port
+        self.stats = _Stats()
+        self.handlers: dict[str, BehaviourHandler] = {}
+        self._loop = asyncio.new_event_loop()
+        self._servers: list[asyncio.Server] = []
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="smtp-population", daemon=True)
+
+    def address(self, ip: str) -> str:
+        return f"{ip}:{self.port}"
+
+    def _factory(self, ip: str, behaviour: str) -> Any:
+        if behaviour in ("silent", "not-smtp"):
+            greeting = b"SSH-2.0-OpenSSH_9.6p1 Debian-3\r\n" if behaviour == "not-smtp" else None
+            return lambda: _Silent(self.stats, greeting)
+        handler = self.handlers[ip] = BehaviourHandler(BEHAVIOURS[behaviour], literal=f"[{ip}]")
+
+        def make() -> _CountedSMTP:
+            server = _CountedSMTP(handler, BEHAVIOURS[behaviour], loop=self._loop)
+            server.stats = self.stats
+            return server
+
+        return make
+
+    async def _bind_all(self, port: int) -> int:
+        listening = [(ip, b) for ip, b in self.members.items() if b != "refused"]
+        for ip, behaviour in listening:
+            server = await self._loop.create_server(self._factory(ip, behaviour), ip, port, backlog=1024)
+            self._servers.append(server)
+            port = port or server.sockets[0].getsockname()[1]
+        return port
+
+    async def _close_all(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        for _attempt in range(10):  # port 0 on the first address, then that port on the others
+            try:
+                self.port = self._loop.run_until_complete(self._bind_all(self.port))
+                break
+            except OSError as exc:
+                self._loop.run_until_complete(self._close_all())
+                if exc.errno != errno.EADDRINUSE or self.port:
+                    self._failure = exc
+                    self._ready.set()
+                    return
+        else:
+            self._failure = OSError("no common free port for the population")
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._close_all())
+        self._loop.close()
+
+    def start(self) -> Population:
+        self._thread.start()
+        self._ready.wait(timeout=60)
+        if self._failure is not None:
+            raise self._failure
+        return self
+
+    def stop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> Population:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a planned population until stdin closes; print ``{"port": N}`` when ready and the
+    connection counts at the end (one JSON line each, on stdout)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--mix", default="open=5,closed=95", help="behaviour=weight,...")
+    parser.add_argument("--base", default="127.1.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    mix = {k: int(v) for k, v in (part.split("=") for part in args.mix.split(","))}
+    with Population(plan(args.count, mix, args.base), port=args.port) as population:
+        print(json.dumps({"port": population.port}), flush=True)
+        sys.stdin.read()
+        stats = population.stats
+    print(json.dumps({"accepted": stats.accepted, "peak_connections": stats.peak}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""PURE: one JSON Lines record per target and port: status taxonomy, verdict, evidence summary.
+
+A record embeds the verdict and evidence fields of ``relaycheck check --json``
+(``render.json.target_report_dict``), so a scan and a check of the same host say the same thing
+in the same words. ``status`` says whether the test could run at all, from a closed set modelled
+on zgrab2's: ``ok`` (SMTP conversation held; the verdict stands), ``excluded``, ``refused``,
+``timeout``, ``not-smtp``, ``tls-error``, ``protocol-error``, ``error``.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from relaycheck.model import ConnectionLog, TargetReport
+from relaycheck.render.json import target_report_dict
+from relaycheck.scan.targets import Item, Kind, target_key
+
+RECORD_VERSION = 1
+
+
+class Status(StrEnum):
+    OK = "ok"
+    EXCLUDED = "excluded"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    NOT_SMTP = "not-smtp"
+    TLS_ERROR = "tls-error"
+    PROTOCOL_ERROR = "protocol-error"
+    ERROR = "error"
+
+
+@dataclass
+class ConnectStats:
+    """What the scan's event loop saw of one target's TCP connects (the engine's messages do not
+    keep the errno: asyncio reports every failed connect as "Connect call failed")."""
+
+    attempts: int = 0
+    opened: int = 0
+    errnos: list[int] = field(default_factory=list)
+
+
+_NOT_SMTP_MARKERS = ("not an SMTP reply line", "reply code out of range", "reply line longer", "reply longer")
+_TIMEOUT_MARKERS = ("timed out", "no reply to", "deadline was reached")
+
+
+def _greeted(connections: tuple[ConnectionLog, ...]) -> bool:
+    return any(e.sent is None and e.reply is not None for c in connections for e in c.exchanges)
+
+
+def status_of(report: TargetReport, stats: ConnectStats | None = None) -> Status:
+    """Map the engine's one-line error (and the connect errnos) onto the status taxonomy."""
+    error = report.error
+    if error is None:
+        return Status.OK
+    if stats is not None and stats.opened == 0 and stats.errnos:
+        if errno.ECONNREFUSED in stats.errnos:
+            return Status.REFUSED
+        if errno.ETIMEDOUT in stats.errnos:
+            return Status.TIMEOUT
+    if "TLS" in error:
+        return Status.TLS_ERROR
+    if any(m in error for m in _TIMEOUT_MARKERS):
+        return Status.TIMEOUT
+    if "Connection refused" in error:
+        return Status.REFUSED
+    greeted = _greeted(report.connections)
+    if any(m in error for m in _NOT_SMTP_MARKERS) or "floods replies" in error:
+        return Status.PROTOCOL_ERROR if greeted else Status.NOT_SMTP
+    return Status.ERROR
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _base(key: str, item: Item, *, ip: str | None, host: str | None, domain: str | None) -> dict[str, Any]:
+    return {
+        "key": key,
+        "ip": ip,
+        "port": item.port,
+        "host": host,
+        "domain": domain,
+        "input": item.given,
+        "tag": item.tag,
+    }
+
+
+def _evidence(report: TargetReport) -> list[dict[str, Any]]:
+    """The observations the verdict rests on, one line each (the full list is in ``--full``)."""
+    wanted = set(report.verdict.evidence)
+    return [
+        {
+            "probe_id": o.probe_id,
+            "mail_from": o.mail_from,
+            "rcpt_to": o.rcpt_to,
+            "outcome": str(o.outcome),
+            "stage": str(o.stage),
+            "reply": str(o.reply) if o.reply is not None else None,
+            "tls": o.tls,
+        }
+        for o in report.observations
+        if o.probe_id in wanted
+    ]
+
+
+def report_record(key: str, item: Item, report: TargetReport, *, stats: ConnectStats | None = None,
+                  full: bool = False) -> dict[str, Any]:
+    """The record of a target the engine tested (whatever came of it), under the key it was
+    claimed with (``ip|port|name`` computed before the test)."""
+    target = report.target
+    ip = key.split("|", 1)[0]
+    record = _base(key, item, ip=ip, host=target.host if target.host != ip else None,
+                   domain=target.domain)
+    status = status_of(report, stats)
+    result = target_report_dict(report)
+    if not full:
+        del result["transcripts"], result["observations"]
+    record.update(
+        status=str(status),
+        verdict=str(report.verdict.kind),
+        confidence=str(report.verdict.confidence),
+        error=report.error,
+        banner=str(report.facts.banner) if report.facts.banner is not None else None,
+        evidence=_evidence(report),
+        findings=[f.code for f in report.findings],
+        result=result,
+        connections_opened=stats.opened if stats is not None else len(report.connections),
+        time=now(),
+        duration_s=round(report.duration, 4),
+        v=RECORD_VERSION,
+    )
+    return record
+
+
+def excluded_record(item: Item, reason: str, *, ip: str | None = None, host: str | None = None,
+                    domain: str | None = None) -> dict[str, Any]:
+    """A target (or a whole excluded range of an input block) that was not touched, and why."""
+    if item.kind is Kind.EXCLUDED:
+        key, ip = item.key, item.block
+    else:
+        key = target_key(ip, item.port, item.name) if ip is not None else item.key
+    record = _base(key, item, ip=ip, host=host, domain=domain if domain is not None else item.name)
+    record.update(status=str(Status.EXCLUDED), verdict=None, error=f"excluded: {reason}", time=now(),
+                  v=RECORD_VERSION)
+    return record
+
+
+def error_record(item: Item, message: str, *, ip: str | None = None) -> dict[str, Any]:
+    """No test happened: unreadable input, DNS failure, null MX, a chunk that kept failing."""
+    key = item.key if ip is None else target_key(ip, item.port, item.name)
+    record = _base(key, item, ip=ip if ip is not None else item.ip, host=None, domain=item.name)
+    record.update(status=str(Status.ERROR), verdict=None, error=message, time=now(), v=RECORD_VERSION)
+    return record
