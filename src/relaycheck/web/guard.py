@@ -40,6 +40,12 @@ _DOCUMENTATION = tuple(
     ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
 )
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
+# IANA special-purpose blocks that are not globally reachable, listed here as well because
+# Python's is_global/is_private tables differ between versions (3.11 thinks 192.0.0.8 is global).
+_SPECIAL = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.0.0/24", "192.88.99.0/24", "100::/64", "2001::/23", "3fff::/20", "5f00::/16")
+)
 
 
 class Refused(UsageError):
@@ -66,10 +72,12 @@ def address_class(ip: IPAddress) -> str | None:
         return "a benchmarking address"
     if any(ip in net for net in _DOCUMENTATION):
         return "a documentation address"
-    if ip.is_private:
-        return "a private address"
     if ip.is_reserved:
         return "a reserved address"
+    if ip.is_private:
+        return "a private address"
+    if any(ip in net for net in _SPECIAL):
+        return "a special-purpose address (IANA)"
     if not ip.is_global:
         return "not a globally routable address"
     return None
