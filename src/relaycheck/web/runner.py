@@ -190,6 +190,8 @@ class Service:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._clients: dict[str, int] = {}  # client -> checks being prepared or running
         self._pending: dict[str, asyncio.Future[str | None]] = {}  # target key -> id being prepared
+        self._running: dict[str, str] = {}  # target key -> id of its running check
+        self._preparing = 0  # admitted checks still resolving
         self._locks: dict[tuple[str, int], _AddressLock] = {}
         self._expected = expected_probes(settings.engine)
 
@@ -226,21 +228,29 @@ class Service:
         spec, chosen = parse_input(text, port, ports=settings.ports, allow_private=settings.allow_private)
         key = target_key(spec.host, chosen)
 
-        reusable = await self._reusable(key)
-        if reusable is not None:
-            return Submitted(reusable, reused=True)
+        # One running test per target. No await between these checks and the reservation below,
+        # so two simultaneous requests cannot both start a test of the same target.
+        running = self._running.get(key)
         pending = self._pending.get(key)
-        if pending is not None:  # another request is resolving this target right now: join it
-            joined = await asyncio.shield(pending)
-            row = await self.get(joined) if joined else None
+        if running is None and pending is not None:  # being prepared by another request: join it
+            running = await asyncio.shield(pending)
+            if running is None:  # that request failed (refused, limited): try on our own
+                return await self.submit(text, port, mode, client)
+        if running is not None:
+            row = await self.get(running)
             if row is not None:
                 return Submitted(row, reused=True)
 
-        self._admit(client)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
-        started = False
+        admitted = False
         try:
+            recent = await asyncio.to_thread(self.store.latest, key)
+            if recent is not None and not recent.active and self.retest_after(recent) is not None:
+                future.set_result(recent.id)  # the cooldown: everybody gets the recent result
+                return Submitted(recent, reused=True)
+            self._admit(client)
+            admitted = True
             plan = await resolve(
                 spec,
                 chosen,
@@ -251,24 +261,17 @@ class Service:
             row = await asyncio.to_thread(
                 self.store.create, target=key, given=text.strip(), port=chosen, mode=mode, plan=plan_dict(plan)
             )
-            self._start(row, plan, client)
-            started = True
+            self._start(row, plan, client)  # from here the task owns the client's slot
             future.set_result(row.id)
             return Submitted(row, reused=False)
         finally:
             if not future.done():
                 future.set_result(None)
             del self._pending[key]
-            if not started:
-                self._release(client)
-
-    async def _reusable(self, key: str) -> st.CheckRow | None:
-        row = await asyncio.to_thread(self.store.latest, key)
-        if row is None:
-            return None
-        if row.active:
-            return row if row.id in self.tasks else None  # not ours: left by a crashed process
-        return row if self.retest_after(row) is not None else None
+            if admitted:
+                self._preparing -= 1
+                if not future.result():
+                    self._release(client)
 
     def _admit(self, client: str) -> None:
         settings = self.settings
@@ -278,9 +281,10 @@ class Service:
                 f"you already have {settings.max_running_per_client} tests running; wait for one to finish",
                 retry_after=15,
             )
-        if len(self.tasks) + len(self._pending) >= settings.max_running:
+        if len(self.tasks) + self._preparing >= settings.max_running:
             raise Limited(503, "the service is busy with other tests; try again in a minute", retry_after=60)
         self._clients[client] = self._clients.get(client, 0) + 1
+        self._preparing += 1
 
     def _release(self, client: str) -> None:
         left = self._clients.get(client, 0) - 1
@@ -295,6 +299,7 @@ class Service:
         self.progress[row.id] = progress
         task = asyncio.get_running_loop().create_task(self._run(row, plan, client, options, progress))
         self.tasks[row.id] = task
+        self._running[row.target] = row.id
 
     @contextlib.asynccontextmanager
     async def _address(self, target: Target) -> AsyncIterator[None]:
@@ -367,6 +372,7 @@ class Service:
             progress.touch()
             self.tasks.pop(row.id, None)
             self.progress.pop(row.id, None)
+            self._running.pop(row.target, None)
             self._release(client)
 
     async def stop(self) -> None:
