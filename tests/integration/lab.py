@@ -269,6 +269,26 @@ class Server:
         except FileNotFoundError:
             return 0
 
+    def settled_log(self, since: int, client_ip: str = CLIENT_IP, timeout: float = 60) -> str:
+        """The log since ``since``, once Postfix has logged every session of ``client_ip`` closed.
+
+        A client can exit before smtpd logs the disconnect (it need not wait for the reply to
+        QUIT, which error sleeps delay), and the disconnect line carries the session's error
+        counts. Exim logs each rejection as it happens: its log is returned as is.
+        """
+        if self.spec.mta != "postfix":
+            return self.read_log(since)
+        opened = re.compile(rf"smtpd\[\d+\]: connect from \S*\[{re.escape(client_ip)}\]")
+        closed = re.compile(rf"smtpd\[\d+\]: disconnect from \S*\[{re.escape(client_ip)}\]")
+        text = [""]
+
+        def settled() -> bool:
+            text[0] = self.read_log(since)
+            return len(opened.findall(text[0])) <= len(closed.findall(text[0]))
+
+        poll_until(settled, time.monotonic() + timeout, interval=0.1)
+        return text[0]
+
     def read_log(self, since: int = 0) -> str:
         try:
             with self.log_path.open("rb") as log:

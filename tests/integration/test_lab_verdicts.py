@@ -85,7 +85,7 @@ def batch(lab: Lab, relaycheck_cli: None) -> Batch:
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = [pool.submit(job) for job in jobs.values()]
         runs = {k: v for future in futures for k, v in future.result().items()}
-    logs = {name: lab.server(name).read_log(since) for name, since in offsets.items()}
+    logs = {name: lab.server(name).settled_log(since) for name, since in offsets.items()}
     return Batch(runs, logs)
 
 
