@@ -62,16 +62,15 @@ def _count(pattern: re.Pattern[str], text: str) -> int:
     return len(pattern.findall(text))
 
 
-SCORERS: dict[Family, Callable[[str], int]] = {
-    Family.POSTFIX: lambda t: _count(_POSTFIX_PARAM, t) + _count(_MASTER_LINE, t),
-    Family.EXIM: lambda t: 3 * _count(_EXIM, t),
-    Family.EXCHANGE: lambda t: 3 * _count(_EXCHANGE, t),
-    Family.SENDMAIL: lambda t: 3 * _count(_SENDMAIL_MC, t) + _count(_SENDMAIL_ACCESS, t) + _count(_SENDMAIL_TAGGED, t),
-    Family.OPENSMTPD: lambda t: 3 * _count(_OPENSMTPD, t),
+# (distinctive lines, hint lines): one distinctive line is enough to be sure; "key OK" lines only
+# hint at a Sendmail access map (Postfix access tables look the same).
+SCORERS: dict[Family, Callable[[str], tuple[int, int]]] = {
+    Family.POSTFIX: lambda t: (_count(_POSTFIX_PARAM, t) + _count(_MASTER_LINE, t), 0),
+    Family.EXIM: lambda t: (_count(_EXIM, t), 0),
+    Family.EXCHANGE: lambda t: (_count(_EXCHANGE, t), 0),
+    Family.SENDMAIL: lambda t: (_count(_SENDMAIL_MC, t) + _count(_SENDMAIL_TAGGED, t), _count(_SENDMAIL_ACCESS, t)),
+    Family.OPENSMTPD: lambda t: (_count(_OPENSMTPD, t), 0),
 }
-
-
-STRONG_SCORE = 3  # below this a content match is a hint (one access-like line), not proof
 
 
 def family_of(source: SourceFile) -> tuple[Family | None, bool]:
@@ -85,9 +84,9 @@ def family_of(source: SourceFile) -> tuple[Family | None, bool]:
         return Family.EXIM, True
     scores = {family: score(source.text) for family, score in SCORERS.items()}
     best = max(scores, key=lambda f: scores[f])
-    if scores[best] <= 0:
-        return (Family.SENDMAIL, False) if base.startswith("access") else (None, False)
-    return best, scores[best] >= STRONG_SCORE
+    if scores[best] > (0, 0):
+        return best, scores[best][0] > 0
+    return (Family.SENDMAIL, False) if base.startswith("access") else (None, False)
 
 
 def detect_family(sources: Sequence[SourceFile]) -> Family:

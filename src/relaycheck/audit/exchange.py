@@ -247,7 +247,7 @@ def _connector_findings(connector: Connector, anonymous_grant: Record | None, ha
         return []
     judged, _unknown = _judge_ranges(record)
     ranges_line = record.line("RemoteIPRanges")
-    lines = tuple(x for x in (record.line("Identity"), ranges_line) if x is not None)
+    lines = tuple(x for x in (ranges_line, record.line("Identity")) if x is not None)
     ranges = record.get("RemoteIPRanges") or ""
     where = f"Connector '{connector.identity}', RemoteIPRanges {ranges}."
     findings: list[Finding] = []

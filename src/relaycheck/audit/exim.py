@@ -23,7 +23,7 @@ from relaycheck.model import Finding
 _MACRO = re.compile(r"^([A-Z][A-Za-z0-9_]*)\s*=\s*(.*)$")
 _OPTION = re.compile(r"^(?:(domainlist|hostlist|addresslist|localpartlist)\s+)?([a-z][a-z0-9_]*)\s*=\s*(.*)$")
 _BOOLEAN = re.compile(r"^(?:no_|not_)?[a-z][a-z0-9_]*$")
-_DEBCONF = re.compile(r"^(dc_[a-z0-9_]+)\s*=\s*(['\"]?)(.*)\2\s*$")
+_DEBCONF = re.compile(r"^(dc_[a-z0-9_]+|CFILEMODE)\s*=\s*(['\"]?)(.*)\2\s*$")
 _ACL_NAME = re.compile(r"^([A-Za-z0-9_]+)\s*:\s*$")
 _VERBS = frozenset({"accept", "deny", "require", "drop", "defer", "discard", "warn"})
 _CONDITION = re.compile(r"^(!?)\s*([a-z_]+)\s*=\s*(.*)$")
@@ -53,6 +53,7 @@ class Setting:
     name: str
     value: str  # after macro expansion
     line: Line
+    origins: tuple[Line, ...] = ()  # where the macros it uses were defined (e.g. update-exim4.conf.conf)
 
 
 @dataclass
@@ -117,6 +118,16 @@ def _expand_macros(text: str, macros: dict[str, str]) -> str:
     return text
 
 
+def _debian_macro_lines(debconf: dict[str, Setting]) -> dict[str, Line]:
+    sources = {
+        "MAIN_RELAY_NETS": "dc_relay_nets",
+        "MAIN_RELAY_TO_DOMAINS": "dc_relay_domains",
+        "MAIN_LOCAL_DOMAINS": "dc_other_hostnames",
+        "MAIN_LOCAL_INTERFACES": "dc_local_interfaces",
+    }
+    return {macro: debconf[name].line for macro, name in sources.items() if name in debconf}
+
+
 def _debian_macros(debconf: dict[str, Setting]) -> dict[str, str]:
     """What update-exim4.conf derives from update-exim4.conf.conf for the template."""
 
@@ -155,6 +166,7 @@ def parse(sources: Sequence[SourceFile]) -> EximConfig:
             config.debconf[match.group(1)] = Setting(match.group(1), match.group(3), line)
             config.understood += 1
     macros = _debian_macros(config.debconf)
+    macro_lines = {k: v for k, v in _debian_macro_lines(config.debconf).items() if k in macros}
     skipping: list[bool] = []  # .ifdef stack: True while the branch is inactive
     section = "main"
     acl: str | None = None
@@ -181,6 +193,7 @@ def parse(sources: Sequence[SourceFile]) -> EximConfig:
         macro = _MACRO.match(text)
         if macro and section == "main":
             macros[macro.group(1)] = _expand_macros(macro.group(2).strip(), macros)
+            macro_lines[macro.group(1)] = line
             config.understood += 1
             config.has_config = True
             continue
@@ -192,19 +205,20 @@ def parse(sources: Sequence[SourceFile]) -> EximConfig:
             config.has_config = True
             continue
         if section == "main":
-            _main_line(config, line, expanded)
+            used = tuple(macro_lines[n] for n in re.findall(r"\b[A-Z][A-Za-z0-9_]*\b", text) if n in macro_lines)
+            _main_line(config, line, expanded, used)
         elif section == "acl":
             acl, statement = _acl_line(config, line, expanded, acl, statement)
         # routers, transports, retry, rewrite, authenticators: not evaluated (no relay decision there).
     return config
 
 
-def _main_line(config: EximConfig, line: Line, text: str) -> None:
+def _main_line(config: EximConfig, line: Line, text: str, used: tuple[Line, ...] = ()) -> None:
     match = _OPTION.match(text)
     if match:
         kind, name, value = match.groups()
         target = config.lists if kind else config.options
-        target[name] = Setting(name, value.strip(), line)
+        target[name] = Setting(name, value.strip(), line, used)
         config.understood += 1
         config.has_config = True
     elif _BOOLEAN.match(text):
@@ -317,10 +331,11 @@ def _host_item(ctx: Context, item: str, depth: int) -> Evaluated:
         if inner.population is not None and inner.population in ctx.populations:
             code, detail, lines = ctx.populations[inner.population]
             if setting.line not in lines:
-                ctx.populations[inner.population] = (code, f"hostlist {item[1:]}: {detail}", (setting.line, *lines))
+                where = (setting.line, *setting.origins, *lines)
+                ctx.populations[inner.population] = (code, f"hostlist {item[1:]}: {detail}", where)
         if inner.match is Match.ALWAYS and item[1:] == "relay_from_hosts":
             detail = f"hostlist relay_from_hosts = {setting.value}."
-            return Evaluated(Match.ALWAYS, ("exim-relay-from-any", detail, (setting.line,)))
+            return Evaluated(Match.ALWAYS, ("exim-relay-from-any", detail, (setting.line, *setting.origins)))
         return inner
     if item.startswith("@") or item in {"localhost"}:
         return Evaluated(Match.NEVER)
@@ -378,9 +393,8 @@ def _domain_item(ctx: Context, item: str, depth: int) -> Evaluated:
         inner = _domain_list(ctx, setting.value, depth + 1)
         if inner.match is Match.ALWAYS and inner.cause is not None:
             code, detail, _ = inner.cause
-            return Evaluated(
-                Match.ALWAYS, (code, f"domainlist {item[1:]} = {setting.value}: {detail}", (setting.line,))
-            )
+            detail = f"domainlist {item[1:]} = {setting.value}: {detail}"
+            return Evaluated(Match.ALWAYS, (code, detail, (setting.line, *setting.origins)))
         return inner
     if item.startswith("^"):
         try:

@@ -57,7 +57,15 @@ def _internal(net: IPNetwork) -> bool:
     return any(net.version == i.version and net.subnet_of(i) for i in INTERNAL_NETWORKS)  # type: ignore[arg-type]
 
 
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
 def width_of_network(net: IPNetwork) -> Width:
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_V4_MAPPED):
+        # [::ffff:127.0.0.0]/104 (Debian's default mynetworks) is 127.0.0.0/8 seen through IPv6.
+        mapped = net.network_address.ipv4_mapped
+        if mapped is not None:
+            return width_of_network(ipaddress.ip_network(f"{mapped}/{net.prefixlen - 96}", strict=False))
     if net.prefixlen == 0:
         return Width.EVERYONE
     if _internal(net):
@@ -128,6 +136,24 @@ def sendmail_prefix(text: str) -> IPNetwork | None:
         return None
     octets = [*parts, *["0"] * (4 - len(parts))]
     return ipaddress.ip_network(f"{'.'.join(octets)}/{8 * len(parts)}")
+
+
+# Single-label names that are not public top-level domains (RFC 6761/6762 and common LAN names).
+NON_PUBLIC_LABELS = frozenset(
+    {"localhost", "localdomain", "local", "lan", "home", "internal", "intranet", "corp", "invalid"}
+)
+
+
+def is_tld(name: str) -> bool:
+    """A bare top-level domain such as ``com`` or ``.net``: matching it matches a whole TLD."""
+    bare = name.strip().lstrip("*").lstrip(".").lower()
+    return (
+        bool(bare)
+        and "." not in bare
+        and not set(bare) & set("@:/$[]{}=*")
+        and not bare.isdigit()
+        and bare not in NON_PUBLIC_LABELS
+    )
 
 
 def is_loopback_address(text: str) -> bool:

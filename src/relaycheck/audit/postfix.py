@@ -228,10 +228,10 @@ def _mynetworks_population(ctx: ServiceContext) -> Population | None:
     return None
 
 
-def _relay_domains_effect(ctx: ServiceContext, line: Line | None) -> TokenEffect:
+def _relay_domains_effect(ctx: ServiceContext, where: tuple[Line, ...]) -> TokenEffect:
     """reject_unauth_destination, unless relay_domains matches every (or a whole TLD of) domain."""
     value = ctx.expander.value("relay_domains")
-    lines = tuple(x for x in (*_param_lines(ctx, "relay_domains"), line) if x is not None)
+    lines = (*_param_lines(ctx, "relay_domains"), *where)
     for entry in split_braced(value):
         lowered = entry.lower()
         if lowered.startswith("static:"):
@@ -254,7 +254,7 @@ def _relay_domains_effect(ctx: ServiceContext, line: Line | None) -> TokenEffect
                 return TokenEffect(Effect.DUNNO, cause=cause, relay_check=True, void_check=True)
             continue
         bare = lowered.lstrip(".")
-        if bare and "." not in bare and ":" not in bare and "/" not in bare and "$" not in bare:
+        if netclass.is_tld(lowered):
             cause = Cause(
                 "postfix-relay-domains-wildcard",
                 f"relay_domains contains '{entry}': every domain under .{bare} counts as a relay domain "
@@ -312,13 +312,13 @@ def _action_effect(ctx: ServiceContext, action: str, subject: str, depth: int) -
         return Effect.REJECT
     if head.upper() in {"DUNNO", "PREPEND", "WARN", "INFO", "FILTER", "REDIRECT", "BCC", "HOLD", "DISCARD"}:
         return Effect.DUNNO
-    walk = _walk(ctx, words, subject, None, None, depth + 1)
+    walk = _walk(ctx, words, subject, None, (), depth + 1)
     return walk.result if walk.explicit else Effect.DUNNO
 
 
-def _access_effect(ctx: ServiceContext, kind: str, reference: str, line: Line | None, depth: int) -> TokenEffect:
-    table = load_table(reference, line, ctx.config.tables, ctx.findings, ctx.expander.expand)
-    lines = tuple(x for x in (line,) if x is not None)
+def _access_effect(ctx: ServiceContext, kind: str, reference: str, where: tuple[Line, ...], depth: int) -> TokenEffect:
+    table = load_table(reference, None, ctx.config.tables, ctx.findings, ctx.expander.expand)
+    lines = where
     if kind in NEEDS_CREDENTIALS:
         return TokenEffect(Effect.DUNNO)
     if table.static_value is not None:
@@ -375,7 +375,7 @@ def _recipient_table_effect(
             detail = f"{reference}: /{entry.key}/ {entry.action} matches every address."
             return TokenEffect(Effect.PERMIT, cause=Cause("postfix-recipient-access-permits-any", detail, entry_lines))
         bare = entry.key.lower().lstrip(".").rstrip("@")
-        if not entry.is_pattern and bare and "." not in bare and "@" not in bare:
+        if not entry.is_pattern and netclass.is_tld(bare):
             detail = f"{reference}: '{entry.key} {entry.action}' matches every address under .{bare}."
             return TokenEffect(Effect.PERMIT, cause=Cause("postfix-recipient-access-permits-any", detail, entry_lines))
     local = _local_domains(ctx)
@@ -406,8 +406,7 @@ def _client_table_effect(reference: str, permitting: list[TableEntry], lines: tu
             continue
         net = netclass.parse_network(entry.key) or netclass.sendmail_prefix(entry.key)
         width = Width.NONE if net is None else netclass.width_of_network(net)
-        bare = entry.key.lower().lstrip(".")
-        if net is None and bare and "." not in bare and ":" not in bare:
+        if net is None and netclass.is_tld(entry.key):
             width = Width.OUTSIDE_WIDE  # a TLD: every client whose verified name ends in it
         if width >= Width.OUTSIDE_WIDE:
             detail = f"{reference}: '{entry.key} {entry.action}' covers a wide range of outside clients."
@@ -431,17 +430,17 @@ def _local_domains(ctx: ServiceContext) -> set[str]:
 
 
 def _token_effect(
-    ctx: ServiceContext, name: str, argument: str | None, subject: str, line: Line | None, depth: int
+    ctx: ServiceContext, name: str, argument: str | None, subject: str, where: tuple[Line, ...], depth: int
 ) -> TokenEffect:
     lowered = name.lower()
-    lines = tuple(x for x in (line,) if x is not None)
+    lines = where
     if lowered == "permit":
         return TokenEffect(Effect.PERMIT, cause=Cause("postfix-permit-before-relay-check", "", lines))
     if lowered == "permit_naked_ip_address":
         detail = "permit_naked_ip_address permits any client that sends an IP address as HELO name."
         return TokenEffect(Effect.PERMIT, cause=Cause("postfix-permit-before-relay-check", detail, lines))
     if lowered in RELAY_CHECKS:
-        return _relay_domains_effect(ctx, line)
+        return _relay_domains_effect(ctx, where)
     if lowered in ALWAYS_REJECT or lowered == "defer_if_permit":
         return TokenEffect(Effect.REJECT)
     if lowered == "permit_mynetworks":
@@ -466,13 +465,15 @@ def _token_effect(
         return TokenEffect(Effect.DUNNO, population=Population(f"dnswl:{argument}", cause))
     access = _ACCESS.match(lowered)
     if access and argument is not None:
-        return _access_effect(ctx, access.group(1), argument, line, depth)
+        return _access_effect(ctx, access.group(1), argument, where, depth)
     if lowered in NEUTRAL or lowered in TAKES_ARGUMENT or lowered.startswith(("reject_", "check_")):
         return TokenEffect(Effect.DUNNO)
     if ":" in name:  # a bare lookup table: check_<subject>_access implied by the list
-        return _access_effect(ctx, subject, name, line, depth)
+        return _access_effect(ctx, subject, name, where, depth)
     if lowered in _classes(ctx) and depth < MAX_DEPTH:
-        walk = _walk(ctx, split_braced(ctx.expander.value(name)), subject, None, line, depth + 1)
+        walk = _walk(
+            ctx, split_braced(ctx.expander.value(name)), subject, None, (*where, *_param_lines(ctx, name)), depth + 1
+        )
         return TokenEffect(walk.result if walk.explicit else Effect.DUNNO, cause=walk.cause)
     ctx.findings.append(
         finding("postfix-unknown-restriction", f"'{name}' is not a Postfix restriction or class.", *lines)
@@ -485,7 +486,7 @@ def _classes(ctx: ServiceContext) -> set[str]:
 
 
 def _walk(
-    ctx: ServiceContext, tokens: list[str], subject: str, population: str | None, line: Line | None, depth: int
+    ctx: ServiceContext, tokens: list[str], subject: str, population: str | None, where: tuple[Line, ...], depth: int
 ) -> Walk:
     """Walk one restriction list for one population (None: a generic outside client)."""
     walk = Walk(Effect.PERMIT, explicit=False)
@@ -504,7 +505,7 @@ def _walk(
             continue
         if depth > MAX_DEPTH:
             break
-        effect = _token_effect(ctx, name, argument, subject, line, depth)
+        effect = _token_effect(ctx, name, argument, subject, where, depth)
         if effect.relay_check:
             walk.has_check = True
             if decided:
@@ -520,9 +521,7 @@ def _walk(
             result = Effect.DUNNO
             if effect.relay_check:
                 walk.void_causes.append(
-                    Cause(
-                        "postfix-relay-check-neutralized", f"warn_if_reject precedes {name}.", (line,) if line else ()
-                    )
+                    Cause("postfix-relay-check-neutralized", f"warn_if_reject precedes {name}.", where)
                 )
         warn_next = False
         if effect.void_check and effect.cause is not None:
@@ -550,12 +549,22 @@ class ServiceVerdict:
     refused_by: str | None  # the gate list that refuses every outside client, if any
 
 
+def _where(ctx: ServiceContext, param: Param) -> tuple[Line, ...]:
+    """The line that sets a list, plus the lines of the parameters its ``$name``s pull in."""
+    lines = [param.line] if param.line is not None else []
+    for name in re.findall(r"\$\{?\(?([A-Za-z0-9_]+)", param.value):
+        referenced = ctx.expander.raw(name)
+        if referenced is not None and referenced.line is not None and referenced.line not in lines:
+            lines.append(referenced.line)
+    return tuple(lines)
+
+
 def _walk_all(ctx: ServiceContext, population: str | None) -> dict[str, Walk]:
     walks: dict[str, Walk] = {}
     for name in ALL_LISTS:
         param = _list_param(ctx, name)
         tokens = split_braced(ctx.expander.expand(param.value))
-        walks[name] = _walk(ctx, tokens, LIST_SUBJECT[name], population, param.line, 0)
+        walks[name] = _walk(ctx, tokens, LIST_SUBJECT[name], population, _where(ctx, param), 0)
     return walks
 
 

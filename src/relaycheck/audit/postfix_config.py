@@ -59,23 +59,29 @@ class PostfixConfig:
     main_dir: str | None = None  # directory of the first main.cf-like file given
 
 
-def logical_lines(source: SourceFile) -> Iterator[tuple[Line, str]]:
+def logical_blocks(source: SourceFile) -> Iterator[tuple[list[Line], str]]:
     """Postfix's line rules: '#' lines are ignored, a line starting with whitespace continues the
-    previous one. Yields (first physical line, joined text)."""
-    first: Line | None = None
+    previous one. Yields (the physical lines, their text joined with spaces)."""
+    block: list[Line] = []
     parts: list[str] = []
     for number, raw in enumerate(source.text.splitlines(), start=1):
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        if raw[:1].isspace() and first is not None:
+        if raw[:1].isspace() and block:
+            block.append(Line(source.name, number, raw))
             parts.append(stripped)
             continue
-        if first is not None:
-            yield first, " ".join(parts)
-        first, parts = Line(source.name, number, raw), [stripped]
-    if first is not None:
-        yield first, " ".join(parts)
+        if block:
+            yield block, " ".join(parts)
+        block, parts = [Line(source.name, number, raw)], [stripped]
+    if block:
+        yield block, " ".join(parts)
+
+
+def logical_lines(source: SourceFile) -> Iterator[tuple[Line, str]]:
+    for block, joined in logical_blocks(source):
+        yield block[0], joined
 
 
 def looks_like_master_cf(text: str) -> bool:
@@ -135,7 +141,14 @@ def split_braced(text: str) -> list[str]:
     return tokens
 
 
-def _master_args(args: list[str], line: Line, config: PostfixConfig) -> dict[str, Param]:
+def _physical(block: list[Line], name: str) -> Line:
+    """The physical line of a ``-o name=…`` inside a multi-line master.cf entry."""
+    pattern = re.compile(r"-o\s*\{?\s*" + re.escape(name) + r"\s*=")
+    return next((line for line in block if pattern.search(line.text)), block[0])
+
+
+def _master_args(args: list[str], block: list[Line], config: PostfixConfig) -> dict[str, Param]:
+    line = block[0]
     overrides: dict[str, Param] = {}
     index = 0
     while index < len(args):
@@ -152,7 +165,7 @@ def _master_args(args: list[str], line: Line, config: PostfixConfig) -> dict[str
         if not equals or not name.strip():
             config.findings.append(unparsed(line, f"-o option without name=value: {setting!r}"))
             continue
-        overrides[name.strip()] = Param(name.strip(), value.strip(), line)
+        overrides[name.strip()] = Param(name.strip(), value.strip(), _physical(block, name.strip()))
     return overrides
 
 
@@ -179,7 +192,8 @@ def _tokens_keeping_braces(text: str) -> list[str]:
 
 def _parse_master(source: SourceFile, config: PostfixConfig) -> None:
     config.master_given = True
-    for line, joined in logical_lines(source):
+    for block, joined in logical_blocks(source):
+        line = block[0]
         fields = _tokens_keeping_braces(joined)
         if len(fields) < 8 or fields[1] not in _SERVICE_TYPES:
             config.findings.append(
@@ -188,7 +202,7 @@ def _parse_master(source: SourceFile, config: PostfixConfig) -> None:
             continue
         config.understood += 1
         command = posixpath.basename(fields[7])
-        overrides = _master_args(fields[8:], line, config)
+        overrides = _master_args(fields[8:], block, config)
         config.services.append(Service(fields[0], fields[1], command, overrides, line))
 
 
@@ -220,7 +234,7 @@ def referenced_table_paths(sources: Sequence[SourceFile]) -> list[str]:
     """Lookup-table source files named in the configuration (``$config_directory`` resolved to the
     main.cf's directory), for the command to read when they exist on disk."""
     config = parse(sources)
-    expander = Expander(config.params, compat_level(config.params))
+    expander = Expander(config.params, compat_level(config.params), main_dir=config.main_dir)
     paths: list[str] = []
     for param in config.params.values():
         for path in _table_paths(expander.expand(param.value)):

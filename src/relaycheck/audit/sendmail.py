@@ -53,7 +53,8 @@ KNOWN_TAGS = {
 
 @dataclass
 class SendmailConfig:
-    features: dict[str, tuple[str, Line]] = field(default_factory=dict)  # lower-case name -> (args, line)
+    # lower-case name -> (name as written, arguments, line)
+    features: dict[str, tuple[str, str, Line]] = field(default_factory=dict)
     mc_given: bool = False
     relay_entries: list[tuple[str, str, Line]] = field(default_factory=list)  # (tag, key, line) answering RELAY
     relay_domains: list[tuple[str, Line]] = field(default_factory=list)
@@ -85,7 +86,7 @@ def _parse_mc(source: SourceFile, config: SendmailConfig) -> None:
             continue
         found = False
         for match in _FEATURE.finditer(text):
-            config.features[match.group(1).lower()] = ((match.group(2) or "").strip(), line)
+            config.features[match.group(1).lower()] = (match.group(1), (match.group(2) or "").strip(), line)
             found = True
         if found or _MACRO_CALL.match(text) or text.startswith(("')", "`")):
             config.understood += 1
@@ -147,8 +148,7 @@ def _network(key: str) -> netclass.IPNetwork | None:
 
 
 def _is_tld(key: str) -> bool:
-    bare = key.strip().lstrip(".").lower()
-    return bool(bare) and "." not in bare and "@" not in bare and ":" not in bare and not bare.isdigit()
+    return netclass.is_tld(key)
 
 
 def _host_key_findings(key: str, line: Line, what: str, findings: list[Finding]) -> None:
@@ -171,8 +171,8 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
     findings: list[Finding] = list(config.findings)
     for name, code in FEATURE_RULES.items():
         if name in config.features:
-            args, line = config.features[name]
-            detail = f"FEATURE(`{name}'{', ' + args if args else ''}) is enabled."
+            written, args, line = config.features[name]
+            detail = f"FEATURE(`{written}'{', ' + args if args else ''}) is enabled."
             findings.append(finding(code, detail, line))
     relay_mail_from = "relay_mail_from" in config.features
     for tag, key, line in config.relay_entries:
@@ -192,9 +192,10 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
                 )
             )
     for key, line in config.relay_domains:
-        _host_key_findings(key, line, "relay-domains entry", findings)
-        if _is_tld(key):
+        if _is_tld(key):  # class R: relay to the domain and for its hosts; the first is worse
             findings.append(finding("sendmail-access-relay-to-tld", f"relay-domains entry '{key}'.", line))
+        else:
+            _host_key_findings(key, line, "relay-domains entry", findings)
     files = ", ".join(s.name for s in sources)
     summary = (
         f"Sendmail: read {files}; judged relay FEATUREs (sendmail.mc) and RELAY answers of the access map "
