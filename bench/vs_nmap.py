@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests/integration"))
+sys.path.insert(0, str(REPO))  # the lab lives with the integration tests
 
-from lab import SERVERS, Lab, Server, ServerSpec, postfix_error_stats, start_lab  # noqa: E402
-from relaycheck_cli import check_server  # noqa: E402
+from tests.integration.lab import SERVERS, Lab, Server, ServerSpec, postfix_error_stats, start_lab  # noqa: E402
+from tests.integration.relaycheck_cli import check_server  # noqa: E402
 
 NMAP_TIMEOUT_S = 300
 RELAYCHECK_TIMEOUT_S = 300

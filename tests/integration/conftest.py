@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 import pytest
-from lab import Lab, missing_prerequisite, start_lab
-from relaycheck_cli import cli_missing
+
+from .lab import Lab, missing_prerequisite, start_lab
+from .relaycheck_cli import cli_missing
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import Lab, Server, Verdict
+from .lab import Lab, Server, Verdict
 
 REPO = Path(__file__).resolve().parents[2]
 EXIT_CODES: dict[Verdict, int] = {"closed": 0, "open": 1, "inconclusive": 3}

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import dns.exception
 import dns.resolver
 import pytest
-from lab import GREYLIST_DELAY_S, SERVERS, Lab, Server, ServerSpec, poll_until
+
+from .lab import GREYLIST_DELAY_S, SERVERS, Lab, Server, ServerSpec, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

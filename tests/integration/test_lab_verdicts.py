@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from functools import partial
 
 import pytest
-from lab import (
+
+from .lab import (
     SERVERS,
     Lab,
     Verdict,
     postfix_error_stats,
 )
-from relaycheck_cli import EXIT_CODES, RelaycheckRun, check_server, run_relaycheck
+from .relaycheck_cli import EXIT_CODES, RelaycheckRun, check_server, run_relaycheck
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

@@ -1,0 +1,1 @@
+"""Integration tests: real MTAs in network namespaces (see lab.py)."""
