@@ -21,7 +21,9 @@ from relaycheck.errors import RelaycheckError, UsageError
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, parse_imap_url
 from relaycheck.model import Report, Transport
+from relaycheck.render.html import render_html
 from relaycheck.render.json import render_json
+from relaycheck.render.markdown import render_markdown
 from relaycheck.render.text import render_text
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 
@@ -91,7 +93,15 @@ def cli(ctx: click.Context) -> None:
 
 @cli.command("check")
 @click.argument("targets", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the versioned JSON report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the versioned JSON report (same as --format json).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown", "html"]),
+    default="text",
+    show_default=True,
+    help="Output format; markdown and html make a shareable report (html is self-contained).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show every probe and the full SMTP transcripts.")
 @click.option(
     "--ext-recipient",
@@ -194,6 +204,7 @@ def cli(ctx: click.Context) -> None:
 def check_command(
     targets: tuple[str, ...],
     as_json: bool,
+    output_format: str,
     verbose: bool,
     ext_recipients: tuple[str, ...],
     sender: str | None,
@@ -266,7 +277,7 @@ def check_command(
         watcher=watcher,
     )
     report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
-    _emit(report, as_json=as_json, verbose=verbose)
+    _emit(report, output_format="json" if as_json else output_format, verbose=verbose)
     raise SystemExit(summarize(report).exit_code)
 
 
@@ -305,9 +316,13 @@ def _status(message: str) -> None:
     click.echo(f"relaycheck: {message}", err=True)
 
 
-def _emit(report: Report, *, as_json: bool, verbose: bool) -> None:
-    if as_json:
+def _emit(report: Report, *, output_format: str, verbose: bool) -> None:
+    if output_format == "json":
         click.echo(render_json(report), nl=False)
+    elif output_format == "markdown":
+        click.echo(render_markdown(report), nl=False)
+    elif output_format == "html":
+        click.echo(render_html(report), nl=False)
     else:
         click.echo(render_text(report, verbose=verbose, color=sys.stdout.isatty()), nl=False)
 
@@ -333,10 +348,10 @@ def demo(as_json: bool = False, verbose: bool = False) -> None:
             local_domain=DEMO_LOCAL_DOMAIN,
             helo="relaycheck.demo.test",
             resolver=lab.resolver,
-            hygiene=HygieneOptions(dnsbl=False, dnsbl_zones=(DEMO_DNSBL_ZONE,)),
+            hygiene=HygieneOptions(dnsbl_zones=(DEMO_DNSBL_ZONE,)),
         )
         report = asyncio.run(check([s.address for s in servers], CheckOptions(engine=engine, resolver=lab.resolver)))
-    _emit(report, as_json=as_json, verbose=verbose)
+    _emit(report, output_format="json" if as_json else "text", verbose=verbose)
     wrong = [
         f"{s.behaviour}: got {t.verdict.kind}, expected {s.expected}"
         for s, t in zip(servers, report.targets, strict=True)

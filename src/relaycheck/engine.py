@@ -21,6 +21,8 @@ from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
 from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, sent_tokens
 from relaycheck.dns import make_resolver
 from relaycheck.errors import ConnectError, ProtocolError, RelaycheckError, TlsError, TransportError
+from relaycheck.findings import hygiene_findings, with_remediation
+from relaycheck.fingerprint import fingerprint
 from relaycheck.hygiene import HygieneOptions, SessionInspection, auth_bypass_check, dns_facts, inspect_session
 from relaycheck.model import (
     Confidence,
@@ -39,6 +41,7 @@ from relaycheck.model import (
     Verdict,
     VerdictKind,
 )
+from relaycheck.remediation import fix_for
 from relaycheck.smtp.session import PartialReplies, SessionConfig, SmtpSession
 from relaycheck.smtp.wire import Ehlo, banner_host, mail_from, rcpt_to
 from relaycheck.verdict import classify_reply, decide, is_tls_required, relay_domains_of
@@ -465,6 +468,13 @@ async def check_target(
     order = [p.id for p in probes] + [f"{p.id}{TLS_SUFFIX}" for p in probes]
     observations = tuple(results[i] for i in order if i in results)
     names, fcrdns, dnsbl = await dns_task if dns_task is not None else (None, None, None)
+    decision = decide(
+        observations,
+        tls_required=facts.tls_required,
+        confirm_timeout=options.confirm_timeout if options.confirm_address else None,
+    )
+    replies = [r for c in run.sessions for e in c.exchanges if (r := e.reply) is not None]
+    identity = fingerprint(facts.banner, facts.extensions, replies)
     hygiene = HygieneFacts(
         ptr_names=names,
         fcrdns=fcrdns,
@@ -477,18 +487,20 @@ async def check_target(
         auth_bypass_reply=second.auth_bypass[0],
         auth_bypass_relay=second.auth_bypass[1],
         dnsbl=dnsbl,
+        fingerprint=identity,
     )
-    decision = decide(
-        observations,
-        tls_required=facts.tls_required,
-        confirm_timeout=options.confirm_timeout if options.confirm_address else None,
+    verdict = decision.verdict
+    if verdict.kind is VerdictKind.OPEN:  # the fix for the MTA we are talking to
+        verdict = replace(verdict, advice=fix_for("open-relay", identity.family) or verdict.advice)
+    findings = with_remediation(decision.findings, identity.family) + hygiene_findings(
+        target.host, target.port, facts, hygiene, identity.family
     )
     return TargetReport(
         target=replace(target, address=run.peer or target.address),
-        verdict=decision.verdict,
+        verdict=verdict,
         facts=facts,
         observations=observations,
-        findings=decision.findings,
+        findings=tuple(findings),
         connections=tuple(s.log() for s in run.sessions),
         round_trips=sum(s.round_trips for s in run.sessions),
         duration=time.monotonic() - started,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import pytest
@@ -160,3 +161,26 @@ def test_demo_shows_open_closed_and_inconclusive(capsys: Capture) -> None:
 def test_no_arguments_runs_the_demo(capsys: Capture) -> None:
     assert main([]) == 0
     assert "relaycheck demo" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "html"])
+def test_shareable_formats(fmt: str, smtp_server: ServerFactory, capsys: Capture) -> None:
+    server = smtp_server("open", banner="mx.relay.test <script>alert(1)</script> ESMTP")
+    assert main(["check", server.address, *COMMON, "--format", fmt]) == 1
+    out = capsys.readouterr().out
+    assert "OPEN RELAY" in out.upper()
+    # server text is escaped (in Markdown, code fences show it literally, which is safe)
+    outside_code = re.sub(r"(?ms)^(`{3,}|~{3,}).*?^\1", "", out) if fmt == "markdown" else out
+    assert "<script>alert(1)</script>" not in outside_code
+    if fmt == "html":
+        assert out.lstrip().lower().startswith("<!doctype html") and "<script" not in out.lower()
+
+
+def test_demo_shows_hygiene_findings_from_its_own_dns(capsys: Capture) -> None:
+    assert main(["demo", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    open_relay = data["targets"][0]
+    assert open_relay["hygiene"]["ptr_names"] == ["mx1.relay.test"]
+    assert open_relay["hygiene"]["fcrdns"] is True
+    assert "dnsbl-listed" in {f["code"] for f in open_relay["findings"]}
+    assert "postconf" in open_relay["verdict"]["advice"]  # the fix for the MTA it looks like

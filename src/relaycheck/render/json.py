@@ -13,6 +13,7 @@ from relaycheck.model import (
     ConnectionLog,
     Delivery,
     Finding,
+    HygieneFacts,
     Observation,
     Reply,
     Report,
@@ -123,6 +124,54 @@ def connection_dict(log: ConnectionLog) -> dict[str, Any]:
     }
 
 
+def hygiene_dict(h: HygieneFacts | None) -> dict[str, Any] | None:
+    if h is None:
+        return None
+    tls = h.tls
+    return {
+        "fingerprint": None
+        if h.fingerprint is None
+        else {
+            "family": h.fingerprint.family,
+            "version": h.fingerprint.version,
+            "evidence": list(h.fingerprint.evidence),
+        },
+        "ptr_names": None if h.ptr_names is None else list(h.ptr_names),
+        "fcrdns": h.fcrdns,
+        "tls": None
+        if tls is None
+        else {
+            "offered": tls.offered,
+            "established": tls.established,
+            "version": tls.version,
+            "cipher": tls.cipher,
+            "cert_subject": tls.cert_subject,
+            "cert_sans": list(tls.cert_sans),
+            "cert_issuer": tls.cert_issuer,
+            "not_before": tls.not_before,
+            "not_after": tls.not_after,
+            "self_signed": tls.self_signed,
+            "chain_verified": tls.chain_verified,
+            "verify_error": tls.verify_error,
+            "hostname_matches": tls.hostname_matches,
+            "error": tls.error,
+        },
+        "auth_before_tls": list(h.auth_before_tls),
+        "auth_after_tls": list(h.auth_after_tls),
+        "vrfy_postmaster": reply_dict(h.vrfy_postmaster),
+        "vrfy_random": reply_dict(h.vrfy_random),
+        "expn_postmaster": reply_dict(h.expn_postmaster),
+        "auth_bypass_reply": reply_dict(h.auth_bypass_reply),
+        "auth_bypass_relay": reply_dict(h.auth_bypass_relay),
+        "dnsbl": None
+        if h.dnsbl is None
+        else [
+            {"zone": d.zone, "listed": d.listed, "codes": list(d.codes), "meaning": d.meaning, "txt": d.txt}
+            for d in h.dnsbl
+        ],
+    }
+
+
 def target_report_dict(t: TargetReport) -> dict[str, Any]:
     return {
         "target": target_dict(t.target),
@@ -135,6 +184,7 @@ def target_report_dict(t: TargetReport) -> dict[str, Any]:
         "duration_s": round(t.duration, 4),
         "observations": [observation_dict(o) for o in t.observations],
         "findings": [finding_dict(f) for f in t.findings],
+        "hygiene": hygiene_dict(t.hygiene),
         "transcripts": [connection_dict(c) for c in t.connections],
     }
 

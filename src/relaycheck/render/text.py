@@ -19,6 +19,7 @@ from relaycheck.model import (
     Outcome,
     ProbeKind,
     Report,
+    Severity,
     TargetReport,
     VerdictKind,
 )
@@ -37,6 +38,17 @@ OUTCOME_STYLE = {
     Outcome.ERROR: "magenta",
     Outcome.SKIPPED: "dim",
 }
+
+
+SEVERITY_ORDER = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO]
+SEVERITY_STYLE = {
+    Severity.CRITICAL: "bold white on red",
+    Severity.HIGH: "bold red",
+    Severity.MEDIUM: "yellow",
+    Severity.LOW: "cyan",
+    Severity.INFO: "dim",
+}
+FIX_SHOWN = {Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM}  # lower ones: with -v
 
 
 def render_text(report: Report, *, verbose: bool = False, color: bool = False, width: int = 110) -> str:
@@ -79,14 +91,21 @@ def _target(console: Console, t: TargetReport, verbose: bool) -> None:
         console.print(Padding(f"[bold]{o.probe_id} arrived via:[/]", (0, 0, 0, 2)))
         for line in o.delivery.received:
             console.print(Padding(escape(line), (0, 0, 0, 4)))
-    for finding in t.findings:
+    identity = t.hygiene.fingerprint if t.hygiene else None
+    if identity is not None and identity.family != "unknown":
+        version = f" {identity.version}" if identity.version else ""
+        console.print(Padding(f"[dim]server software:[/] {escape(identity.family)}{escape(version)}", (0, 0, 0, 2)))
+    for finding in sorted(t.findings, key=lambda f: SEVERITY_ORDER.index(f.severity)):
+        style = SEVERITY_STYLE[finding.severity]
         console.print(
             Padding(
-                f"[bold]{escape(finding.code)}[/] ({finding.severity}): {escape(finding.title)}. "
+                f"[{style}]{finding.severity.upper()}[/] [bold]{escape(finding.code)}[/]: {escape(finding.title)}. "
                 f"{escape(finding.detail)}",
                 (0, 0, 0, 2),
             )
         )
+        if finding.remediation and (verbose or finding.severity in FIX_SHOWN):
+            console.print(Padding("[bold]Fix:[/] " + escape(finding.remediation), (0, 0, 0, 6)))
     if verbose:
         console.print(Padding(_probe_table("Every probe", list(t.observations)), (0, 0, 0, 2)))
         for log in t.connections:
