@@ -156,6 +156,20 @@ def is_tld(name: str) -> bool:
     )
 
 
+def ipv6_prefix(text: str) -> IPNetwork | None:
+    """Sendmail's ``IPv6:2001:db8`` keys: whole 16-bit groups, matched as a prefix (-> /32)."""
+    value = text.strip()
+    if "::" in value or "/" in value:
+        return parse_network(value)
+    groups = value.split(":")
+    if not 1 <= len(groups) <= 8 or not all(1 <= len(g) <= 4 for g in groups):
+        return None
+    try:
+        return ipaddress.IPv6Network(f"{':'.join(groups)}{'::' if len(groups) < 8 else ''}/{16 * len(groups)}")
+    except ValueError:
+        return None
+
+
 def is_loopback_address(text: str) -> bool:
     value = text.strip().strip("[]").lower()
     if value in {"localhost", "loopback-only", "lo", "lo0"}:

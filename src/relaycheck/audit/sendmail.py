@@ -143,7 +143,7 @@ def parse(sources: Sequence[SourceFile]) -> SendmailConfig:
 
 def _network(key: str) -> netclass.IPNetwork | None:
     if key.lower().startswith("ipv6:"):
-        return netclass.parse_network(key[5:])
+        return netclass.ipv6_prefix(key[5:])
     return netclass.sendmail_prefix(key) or netclass.parse_network(key)
 
 
