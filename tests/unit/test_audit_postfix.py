@@ -285,7 +285,9 @@ def test_expansion_cycles_terminate() -> None:
 
 def test_master_override_beats_main_and_main_beats_default() -> None:
     config = parse([SourceFile("main.cf", "mynetworks = 10.0.0.0/8\n")])
-    expander = Expander(config.params, compat_level(config.params), {"mynetworks": Param("mynetworks", "1.2.3.4", None)})
+    expander = Expander(
+        config.params, compat_level(config.params), {"mynetworks": Param("mynetworks", "1.2.3.4", None)}
+    )
     assert expander.value("mynetworks") == "1.2.3.4"
     assert Expander(config.params, (3, 6)).value("mynetworks") == "10.0.0.0/8"
     assert Expander(config.params, (3, 6)).value("mynetworks_style") == "host"
