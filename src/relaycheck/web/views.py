@@ -6,12 +6,17 @@ inserted by Jinja2 with autoescaping on, so server text is shown, never interpre
 
 from __future__ import annotations
 
+import re
+import textwrap
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
 from fastapi.templating import Jinja2Templates
+
+from relaycheck.api import parse_target
+from relaycheck.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,15 @@ def headline(verdict: str | None, report: dict[str, Any] | None, given: str) -> 
         "Inconclusive",
         f"We could not tell whether {given} relays mail. The details below say what stopped us.",
     )
+
+
+def shown_target(given: str, port: int) -> str:
+    """What was tested, as the user wrote it, with the port when it was chosen separately."""
+    try:
+        written = parse_target(given).port
+    except UsageError:
+        written = None
+    return given if written is not None or port == 25 else f"{given}, port {port}"
 
 
 VERDICT_WORDS = {"open": "Open relay", "closed": "Not open", "inconclusive": "Inconclusive"}
@@ -102,6 +116,22 @@ def transcript(connection: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def blocks(text: str | None) -> list[tuple[str, str]]:
+    """Split a remediation-style text into ("p", paragraph) and ("code", block) parts.
+
+    Paragraphs are separated by blank lines; a part whose lines are all indented by four
+    spaces is a command or configuration block (shown verbatim).
+    """
+    parts: list[tuple[str, str]] = []
+    for chunk in re.split(r"\n\s*\n", (text or "").strip("\n")):
+        lines = chunk.split("\n")
+        if all(line.startswith("    ") or not line.strip() for line in lines):
+            parts.append(("code", textwrap.dedent(chunk)))
+        elif chunk.strip():
+            parts.append(("p", " ".join(line.strip() for line in lines)))
+    return parts
+
+
 def when(value: datetime | str | None) -> str:
     if value is None:
         return ""
@@ -139,6 +169,8 @@ def make_templates() -> Jinja2Templates:
         outcome_class=outcome_class,
         reply_text=reply_text,
         transcript=transcript,
+        shown_target=shown_target,
+        blocks=blocks,
     )
     env.filters.update(when=when, iso=iso, ago=ago)
     return Jinja2Templates(env=env)
