@@ -489,14 +489,20 @@ def _delete_namespace(namespace: str) -> None:
 
 
 def cleanup_stale_labs() -> list[str]:
-    """Delete namespaces of labs whose owning process is gone (a run that was SIGKILLed)."""
+    """Remove what labs whose owning process is gone (a SIGKILLed run) left behind: their
+    namespaces, the processes still running in them, and their files."""
     pattern = re.compile(rf"^{NAMESPACE_PREFIX}-(\d+)-")
-    removed = []
-    for namespace in _netns_list():
-        match = pattern.match(namespace)
-        if match and not Path(f"/proc/{match[1]}").exists():
-            _delete_namespace(namespace)
-            removed.append(namespace)
+
+    def orphaned(name: str) -> bool:
+        match = pattern.match(name)
+        return match is not None and not Path(f"/proc/{match[1]}").exists()
+
+    removed = [ns for ns in _netns_list() if orphaned(ns)]
+    for namespace in removed:
+        _delete_namespace(namespace)
+    for leftover in Path(tempfile.gettempdir()).glob(f"{NAMESPACE_PREFIX}-*"):
+        if orphaned(leftover.name) and leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
     return removed
 
 
