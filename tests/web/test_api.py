@@ -14,7 +14,7 @@ from relaycheck.model import SCHEMA_VERSION
 from relaycheck.render.json import report_dict
 from relaycheck.web.runner import web_options
 
-from .conftest import DnsFactory, SmtpFactory, WebFactory, sse_events
+from .conftest import DnsFactory, SilentServer, SmtpFactory, WebFactory, sse_events
 
 
 def keys(value: Any) -> Any:
@@ -215,10 +215,6 @@ def test_form_flow_without_javascript(web: WebFactory, smtp: SmtpFactory) -> Non
     assert posted.status_code == 303
     location = posted.headers["location"]
     assert re.fullmatch(r"/check/[A-Za-z0-9_-]+", location)
-    page = app.client.get(location)
-    if "Testing" in page.text:  # still running: the page refreshes itself without JavaScript
-        assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page.text
-        assert 'aria-live="polite"' in page.text
     app.wait(location.rsplit("/", 1)[1])
     result = app.client.get(location).text
     assert 'data-verdict="open"' in result and "Open relay" in result
@@ -228,6 +224,20 @@ def test_form_flow_without_javascript(web: WebFactory, smtp: SmtpFactory) -> Non
     again = app.client.post("/check", data={"target": server.address, "port": "25"})
     assert again.status_code == 303 and again.headers["location"] == location + "?reused=1"
     assert "this is that result" in app.client.get(again.headers["location"]).text
+
+
+def test_progress_page_refreshes_itself_without_javascript(web: WebFactory) -> None:
+    with SilentServer(greeting=b"220 mx.relay.test ESMTP\r\n") as server:  # greets, then never answers
+        app = web(ports=(25, server.port), refresh_seconds=2)
+        check_id = app.create(server.address).json()["id"]
+        page = app.client.get(f"/check/{check_id}").text
+    assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page
+    assert f"<h1>Testing {server.address}…</h1>" in page
+    assert 'role="status" aria-live="polite"' in page
+    assert f'data-events="/api/v1/checks/{check_id}/events"' in page
+    assert page.count('class="target-progress') == 1 and f"{server.address}</span>" in page
+    assert re.search(r'<progress data-role="bar" max="\d+" value="\d+"', page)
+    assert "data-verdict" not in page
 
 
 def test_form_errors_are_shown_next_to_the_field(web: WebFactory) -> None:
