@@ -230,19 +230,33 @@ def parse(sources: Sequence[SourceFile]) -> PostfixConfig:
     return config
 
 
+# Parameters whose lookup tables can decide relaying (others, like alias_maps, are not read).
+RELAY_PARAMETERS = (
+    "smtpd_client_restrictions",
+    "smtpd_helo_restrictions",
+    "smtpd_sender_restrictions",
+    "smtpd_relay_restrictions",
+    "smtpd_recipient_restrictions",
+    "smtpd_data_restrictions",
+    "smtpd_end_of_data_restrictions",
+    "relay_domains",
+    "mynetworks",
+)
+
+
 def referenced_table_paths(sources: Sequence[SourceFile]) -> list[str]:
-    """Lookup-table source files named in the configuration (``$config_directory`` resolved to the
+    """Lookup-table source files that relay decisions use (``$config_directory`` resolved to the
     main.cf's directory), for the command to read when they exist on disk."""
     config = parse(sources)
-    expander = Expander(config.params, compat_level(config.params), main_dir=config.main_dir)
+    level = compat_level(config.params)
+    scopes: list[Mapping[str, Param]] = [{}, *(s.overrides for s in config.services)]
+    scopes += config.service_overrides.values()
     paths: list[str] = []
-    for param in config.params.values():
-        for path in _table_paths(expander.expand(param.value)):
-            if path not in paths and "$" not in path:
-                paths.append(path)
-    for service in config.services:
-        for param in service.overrides.values():
-            for path in _table_paths(expander.expand(param.value)):
+    for overrides in scopes:
+        expander = Expander(config.params, level, overrides, config.main_dir)
+        classes = split_braced(expander.value("smtpd_restriction_classes"))
+        for name in (*RELAY_PARAMETERS, *classes):
+            for path in _table_paths(expander.value(name)):
                 if path not in paths and "$" not in path:
                     paths.append(path)
     return paths
