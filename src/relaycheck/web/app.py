@@ -9,9 +9,11 @@ from this origin only (no inline script), and errors never show a traceback.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -26,6 +28,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from relaycheck.api import parse_target
 from relaycheck.errors import DnsError, UsageError
 from relaycheck.web import store as st
 from relaycheck.web.guard import Refused, target_key
@@ -37,6 +40,7 @@ from relaycheck.web.views import make_templates
 log = logging.getLogger("relaycheck.web")
 
 API = "/api/v1"
+STREAM_SECONDS = 600.0  # longest life of one event stream
 CHECK_ID = re.compile(r"[A-Za-z0-9_-]{6,32}")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -250,13 +254,11 @@ def error_response(path: str, status: int, code: str, message: str, headers: dic
 
 
 def _plain_page(status: int, message: str) -> str:
-    from html import escape
-
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{status} · relaycheck</title><link rel="stylesheet" href="/static/style.css"></head>'
-        f'<body><main class="page"><h1>{status}</h1><p>{escape(message)}</p>'
+        f'<body><main class="page"><h1>{status}</h1><p>{html.escape(message)}</p>'
         '<p><a href="/">Test a mail server</a></p></main></body></html>'
     )
 
@@ -434,7 +436,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     yield f"event: done\ndata: {json.dumps({'status': row.status})}\n\n"
                     return
                 seen = -1
-                for _ in range(2400):  # at most ~10 minutes per stream; the browser reconnects
+                ends = time.monotonic() + STREAM_SECONDS  # the browser reconnects after that
+                while time.monotonic() < ends:
                     if progress.version != seen:
                         seen = progress.version
                         yield f"event: progress\ndata: {json.dumps(progress.as_dict())}\n\n"
@@ -498,8 +501,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={400: {"model": ErrorOut}},
     )
     async def api_history(target: str, port: int = 25) -> HistoryOut:
-        from relaycheck.api import parse_target
-
         try:
             spec = parse_target(target)
         except UsageError as exc:
