@@ -118,6 +118,11 @@ def test_retest_after_the_cooldown_starts_a_new_test(web: WebFactory, smtp: Smtp
     assert "data-retest-at" not in page
     retest = app.client.post(f"/check/{done['id']}/retest")
     assert retest.status_code == 303 and retest.headers["location"] != f"/check/{done['id']}"
+    new_id = retest.headers["location"].rsplit("/", 1)[1]
+    app.wait(new_id)
+    page = app.client.get(f"/check/{new_id}").text
+    assert f"Earlier tests of {server.address}" in page  # the history of the same target
+    assert f'<a href="/check/{done["id"]}">view</a>' in page and "this test" in page
 
 
 def test_forwarded_for_is_believed_only_from_a_trusted_proxy(web: WebFactory) -> None:
