@@ -684,7 +684,11 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
         verdicts.append(verdict)
     for name in skipped:
         service = next(s for s in services if s.name == name)
-        lines = (service.line,) if service.line else ()
+        lines = (service.line,) if service.host is not None and service.line else ()
+        if not lines:  # not the service's own address: inet_interfaces keeps it local
+            expander = Expander(config.params, compat_level(config.params), service.overrides, config.main_dir)
+            param = expander.raw("inet_interfaces")
+            lines = (param.line,) if param is not None and param.line is not None else ()
         findings.append(finding("postfix-not-internet-facing", f"Service {name}.", *lines))
     relay_findings = _merge(verdicts)
     findings = _dedupe([*relay_findings, *findings])
