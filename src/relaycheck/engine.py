@@ -67,7 +67,11 @@ class EngineOptions:
     confirm_address: str | None = None  # delivery mode: the operator's own mailbox
     confirm_timeout: float = 120.0  # seconds to wait for test messages to arrive
     max_connections: int = 3  # at once, per host
-    probes_per_connection: int = 10  # <= 10 errors: Postfix slows down only past smtpd_soft_error_limit (10)
+    # Refusable probes per connection. Postfix counts an error after each refusal and, once a
+    # session has 10 (smtpd_soft_error_limit), sleeps 1 s before every later reply: 9 keeps
+    # every reply prompt. The postmaster control (expected to be accepted) rides along free.
+    probes_per_connection: int = 9
+    all_probes: bool = False  # also the optional catalogue entries (the V26 literal control)
     connect_timeout: float = 10.0
     command_timeout: float = 30.0
     greeting_timeout: float = 30.0
@@ -157,10 +161,10 @@ class _Run:
         return await self.phase(tls).open()
 
 
-def _transcript_lines(probes: Sequence[PlannedProbe], quit_at_end: bool) -> list[str]:
+def _transcript_lines(probes: Sequence[PlannedProbe], quit_at_end: bool, reset_first: bool = False) -> list[str]:
     lines: list[str] = []
     for number, probe in enumerate(probes):
-        if number:
+        if number or reset_first:
             lines.append("RSET")
         lines += [mail_from(probe.mail_from), rcpt_to(probe.rcpt_to)]
     if quit_at_end:
@@ -221,12 +225,15 @@ def _failed(probe: PlannedProbe, reason: str, *, attempts: int, connection: int)
 
 
 async def _run_chunk(
-    session: SmtpSession, probes: Sequence[PlannedProbe], pipelining: bool
+    session: SmtpSession, probes: Sequence[PlannedProbe], pipelining: bool, reset_first: bool = False
 ) -> tuple[list[_ProbeReplies], str | None]:
-    """Run probes on an open session. Returns the completed ones and why it stopped early."""
+    """Run probes on an open session. Returns the completed ones and why it stopped early.
+
+    ``reset_first``: a transaction is open on the session (the STARTTLS check): RSET it first.
+    """
     done: list[_ProbeReplies] = []
     if pipelining:
-        lines = _transcript_lines(probes, quit_at_end=True)
+        lines = _transcript_lines(probes, quit_at_end=True, reset_first=reset_first)
         try:
             replies = await session.pipeline(lines)
             stop = None
@@ -234,7 +241,7 @@ async def _run_chunk(
             replies, stop = partial.replies, str(partial.cause)
         position = 0
         for number, probe in enumerate(probes):
-            if number:
+            if number or reset_first:
                 position += 1  # RSET
             if position + 1 >= len(replies):
                 break
@@ -247,7 +254,7 @@ async def _run_chunk(
         return done, stop
     try:
         for number, probe in enumerate(probes):
-            if number:
+            if number or reset_first:
                 await session.command("RSET")
             mail = await session.command(mail_from(probe.mail_from))
             if mail.code == 421:
@@ -264,56 +271,86 @@ async def _run_chunk(
     return done, None
 
 
-Opened = tuple[SmtpSession, bool]  # a session ready for MAIL, and whether it may pipeline
+@dataclass
+class Ready:
+    """A session ready for a chunk of the battery."""
+
+    session: SmtpSession
+    pipelining: bool
+    pending_mail: bool = False  # a transaction is open (the preflight's check): RSET first
+    refusals: int = 0  # refusals already spent on this session, counted against the budget
 
 
-async def _open_for_battery(run: _Run) -> Opened:
+Opened = Awaitable[Ready]
+
+
+async def _ready(ready: Ready) -> Ready:
+    return ready
+
+
+async def _transaction(session: SmtpSession, probe: PlannedProbe, pipelining: bool) -> _ProbeReplies:
+    """One probe's MAIL and RCPT, leaving the transaction open (pipelined when allowed)."""
+    if pipelining:
+        mail, rcpt = await session.pipeline([mail_from(probe.mail_from), rcpt_to(probe.rcpt_to)])
+        return _ProbeReplies(probe, mail, rcpt)
+    mail = await session.command(mail_from(probe.mail_from))
+    answer = await session.command(rcpt_to(probe.rcpt_to)) if mail.positive else None
+    return _ProbeReplies(probe, mail, answer)
+
+
+async def _open_for_battery(run: _Run) -> Ready:
     session, greeting, ehlo = await run.open()
     if greeting.code != 220:
         session.close()
         raise ConnectError(f"server refused the session: {greeting}")
-    return session, ehlo is not None and ehlo.has("PIPELINING")
+    return Ready(session, ehlo is not None and ehlo.has("PIPELINING"))
 
 
 async def _battery(
     run: _Run,
     probes: list[PlannedProbe],
-    preopened: list[Awaitable[Opened]],
+    preopened: list[Opened],
     attempts: dict[str, int],
     connections: int | None = None,
 ) -> dict[str, Observation]:
     """Run ``probes`` over at most ``connections`` (default ``max_connections``) at once.
 
-    ``preopened`` sessions (the preflight's, and ones opened while it ran) are used first.
-    Chunks that were cut short (421, drop) are re-queued on fresh connections, with smaller
-    chunks from then on: the server has told us its limit.
+    Every probe may be refused, and each session carries at most ``probes_per_connection``
+    refusals. ``preopened`` sessions (the preflight's, and ones opened while it ran) are used
+    first. Chunks cut short (421, drop) are re-queued on fresh connections, with smaller chunks
+    from then on: the server has told us its limit.
     """
     results: dict[str, Observation] = {}
     per_connection = max(1, run.options.probes_per_connection)
     queue: list[PlannedProbe] = list(probes)
     lock = asyncio.Lock()
 
-    async def take() -> list[PlannedProbe]:
+    async def take(budget: int) -> list[PlannedProbe]:
         async with lock:
-            chunk = queue[:per_connection]
+            chunk = queue[: max(1, budget)]
             del queue[: len(chunk)]
             return chunk
 
     async def worker() -> None:
         nonlocal per_connection
-        while True:
-            chunk = await take()
-            if not chunk:
-                return
-            for probe in chunk:
-                attempts[probe.id] = attempts.get(probe.id, 0) + 1
+        while queue:
             index = len(run.sessions)
+            chunk: list[PlannedProbe] = []
             try:
-                opener = preopened.pop(0) if preopened else _open_for_battery(run)
-                session, pipelining = await opener
-                index = session.index
-                done, stop = await _run_chunk(session, chunk, pipelining)
+                ready = await (preopened.pop(0) if preopened else _open_for_battery(run))
+                index = ready.session.index
+                chunk = await take(per_connection - ready.refusals)
+                if not chunk:
+                    await ready.session.quit()
+                    return
+                for probe in chunk:
+                    attempts[probe.id] = attempts.get(probe.id, 0) + 1
+                done, stop = await _run_chunk(ready.session, chunk, ready.pipelining, reset_first=ready.pending_mail)
             except (TransportError, ProtocolError, PartialReplies) as exc:
+                if not chunk:  # could not even open a session: give every waiting probe a try
+                    chunk = await take(per_connection)
+                    for probe in chunk:
+                        attempts[probe.id] = attempts.get(probe.id, 0) + 1
                 done, stop = [], str(exc)
             for item in done:
                 results[item.probe.id] = _observation(
@@ -343,18 +380,18 @@ async def _battery(
     return results
 
 
-async def _discard(openers: list[Awaitable[Opened]]) -> None:
+async def _discard(openers: list[Opened]) -> None:
     """Close sessions that were opened ahead but not needed."""
     for opener in openers:
         try:
-            session, _ = await opener
+            ready = await opener
         except (TransportError, ProtocolError, PartialReplies):
             continue
-        await session.quit()
+        await ready.session.quit()
     openers.clear()
 
 
-async def _abandon(run: _Run, openers: list[Awaitable[Opened]]) -> None:
+async def _abandon(run: _Run, openers: list[Opened]) -> None:
     """The preflight failed: stop the connections opened ahead instead of waiting for them."""
     tasks = [asyncio.ensure_future(o) for o in openers]
     for task in tasks:
@@ -413,9 +450,7 @@ async def check_target(
     run.tls_phase = target.transport is Transport.STARTTLS
     # Open the battery's other connections while the preflight runs: their setup round trips
     # overlap with the preflight's instead of following it.
-    ahead: list[Awaitable[Opened]] = [
-        asyncio.ensure_future(_open_for_battery(run)) for _ in range(options.max_connections - 1)
-    ]
+    ahead: list[Opened] = [asyncio.ensure_future(_open_for_battery(run)) for _ in range(options.max_connections - 1)]
     try:
         session, greeting, ehlo = await run.open()
     except (TransportError, ProtocolError, PartialReplies) as exc:
@@ -439,20 +474,40 @@ async def check_target(
     slots = _slots(run, facts)
     facts = replace(facts, local_domain=slots.local_domain)
     dns_task = _dns_task(run)
-    probes = plan_probes(slots)
+    probes = plan_probes(slots, optional=options.all_probes)
     by_id = {p.id: p for p in probes}
     attempts: dict[str, int] = {}
-    first = asyncio.get_running_loop().create_future()
-    first.set_result((session, facts.pipelining))
-    results = await _battery(run, probes, [first, *ahead], attempts)
-
-    needs_tls = [o for o in results.values() if o.reply is not None and is_tls_required(o.reply)]
-    if needs_tls and not run.tls_phase and target.transport is Transport.PLAIN:
+    # The preflight's check: the postmaster control, alone, before anything is pipelined. It
+    # tells whether the server takes mail from us at all (so how many refusals to expect) and
+    # whether it requires STARTTLS first; a pipelined batch of 530s or refusals would run into
+    # the server's error limits (Postfix: "too many errors" after 20).
+    postmaster = next(p for p in probes if p.role == "postmaster")
+    try:
+        check = await _transaction(session, postmaster, facts.pipelining)
+    except (TransportError, ProtocolError, PartialReplies) as exc:
+        await _abandon(run, ahead)
+        return _unreachable(target, str(exc), started, run)
+    attempts[postmaster.id] = 1
+    tls_first = any(r is not None and is_tls_required(r) for r in (check.mail, check.rcpt))
+    if tls_first and not run.tls_phase and target.transport is Transport.PLAIN:
         facts = replace(facts, tls_required=True)
         run.tls_phase = True
-        tls_results = await _battery(run, probes, [], {})
-        if any(o.outcome is not Outcome.ERROR for o in tls_results.values()):
-            results = tls_results
+        await session.quit()
+        await _discard(ahead)  # clear-text sessions: of no use now
+        results = await _battery(run, probes, [], {})
+    else:
+        results = {postmaster.id: _observation(check, tls=session.tls, connection=session.index, attempts=1)}
+        refusals = sum(1 for r in (check.mail, check.rcpt) if r is not None and not r.positive)
+        first = Ready(session, facts.pipelining, pending_mail=True, refusals=refusals)
+        rest = [p for p in probes if p is not postmaster]
+        results.update(await _battery(run, rest, [_ready(first), *ahead], attempts))
+        needs_tls = [o for o in results.values() if o.reply is not None and is_tls_required(o.reply)]
+        if needs_tls and not run.tls_phase and target.transport is Transport.PLAIN:
+            facts = replace(facts, tls_required=True)  # required for some commands only
+            run.tls_phase = True
+            tls_results = await _battery(run, probes, [], {})
+            if any(o.outcome is not Outcome.ERROR for o in tls_results.values()):
+                results = tls_results
 
     results = await _retry_deferred(run, results, by_id, attempts)
     results = await _around_relay_domains(run, slots, results, attempts)
@@ -621,7 +676,11 @@ async def _around_relay_domains(
     if not relayed or not others or slots.outside[0] in others:
         return results
     reordered = replace(slots, outside=others + tuple(r for r in slots.outside if r not in others))
-    again = [p for p in plan_probes(reordered) if p.kind is ProbeKind.RELAY and not p.domain_check]
+    again = [
+        p
+        for p in plan_probes(reordered, optional=run.options.all_probes)
+        if p.kind is ProbeKind.RELAY and not p.domain_check
+    ]
     return {**results, **await _battery(run, again, [], attempts)}
 
 

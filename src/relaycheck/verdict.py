@@ -46,6 +46,16 @@ TLS_REQUIRED = re.compile(r"starttls|\btls\b|encrypt", re.IGNORECASE)
 GREYLIST_HINT = re.compile(r"greylist|graylist|try again|later|postgrey", re.IGNORECASE)
 
 
+# Refusals about the sender, even when they come at RCPT (smtpd_delay_reject, Exim's
+# "require verify = sender"): the server will not take this envelope at all.
+SENDER_CODES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8"})
+SENDER_TEXT = re.compile(r"\bsender\b", re.IGNORECASE)
+
+
+def is_sender_refusal(reply: Reply) -> bool:
+    return reply.enhanced in SENDER_CODES or bool(SENDER_TEXT.search(_ECHOED.sub(" ", reply.text)))
+
+
 def is_tls_required(reply: Reply) -> bool:
     if reply.code != 530:
         return False
@@ -107,6 +117,8 @@ def classify_reply(stage: Stage, reply: Reply) -> Classified:
             return Classified(Outcome.REJECTED_POLICY, "refused for policy (relaying denied)")
         if reply.code == 503:
             return Classified(Outcome.REJECTED_OTHER, "out of sequence (an earlier step failed)")
+        if is_sender_refusal(reply):
+            return Classified(Outcome.REJECTED_OTHER, "sender refused (checked at RCPT)")
         return Classified(Outcome.REJECTED_OTHER, "refused, but not for a relay reason")
     return Classified(Outcome.REJECTED_OTHER, f"unexpected reply {reply.code}")
 
@@ -120,8 +132,10 @@ def _probe_refused(obs: Observation) -> bool:
     if obs.outcome is Outcome.REJECTED_POLICY:
         return True
     if obs.outcome is Outcome.REJECTED_OTHER:
-        return obs.local_part_trick or obs.stage is Stage.MAIL or (
-            obs.reply is not None and obs.reply.code == 503
+        return (
+            obs.local_part_trick
+            or obs.stage is Stage.MAIL
+            or (obs.reply is not None and (obs.reply.code == 503 or is_sender_refusal(obs.reply)))
         )
     return False
 

@@ -47,8 +47,9 @@ def test_battery_fits_in_few_connections_and_round_trips_with_pipelining(smtp_se
     report = check_one(smtp_server("closed").address, hygiene=battery_only)
     assert report.facts.pipelining
     assert len(report.connections) <= 4
-    # connect+greeting, EHLO, one pipelined batch: three round trips per connection
-    assert report.round_trips <= 3 * len(report.connections)
+    # connect+greeting, EHLO, one pipelined batch: three round trips per connection, plus the
+    # preflight's postmaster check
+    assert report.round_trips <= 3 * len(report.connections) + 1
 
 
 def test_without_pipelining_commands_go_one_at_a_time(smtp_server: ServerFactory) -> None:
@@ -81,7 +82,7 @@ def test_dropped_connections_are_resumed(smtp_server: ServerFactory) -> None:
     server = smtp_server("closed", drop_after_commands=12)
     report = check_one(server.address)
     assert report.verdict.kind is VerdictKind.CLOSED
-    assert len(report.observations) == 29
+    assert len(report.observations) == 28
     assert all(o.outcome is not Outcome.ERROR for o in report.observations)
 
 
@@ -93,8 +94,8 @@ def test_ipv6_literals_are_written_the_rfc_5321_way(smtp_server: ServerFactory) 
     except OSError:
         pytest.skip("cannot bind ::1 here")
     report = check_one(server.address)
-    literal = next(o for o in report.observations if o.probe_id == "C-LITERAL")
-    assert literal.rcpt_to.endswith("@[IPv6:::1]>")
+    literal = next(o for o in report.observations if o.probe_id == "V07")
+    assert literal.mail_from.endswith("@[IPv6:::1]>")
     assert report.facts.ip_literal == "[IPv6:::1]"
     assert report.verdict.kind is VerdictKind.CLOSED
 
@@ -175,4 +176,32 @@ def test_transcripts_record_every_command_and_reply(smtp_server: ServerFactory) 
     v12 = next(o for o in report.observations if o.probe_id == "V12")
     assert f"RCPT TO:{v12.rcpt_to}" in sent
     assert any(s.startswith("EHLO client.relaycheck.test") for s in sent)
-    assert sum(1 for o in report.observations if o.kind is ProbeKind.CONTROL) == 3
+    assert sum(1 for o in report.observations if o.kind is ProbeKind.CONTROL) == 2  # C-LITERAL is optional
+
+
+def test_all_probes_adds_the_optional_literal_control(smtp_server: ServerFactory) -> None:
+    report = check_one(smtp_server("closed").address, all_probes=True)
+    literal = next(o for o in report.observations if o.probe_id == "C-LITERAL")
+    assert literal.rcpt_to.endswith("@[127.0.0.1]>")
+
+
+def test_no_connection_carries_more_than_nine_refusals(smtp_server: ServerFactory) -> None:
+    report = check_one(smtp_server("reject-everything").address)  # every probe refused, postmaster too
+    per_connection: dict[int, int] = {}
+    for obs in report.observations:
+        if obs.outcome is not Outcome.ACCEPTED:
+            per_connection[obs.connection] = per_connection.get(obs.connection, 0) + 1
+    assert max(per_connection.values()) <= 9
+
+
+def test_starttls_required_is_found_before_any_pipelined_batch(smtp_server: ServerFactory) -> None:
+    report = check_one(smtp_server("starttls-required").address)
+    assert report.facts.tls_required
+    clear = [c for c in report.connections if not c.tls]
+    replies_530 = [
+        e
+        for c in clear
+        for e in c.exchanges
+        if e.reply is not None and e.reply.code == 530 and (e.sent or "").startswith(("MAIL", "RCPT"))
+    ]
+    assert len(replies_530) <= 2  # the preflight's one transaction, no batch of 530s against the error limit

@@ -45,6 +45,7 @@ class ProbeSpec:
     per_outside: bool = False
     catches: str = ""
     role: str | None = None  # controls: "postmaster", "catch-all", "literal-local"
+    default: bool = True  # in the default battery (else only with --all-probes)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def _spec(entry: dict[str, Any], kind: ProbeKind) -> ProbeSpec:
             per_outside=bool(entry.get("per_outside", False)),
             catches=str(entry.get("catches", "")),
             role=str(entry["role"]) if "role" in entry else None,
+            default=bool(entry.get("default", True)),
         )
     except KeyError as missing:
         raise CatalogueError(f"catalogue entry {entry!r} lacks {missing}") from None
@@ -139,8 +141,12 @@ def _split(address: str) -> tuple[str, str]:
     return local, domain
 
 
-def plan_probes(slots: Slots, specs: tuple[ProbeSpec, ...] | None = None) -> list[PlannedProbe]:
+def plan_probes(
+    slots: Slots, specs: tuple[ProbeSpec, ...] | None = None, *, optional: bool = True
+) -> list[PlannedProbe]:
     """Concrete envelopes for every catalogue entry, in catalogue order, controls last.
+
+    ``optional=False`` leaves out the entries marked ``default = false``.
 
     Entries marked ``per_outside`` run once per outside recipient; the first keeps the plain id,
     the others get ``b``, ``c``… (``V01``, ``V01b``).
@@ -149,6 +155,8 @@ def plan_probes(slots: Slots, specs: tuple[ProbeSpec, ...] | None = None) -> lis
     sender_domain = _split(slots.sender_ext)[1]
     planned: list[PlannedProbe] = []
     for spec in specs:
+        if not (optional or spec.default):
+            continue
         recipients = slots.outside if spec.per_outside else slots.outside[:1]
         for number, recipient in enumerate(recipients):
             u, ext = _split(recipient)
