@@ -1,0 +1,143 @@
+"""The offline auditor and the live tester agree on the lab's real MTAs (lab.SERVERS).
+
+Two layers:
+
+* ``test_lab_configuration_agrees_with_ground_truth`` needs no root: it writes each lab server's
+  configuration exactly as lab.py generates it (``postfix_main_cf``, ``POSTFIX_MASTER_CF`` and the
+  server's lookup tables, or ``EXIM_CONF``) into a temporary directory and runs
+  ``relaycheck audit`` on it, as an admin would on the server.
+* ``test_audit_agrees_with_live_verdict`` brings the lab up (root, Debian packages), audits the
+  files the running MTAs were started with, runs ``relaycheck check`` against each server from
+  the client namespace, and asserts that the two agree.
+
+Agreement: the audit says ``open-relay-possible`` exactly when the live verdict is ``open``. A
+live ``inconclusive`` is a server that refuses the tester itself (every client, postmaster
+included): its configuration must show no relay path, unless it only defers (greylisting), in
+which case the verdict after retrying (``expected_with_retry``) is the one to agree with.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from relaycheck.cli import main
+
+from .lab import (
+    EXIM_BIN,
+    EXIM_CONF,
+    FIRST_SERVER_HOST,
+    NET,
+    POSTFIX_MASTER_CF,
+    SERVERS,
+    SINK_IP,
+    SMTP_PORT,
+    Lab,
+    Server,
+    ServerSpec,
+    postfix_main_cf,
+)
+from .relaycheck_cli import RelaycheckRun, check_server
+
+AUDIT_EXIT = {"open": 1, "closed": 0, "inconclusive": 0}
+GREYLIST_RETRY_BUDGET = 30
+
+
+def expected_audit_exit(spec: ServerSpec) -> int:
+    return AUDIT_EXIT[spec.expected_with_retry or spec.expected]
+
+
+def write_configuration(server: Server, lab_root: Path) -> list[Path]:
+    """The server's configuration files as lab.py writes them (prepare_postfix / prepare_exim,
+    without the chown and the MTA's own check); returns the files to audit."""
+    work = server.workdir
+    if server.spec.mta == "postfix":
+        etc = work / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in postfix_main_cf(server, lab_root).items()))
+        (etc / "master.cf").write_text(POSTFIX_MASTER_CF)
+        for name, content in server.spec.postfix_files.items():
+            (etc / name).write_text(content)
+        return audited_files(server)
+    work.mkdir(parents=True, exist_ok=True)
+    conf = EXIM_CONF.format(
+        hostname=server.hostname,
+        exim_path=EXIM_BIN,
+        domain=server.domain,
+        relay_from_hosts=server.spec.exim_relay_from_hosts,
+        ip=server.ip,
+        port=server.port,
+        work=work,
+        sink_ip=SINK_IP,
+        sink_port=SMTP_PORT,
+    )
+    (work / "exim.conf").write_text(conf)
+    return audited_files(server)
+
+
+def audited_files(server: Server) -> list[Path]:
+    """What an admin would hand to the auditor: main.cf and master.cf (the tables they name are
+    found by the auditor itself), or Exim's one configuration file."""
+    if server.spec.mta == "postfix":
+        return [server.workdir / "etc/main.cf", server.workdir / "etc/master.cf"]
+    return [server.workdir / "exim.conf"]
+
+
+def run_audit(files: list[Path], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object]]:
+    code = main(["audit", "--json", *map(str, files)])
+    captured = capsys.readouterr()
+    assert captured.err == "", captured.err
+    return code, json.loads(captured.out)
+
+
+def describe(report: dict[str, object]) -> str:
+    findings = report.get("findings")
+    codes = [f"{f['code']} at {f['location']}" for f in findings] if isinstance(findings, list) else []
+    return f"{report.get('conclusion')}: {report.get('explanation')} findings: {codes}"
+
+
+@pytest.mark.parametrize("spec", SERVERS, ids=[s.name for s in SERVERS])
+def test_lab_configuration_agrees_with_ground_truth(
+    spec: ServerSpec, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = SERVERS.index(spec)
+    server = Server(spec, f"offline-{spec.name}", f"{NET}.{FIRST_SERVER_HOST + index}", tmp_path / spec.name)
+    code, report = run_audit(write_configuration(server, tmp_path), capsys)
+    assert report["family"] == spec.mta
+    assert code == expected_audit_exit(spec), describe(report)
+
+
+# ---- against the running lab ---------------------------------------------------------------
+
+
+def _live(lab: Lab, spec: ServerSpec) -> RelaycheckRun:
+    server = lab.server(spec.name)
+    if spec.greylist:
+        lab.reset_greylist(spec.name)  # a fresh database: the run meets the greylisting
+        return check_server(lab, server, retry_budget=GREYLIST_RETRY_BUDGET, timeout=300)
+    return check_server(lab, server, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def live_runs(lab: Lab, relaycheck_cli: None) -> dict[str, RelaycheckRun]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {spec.name: pool.submit(_live, lab, spec) for spec in SERVERS}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("spec", SERVERS, ids=[s.name for s in SERVERS])
+def test_audit_agrees_with_live_verdict(
+    lab: Lab, live_runs: dict[str, RelaycheckRun], spec: ServerSpec, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = live_runs[spec.name]
+    live = run.verdict
+    assert live == (spec.expected_with_retry or spec.expected), run.describe()
+    code, report = run_audit(audited_files(lab.server(spec.name)), capsys)
+    audit_open = report["conclusion"] == "open-relay-possible"
+    assert audit_open == (live == "open"), f"live: {live}\n{run.describe()}\naudit: {describe(report)}"
+    assert code == AUDIT_EXIT[live], describe(report)
