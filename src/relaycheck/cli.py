@@ -185,6 +185,7 @@ def cli(ctx: click.Context) -> None:
     help="Try ONE AUTH with a random user and password, then a relay probe (servers that relay after "
     "any AUTH are open). Never more than one attempt.",
 )
+@click.option("--all-probes", is_flag=True, help="Also run the optional probes (the V26 address-literal control).")
 @click.option("--no-mx", is_flag=True, help="Treat names as hosts: do not look up MX records.")
 @click.option(
     "--timeout",
@@ -229,6 +230,7 @@ def check_command(
     no_tls_battery: bool,
     no_vrfy: bool,
     auth_bypass_check: bool,
+    all_probes: bool,
     no_mx: bool,
     timeout: float,
     max_connections: int,
@@ -252,6 +254,7 @@ def check_command(
         confirm_address=confirm,
         confirm_timeout=confirm_timeout,
         max_connections=max_connections,
+        all_probes=all_probes,
         command_timeout=timeout,
         greeting_timeout=timeout,
         connect_timeout=min(timeout, 10.0),
