@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -108,10 +109,16 @@ def smtp() -> Iterator[SmtpFactory]:
     started: list[ServerThread] = []
 
     def start(
-        behaviour: str | Behaviour = "open", host: str = "127.0.0.1", port: int = 0, **changes: Any
+        behaviour: str | Behaviour = "open",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+        **changes: Any,
     ) -> ServerThread:
+        """A server; with ``tls`` it offers STARTTLS with that context."""
         base = BEHAVIOURS[behaviour] if isinstance(behaviour, str) else behaviour
-        server = ServerThread(replace(base, **changes) if changes else base, host=host, port=port)
+        chosen = replace(base, **changes) if changes else base
+        server = ServerThread(chosen, host=host, port=port, tls_context=tls)
         started.append(server.start())
         return server
 

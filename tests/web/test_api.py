@@ -14,7 +14,7 @@ from relaycheck.model import SCHEMA_VERSION
 from relaycheck.render.json import report_dict
 from relaycheck.web.runner import web_options
 
-from .conftest import DnsFactory, SilentServer, SmtpFactory, WebFactory, sse_events
+from .conftest import ENGINE, DnsFactory, SilentServer, SmtpFactory, WebFactory, sse_events
 
 
 def keys(value: Any) -> Any:
@@ -161,6 +161,26 @@ def test_data_probe_mode_only_when_the_operator_enables_it(web: WebFactory, smtp
     assert done["report"]["mode"] == "data-probe"
     accepted = [o for o in done["report"]["targets"][0]["observations"] if o["data_reply"]]
     assert accepted and all(o["data_reply"]["code"] == 354 for o in accepted)
+
+
+def test_web_checks_run_in_probe_mode_only(web: WebFactory) -> None:
+    from dataclasses import replace
+
+    from relaycheck.web.settings import Settings
+
+    risky = replace(
+        ENGINE,
+        data_probe=True,
+        confirm_address="me@example.org",
+        hygiene=replace(ENGINE.hygiene, auth_bypass=True),
+    )
+    settings = Settings(engine=risky, resolver="127.0.0.1:5353")
+    options = web_options(settings, data_probe=True)
+    assert options.data_probe is False  # the operator did not allow it
+    assert options.confirm_address is None and options.hygiene.auth_bypass is False
+    assert options.resolver == "127.0.0.1:5353"  # PTR/DNSBL lookups use the service's resolver
+    assert web_options(replace(settings, allow_data_probe=True), data_probe=True).data_probe is True
+    assert web_options(replace(settings, allow_data_probe=True), data_probe=False).data_probe is False
 
 
 def test_unknown_check_is_404_in_json_and_html(web: WebFactory) -> None:

@@ -9,6 +9,7 @@ releases the server.
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import trustme
 from playwright.sync_api import ConsoleMessage, Page, expect
 
 from relaycheck.testing.servers import ServerThread
@@ -129,17 +131,25 @@ def test_without_javascript_the_progress_page_refreshes_itself(
 def test_hostile_banner_and_replies_are_shown_as_text_never_run(
     page: Page, web: WebFactory, smtp: SmtpFactory
 ) -> None:
+    # the certificate's common name is a payload too (x509 names are at most 64 characters)
+    cert_payload = "<img src=x onerror=window.pwned=4>"
+    cert = trustme.CA().issue_cert("mx.relay.test", common_name=cert_payload)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(tls)
     server = smtp(
         "closed",
+        tls=tls,
         banner=f"mx.relay.test ESMTP {PAYLOAD}",
         deny_reply="554 5.7.1 <{rcpt}>: Relay access denied " + PAYLOAD,
     )
     app = web(ports=(25, server.port))
     done = app.run(server.address)
     assert done["verdict"] == "closed"
+    assert cert_payload in done["report"]["targets"][0]["hygiene"]["tls"]["cert_subject"]
     page.goto(f"{app.url}/check/{done['id']}")
     expect(page.locator("h1[data-verdict]")).to_have_text("Not an open relay")
     expect(page.locator(".facts")).to_contain_text(f"220 mx.relay.test ESMTP {PAYLOAD}")
+    expect(page.locator(".facts")).to_contain_text(cert_payload)
     expect(page.locator("table.probes")).to_contain_text("Relay access denied <script>window.pwned=1")
     for details in page.locator("details.transcript summary").all():
         details.click()

@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,9 +52,8 @@ class Forbidden(Refused):
 
 def expected_probes(options: EngineOptions) -> int:
     """How many probes one target's battery plans (the progress bar's length)."""
-    outside = tuple(getattr(options, "outside", options.ext_recipients))
     slots = Slots(
-        outside=outside,
+        outside=options.outside,
         sender_ext=options.sender_address,
         local_domain="example.test",
         host="mx.example.test",
@@ -67,20 +66,17 @@ def expected_probes(options: EngineOptions) -> int:
 def web_options(settings: Settings, *, data_probe: bool) -> EngineOptions:
     """The engine options for one web check: probe mode (or data-probe when enabled), nothing more.
 
-    Delivery mode and AUTH checks are never run from the web; DNS lookups the engine makes
-    itself (PTR, DNSBL) go to the service's resolver.
+    Delivery mode and the AUTH-bypass check are never run from the web; DNS lookups the engine
+    makes itself (PTR, DNSBL) go to the service's resolver.
     """
     options = settings.engine
-    names = {f.name for f in fields(options)}
-    changes: dict[str, Any] = {"data_probe": data_probe and settings.allow_data_probe}
-    if "confirm_address" in names:
-        changes["confirm_address"] = None
-    hygiene = getattr(options, "hygiene", None)
-    if hygiene is not None and getattr(hygiene, "auth_bypass", False):
-        changes["hygiene"] = replace(hygiene, auth_bypass=False)
-    if "resolver" in names and getattr(options, "resolver", None) is None:
-        changes["resolver"] = settings.resolver
-    return replace(options, **changes)
+    return replace(
+        options,
+        data_probe=data_probe and settings.allow_data_probe,
+        confirm_address=None,
+        hygiene=replace(options.hygiene, auth_bypass=False),
+        resolver=options.resolver or settings.resolver,
+    )
 
 
 def _line(exchange: Exchange) -> str:
