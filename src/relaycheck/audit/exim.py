@@ -411,7 +411,7 @@ def _domain_item(ctx: Context, item: str, depth: int) -> Evaluated:
     return Evaluated(Match.NEVER)
 
 
-def _evaluate(ctx: Context, name: str, value: str, verb: str) -> Evaluated:
+def _evaluate(ctx: Context, name: str, value: str) -> Evaluated:
     if name == "hosts":
         return _host_list(ctx, value)
     if name == "domains":
@@ -454,7 +454,7 @@ def walk_acl(ctx: Context, statements: list[Statement]) -> AclOutcome:
         for negated, name, value, line in statement.conditions:
             if name in _MODIFIERS:
                 continue
-            result = _evaluate(ctx, name, value, statement.verb)
+            result = _evaluate(ctx, name, value)
             if negated:
                 flipped = {Match.ALWAYS: Match.NEVER, Match.NEVER: Match.ALWAYS}.get(result.match, result.match)
                 result = Evaluated(flipped, None if flipped is Match.NEVER else result.cause)

@@ -55,7 +55,7 @@ class Match(Enum):
     ALWAYS = "always"
     NEVER = "never"
     CHOOSABLE = "choosable"  # the client decides (sender, HELO, TLS)
-    POPULATION = "population"  # some outside clients
+    POPULATION = "population"  # some outside clients: resolved per walk to ALWAYS/NEVER
     UNKNOWN = "unknown"
 
 
@@ -249,58 +249,66 @@ def _domain_catch_all(ctx: Context, args: tuple[str, ...]) -> bool:
     return any(i in {"*", "*.*"} or (i.startswith("*.") and "." not in i[2:]) for i in items)
 
 
-def _evaluate(ctx: Context, option: Option) -> tuple[Match, tuple[str, str] | None]:
-    keyword, args = option.keyword, option.args
+Judged = tuple[Match, tuple[str, str] | None]  # (does it match the stranger, the cause when it opens a path)
+
+
+def _population_match(ctx: Context, key: str, cause: tuple[str, str]) -> Judged:
+    """True only while walking for the population ``key`` (e.g. the clients of a wide network)."""
+    ctx.populations.setdefault(key, cause)
+    return (Match.ALWAYS if ctx.population == key else Match.NEVER), cause
+
+
+def _from(ctx: Context, args: tuple[str, ...]) -> Judged:
     what = args[0] if args else ""
-    result: Match
-    cause: tuple[str, str] | None = None
+    if what == "any":
+        return Match.ALWAYS, ("opensmtpd-relay-from-any", "'from any' matches every client.")
+    if what in {"local", "socket", "auth"}:
+        return Match.NEVER, None
+    if what == "src" and len(args) > 1:
+        result, cause, key = _source_width(ctx, args[-1])
+        if key is not None and cause is not None:
+            return _population_match(ctx, key, cause)
+        return result, cause
+    if what == "rdns":
+        shown = f" {args[-1]}" if len(args) > 1 else ""
+        return _population_match(
+            ctx, "rdns:" + ",".join(args[1:]), ("opensmtpd-relay-from-rdns", f"'from rdns{shown}'.")
+        )
+    if what == "mail-from":
+        return Match.CHOOSABLE, ("opensmtpd-relay-mail-from", f"'from mail-from {' '.join(args[1:])}'.")
+    return Match.UNKNOWN, None
+
+
+def _for(ctx: Context, args: tuple[str, ...]) -> Judged:
+    what = args[0] if args else ""
+    if what == "any":
+        return Match.ALWAYS, None
+    if what == "domain":
+        return (Match.ALWAYS if _domain_catch_all(ctx, args[1:]) else Match.NEVER), None
+    return Match.NEVER, None  # local, or rcpt-to: a few chosen addresses
+
+
+def _evaluate(ctx: Context, option: Option) -> Judged:
+    keyword, args = option.keyword, option.args
+    judged: Judged
     if keyword == "from":
-        if what == "any":
-            result, cause = Match.ALWAYS, ("opensmtpd-relay-from-any", "'from any' matches every client.")
-        elif what in {"local", "socket", "auth"}:
-            result = Match.NEVER
-        elif what == "src" and len(args) > 1:
-            result, cause, key = _source_width(ctx, args[-1])
-            if key is not None and cause is not None:
-                ctx.populations.setdefault(key, cause)
-                result = Match.ALWAYS if ctx.population == key else Match.NEVER
-        elif what == "rdns":
-            key = "rdns:" + ",".join(args[1:])
-            cause = ("opensmtpd-relay-from-rdns", f"'from rdns{' ' + args[-1] if len(args) > 1 else ''}'.")
-            ctx.populations.setdefault(key, cause)
-            result = Match.ALWAYS if ctx.population == key else Match.NEVER
-        elif what == "mail-from":
-            result, cause = Match.CHOOSABLE, ("opensmtpd-relay-mail-from", f"'from mail-from {' '.join(args[1:])}'.")
-        else:
-            result = Match.UNKNOWN
+        judged = _from(ctx, args)
     elif keyword == "for":
-        if what == "any":
-            result = Match.ALWAYS
-        elif what == "local":
-            result = Match.NEVER
-        elif what == "domain":
-            result = Match.ALWAYS if _domain_catch_all(ctx, args[1:]) else Match.NEVER
-        else:
-            result = Match.NEVER  # rcpt-to: a few chosen addresses
-    elif keyword == "auth":
-        result = Match.NEVER
+        judged = _for(ctx, args)
     elif keyword == "mail-from":
-        result, cause = Match.CHOOSABLE, ("opensmtpd-relay-mail-from", f"'mail-from {' '.join(args)}'.")
+        judged = Match.CHOOSABLE, ("opensmtpd-relay-mail-from", f"'mail-from {' '.join(args)}'.")
     elif keyword in {"helo", "tls"}:
-        result = Match.CHOOSABLE
+        judged = Match.CHOOSABLE, None  # the client says what it likes, and can do TLS
     elif keyword == "tag":
-        result = Match.ALWAYS if what.strip('"') in ctx.outside_tags else Match.NEVER
-    elif keyword == "rcpt-to":
-        result = Match.NEVER
+        judged = (Match.ALWAYS if args and args[0].strip('"') in ctx.outside_tags else Match.NEVER), None
+    elif keyword in {"auth", "rcpt-to"}:
+        judged = Match.NEVER, None
     else:
-        result = Match.UNKNOWN
-    if option.negated:
-        if result is Match.ALWAYS:
-            return Match.NEVER, None
-        if result is Match.NEVER:
-            return Match.ALWAYS, None
-        return Match.UNKNOWN, None
-    return result, cause
+        judged = Match.UNKNOWN, None
+    if not option.negated:
+        return judged
+    flipped = {Match.ALWAYS: Match.NEVER, Match.NEVER: Match.ALWAYS}.get(judged[0], Match.UNKNOWN)
+    return flipped, None
 
 
 def _rule(ctx: Context, tokens: list[str], line: Line, grammar: str) -> Rule | None:
@@ -361,9 +369,9 @@ def walk(ctx: Context, rules: list[Rule]) -> Outcome:
         matches = [m for m, _ in results]
         if Match.NEVER in matches:
             continue
-        if Match.UNKNOWN in matches or Match.POPULATION in matches:
+        if Match.UNKNOWN in matches:
             if rule.relay:
-                cause = next((c for m, c in results if m in {Match.UNKNOWN, Match.POPULATION} and c), None)
+                cause = next((c for m, c in results if m is Match.UNKNOWN and c), None)
                 code, detail = cause or ("opensmtpd-relay-unverified-table", "a condition the audit cannot evaluate.")
                 unknowns.append((code, detail, (rule.line,)))
             continue
