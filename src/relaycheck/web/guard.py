@@ -185,7 +185,8 @@ def parse_input(text: str, port: int | None, *, ports: Iterable[int], allow_priv
     if is_ip(spec.host):
         why = refusal(spec.host, allow_private=allow_private)
         if why:
-            raise Refused(f"will not test {why}")
+            scope = "nobody can connect to it" if allow_private else "this service tests public mail servers only"
+            raise Refused(f"{why}: {scope}")
     return spec, chosen
 
 
