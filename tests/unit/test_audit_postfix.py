@@ -271,11 +271,37 @@ def params(text: str) -> dict[str, Param]:
         ("$$a", "$a"),
         ("$unknown stays", "$unknown stays"),
         ("$b", "A and A"),
+        # Postfix 3.6+ relational expressions, as plain `postconf` prints unset parameters
+        ("${{$compatibility_level} <level {2} ? {subnet} : {host}}", "host"),
+        ("${{$compatibility_level} <level {3.10} ? {old} : {new}}", "old"),
+        ("${{$a} == {A} ? {same} : {other}}", "same"),
+        ("${{$a} != {A} ? {differ}}", ""),
     ],
 )
 def test_expansion(text: str, expected: str) -> None:
-    expander = Expander(params("a = A\nempty =\nb = $a and ${a}\n"), (3, 6))
+    expander = Expander(params("a = A\nempty =\nb = $a and ${a}\ncompatibility_level = 3.6\n"), (3, 6))
     assert expander.expand(text) == expected
+
+
+# What plain `postconf` (or `postconf -d`) prints for unset parameters, verbatim from Postfix 3.7.
+POSTCONF_DEFAULTS = (
+    "compatibility_level = LEVEL\n"
+    "mynetworks_style = ${{$compatibility_level} <level {2} ? {subnet} : {host}}\n"
+    "relay_domains = ${{$compatibility_level} <level {2} ? {$mydestination} : {}}\n"
+    "smtpd_recipient_restrictions =\n"
+    "smtpd_relay_restrictions = ${{$compatibility_level} <level {1} ? {} : "
+    "{permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination}}\n"
+)
+
+
+@pytest.mark.parametrize(("level", "conclusion"), [("3.6", CLOSED), ("0", OPEN)])
+def test_full_postconf_output_with_relational_defaults(level: str, conclusion: Conclusion) -> None:
+    assert audit_text(POSTCONF_DEFAULTS.replace("LEVEL", level)).conclusion is conclusion
+
+
+def test_master_cf_alone_says_main_cf_was_missing() -> None:
+    report = audit_sources([SourceFile("master.cf", "smtp inet n - y - - smtpd\n")], Family.POSTFIX)
+    assert "No main.cf settings were given" in report.explanation
 
 
 def test_expansion_cycles_terminate() -> None:

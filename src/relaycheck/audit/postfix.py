@@ -716,6 +716,8 @@ def _summary(config: PostfixConfig, verdicts: list[ServiceVerdict], skipped: lis
         f"for an unauthenticated client relaying to a foreign domain, with Postfix's built-in defaults for unset "
         f"parameters (compatibility_level {level})."
     ]
+    if not config.params:
+        parts.append("No main.cf settings were given: every parameter is Postfix's built-in default.")
     refused = [f"{v.service} ({v.refused_by})" for v in verdicts if v.refused_by and not v.causes]
     if refused:
         parts.append(f"Every outside client is refused by: {', '.join(refused)}.")

@@ -308,6 +308,25 @@ _REFERENCE = re.compile(
 )
 
 
+# Postfix 3.6+ relational expressions, as `postconf` and `postconf -d` print defaults:
+# ${{$compatibility_level} <level {2} ? {subnet} : {host}}
+_RELATIONAL = re.compile(
+    r"\$\{\{([^{}]*)\}\s*(==|!=|<=level|>=level|<level|>level)\s*\{([^{}]*)\}\s*\?\s*\{([^{}]*)\}"
+    r"(?:\s*:\s*\{([^{}]*)\})?\s*\}"
+)
+
+
+def _level(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", text)[:3]) or (0,)
+
+
+def _relation(left: str, operator: str, right: str) -> bool:
+    if operator in {"==", "!="}:
+        return (left.strip() == right.strip()) == (operator == "==")
+    a, b = _level(left), _level(right)
+    return {"<level": a < b, "<=level": a <= b, ">level": a > b, ">=level": a >= b}[operator]
+
+
 class Expander:
     """``$name``, ``${name}``, ``$(name)``, ``${name?text}``, ``${name:text}``, ``${name?{a}:{b}}``.
 
@@ -365,7 +384,13 @@ class Expander:
             chosen = (first if present else second) if operator == "?" else ("" if present else first)
             return self.expand(chosen, depth + 1)
 
-        return _REFERENCE.sub(substitute, text)
+        def relational(match: re.Match[str]) -> str:
+            left = self.expand(match.group(1), depth + 1)
+            right = self.expand(match.group(3), depth + 1)
+            chosen = match.group(4) if _relation(left, match.group(2), right) else (match.group(5) or "")
+            return self.expand(chosen, depth + 1)
+
+        return _REFERENCE.sub(substitute, _RELATIONAL.sub(relational, text))
 
 
 # ---- lookup tables -------------------------------------------------------------------------
