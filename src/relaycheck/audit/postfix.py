@@ -195,6 +195,12 @@ def _default_note(param: Param) -> tuple[str, ...]:
 
 # ---- mynetworks and friends ----------------------------------------------------------------
 
+MYNETWORKS_CODES = {
+    Width.EVERYONE: "postfix-mynetworks-everyone",
+    Width.OUTSIDE_WIDE: "postfix-mynetworks-public",
+    Width.OUTSIDE_RANGE: "postfix-mynetworks-public-range",
+}
+
 
 def _mynetworks_population(ctx: ServiceContext) -> Population | None:
     mynetworks = ctx.expander.raw("mynetworks")
@@ -215,17 +221,12 @@ def _mynetworks_population(ctx: ServiceContext) -> Population | None:
         if net is not None:
             members.append((entry, net))
     judged = netclass.judge(members)
-    lines = _param_lines(ctx, "mynetworks")
-    if judged.width is Width.EVERYONE:
-        detail = f"mynetworks includes {judged.widest}."
-        return Population("mynetworks", Cause("postfix-mynetworks-everyone", detail, lines))
-    if judged.width is Width.OUTSIDE_WIDE:
-        detail = f"mynetworks includes {judged.widest}."
-        return Population("mynetworks", Cause("postfix-mynetworks-public", detail, lines))
-    if judged.width is Width.OUTSIDE_RANGE:
-        detail = f"mynetworks includes {judged.widest}."
-        return Population("mynetworks", Cause("postfix-mynetworks-public-range", detail, lines))
-    return None
+    code = MYNETWORKS_CODES.get(judged.width)
+    if code is None:
+        return None
+    return Population(
+        "mynetworks", Cause(code, f"mynetworks includes {judged.widest}.", _param_lines(ctx, "mynetworks"))
+    )
 
 
 def _relay_domains_effect(ctx: ServiceContext, where: tuple[Line, ...]) -> TokenEffect:
