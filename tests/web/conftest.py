@@ -200,6 +200,13 @@ class SilentServer:
                 with contextlib.suppress(OSError):
                     conn.sendall(self.greeting)
 
+    def hang_up(self) -> None:
+        """Close every connection accepted so far (the client sees the server go away)."""
+        for conn in self.accepted:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
     def __enter__(self) -> SilentServer:
         self._thread.start()
         return self

@@ -164,12 +164,14 @@ def test_hostile_banner_and_replies_are_shown_as_text_never_run(
 def test_hostile_banner_on_the_live_progress_page(page: Page, web: WebFactory) -> None:
     greeting = f"220 mx.relay.test ESMTP {PAYLOAD}\r\n".encode()
     with SilentServer(greeting=greeting) as server:  # greets, then never answers EHLO
-        app = web(ports=(25, server.port), engine=replace(ENGINE, command_timeout=2.0))
+        app = web(ports=(25, server.port), engine=replace(ENGINE, command_timeout=60.0))
         created = app.create(server.address).json()
         page.goto(f"{app.url}/check/{created['id']}")
         expect(page.locator(".lines li").first).to_contain_text("greeting: 220 mx.relay.test ESMTP <script>")
+        expect(page.locator("[data-events]")).to_have_attribute("data-live", "on")
         assert page.evaluate("typeof window.pwned") == "undefined"
-        # the check ends when EHLO times out; the page turns into the result by itself
+        # the server goes away: the check ends, and the page turns into the result by itself
+        server.hang_up()
         expect(page.locator("h1[data-verdict]")).to_have_text("Inconclusive", timeout=15_000)
         page.locator("details.transcript summary").first.click()
         expect(page.locator("pre.smtp").first).to_contain_text(f"S: 220 mx.relay.test ESMTP {PAYLOAD}")
