@@ -186,3 +186,32 @@ def test_help_lists_the_family_flags(capsys: Capture) -> None:
     out = capsys.readouterr().out
     for flag in ("--postfix", "--exim", "--exchange", "--sendmail", "--opensmtpd", "--format"):
         assert flag in out
+
+
+def test_postfix_directory_reads_main_and_master_only(tmp_path: Path, capsys: Capture) -> None:
+    etc = tmp_path / "postfix"
+    etc.mkdir()
+    shutil.copy(FIXTURES / "postfix/postconf-n-open.txt", etc / "main.cf")
+    shutil.copy(FIXTURES / "postfix/debian-master.cf", etc / "master.cf")
+    (etc / "main.cf.proto").write_text("# mynetworks = 0.0.0.0/0\nthis is documentation\n")
+    (etc / "post-install").write_text("#!/bin/sh\nexit 0\n")
+    assert main(["audit", "--json", str(etc)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"] == [str(etc / "main.cf"), str(etc / "master.cf")]
+    assert not any(f["code"] == "unparsed-line" for f in report["findings"])
+
+
+@pytest.mark.parametrize(("split", "used"), [("false", "exim4.conf.template"), ("true", "conf.d")])
+def test_exim4_directory_follows_dc_use_split_config(split: str, used: str, tmp_path: Path, capsys: Capture) -> None:
+    etc = tmp_path / "exim4"
+    shutil.copytree(FIXTURES / "exim/conf.d", etc / "conf.d")
+    shutil.copy(FIXTURES / "exim/exim4.conf.template", etc / "exim4.conf.template")
+    debconf = (FIXTURES / "exim/update-exim4.conf.conf.open-nets").read_text()
+    (etc / "update-exim4.conf.conf").write_text(
+        debconf.replace("dc_use_split_config='false'", f"dc_use_split_config='{split}'")
+    )
+    assert main(["audit", "--json", str(etc)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"][0] == str(etc / "update-exim4.conf.conf")
+    assert all(used in name for name in report["files"][1:])
+    assert [f["code"] for f in report["findings"]] == ["exim-relay-from-any"]

@@ -125,14 +125,23 @@ def test_unset_relay_restrictions_use_the_default_with_defer_unauth_destination(
     assert report.conclusion is CLOSED
 
 
-def test_compatibility_level_zero_has_no_default_relay_check() -> None:
-    # Postfix before compatibility_level 1 uses an empty smtpd_relay_restrictions: with an empty
-    # smtpd_recipient_restrictions nothing rejects foreign recipients (and smtpd refuses to start).
+def test_compatibility_level_zero_with_nothing_set_is_not_an_open_relay() -> None:
+    # compatibility_level < 1 makes the smtpd_relay_restrictions default empty, but with nothing
+    # set at all no Postfix version relays: 3.x refuses to start smtpd (or keeps its default
+    # check), and before 2.10 smtpd_recipient_restrictions defaulted to the relay check.
     report = audit_text("myhostname = mx.example.com\nmynetworks_style = host\n")
+    assert report.conclusion is CLOSED
+    assert report.findings == ()
+
+
+def test_compatibility_level_zero_with_an_explicit_list_without_check_is_open() -> None:
+    main = "myhostname = mx.example.com\nmynetworks_style = host\n"
+    main += "smtpd_recipient_restrictions = permit_mynetworks, reject_rbl_client zen.spamhaus.org\n"
+    report = audit_text(main)
     assert codes(report) == {"postfix-no-reject-unauth-destination"}
     (found,) = report.findings
-    assert any("built-in default" in e for e in found.evidence)
-    assert found.location is None
+    assert found.location == "main.cf:3"
+    assert any("built-in default" in e for e in found.evidence)  # the (empty) smtpd_relay_restrictions
 
 
 def test_mynetworks_style_default_depends_on_compatibility_level() -> None:
@@ -294,9 +303,11 @@ POSTCONF_DEFAULTS = (
 )
 
 
-@pytest.mark.parametrize(("level", "conclusion"), [("3.6", CLOSED), ("0", OPEN)])
-def test_full_postconf_output_with_relational_defaults(level: str, conclusion: Conclusion) -> None:
-    assert audit_text(POSTCONF_DEFAULTS.replace("LEVEL", level)).conclusion is conclusion
+@pytest.mark.parametrize(("level", "mynetworks_style"), [("3.6", "host"), ("1", "subnet")])
+def test_full_postconf_output_with_relational_defaults(level: str, mynetworks_style: str) -> None:
+    report = audit_text(POSTCONF_DEFAULTS.replace("LEVEL", level))
+    assert report.conclusion is CLOSED  # defer_unauth_destination from level 1 on
+    assert ("postfix-mynetworks-style-subnet" in codes(report)) == (mynetworks_style == "subnet")
 
 
 def test_master_cf_alone_says_main_cf_was_missing() -> None:

@@ -55,8 +55,31 @@ def _directory_order(root: Path, path: Path) -> tuple[int, str]:
     return rank, str(path.relative_to(root))
 
 
-def read_directory(root: Path) -> list[SourceFile]:
-    """A split configuration directory (e.g. /etc/exim4/conf.d): its text files, in build order."""
+def known_layout(root: Path) -> list[Path] | None:
+    """The files that matter in a mail server's own configuration directory (/etc/postfix,
+    /etc/exim4, /etc/mail), or None for a plain split directory such as exim4's conf.d."""
+
+    def present(*names: str) -> list[Path]:
+        return [root / n for n in names if (root / n).is_file()]
+
+    if present("main.cf", "master.cf"):
+        return present("main.cf", "master.cf")  # tables are found from main.cf
+    if present("sendmail.mc"):
+        return present("sendmail.mc", "access", "relay-domains")
+    if present("smtpd.conf"):
+        return present("smtpd.conf")
+    if present("exim4.conf"):  # Debian uses a hand-written exim4.conf as it is
+        return present("exim4.conf")
+    debconf = root / "update-exim4.conf.conf"
+    if debconf.is_file():
+        split = "dc_use_split_config='true'" in debconf.read_text(errors="replace")
+        if split and (root / "conf.d").is_dir():
+            return [debconf, *sorted_directory(root / "conf.d")]
+        return [debconf, *present("exim4.conf.template")]
+    return None
+
+
+def sorted_directory(root: Path) -> list[Path]:
     files = [
         p
         for p in root.rglob("*")
@@ -64,11 +87,20 @@ def read_directory(root: Path) -> list[SourceFile]:
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
         and not p.name.endswith(SKIPPED_SUFFIXES)
     ]
-    if not files:
-        raise UsageError(f"{root} contains no configuration files")
     if len(files) > MAX_DIRECTORY_FILES:
         raise UsageError(f"{root} holds more than {MAX_DIRECTORY_FILES} files; give the configuration files themselves")
-    return [read_file(p) for p in sorted(files, key=lambda p: _directory_order(root, p))]
+    return sorted(files, key=lambda p: _directory_order(root, p))
+
+
+def read_directory(root: Path) -> list[SourceFile]:
+    """A configuration directory: the known files of /etc/postfix, /etc/exim4 or /etc/mail, or
+    every text file of a split directory (e.g. /etc/exim4/conf.d) in build order."""
+    files = known_layout(root)
+    if files is None:
+        files = sorted_directory(root)
+    if not files:
+        raise UsageError(f"{root} contains no configuration files")
+    return [read_file(p) for p in files]
 
 
 def read_inputs(names: tuple[str, ...]) -> list[SourceFile]:

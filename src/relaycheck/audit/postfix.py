@@ -582,6 +582,12 @@ def _generic_causes(ctx: ServiceContext, walks: dict[str, Walk]) -> list[Cause]:
         causes.extend(walk.void_causes)
     if not causes and not any(walks[n].has_check for n in RELAY_LISTS):
         relay, recipient = _list_param(ctx, RELAY_LISTS[0]), _list_param(ctx, RELAY_LISTS[1])
+        relay_default = relay.line is None or "{$compatibility_level}" in relay.value  # as `postconf` prints it
+        if relay_default and not recipient.value.strip():
+            # Nothing set, compatibility_level < 1: Postfix 3 either refuses to start smtpd or
+            # falls back to a default relay check, and Postfix < 2.10 defaulted to
+            # "permit_mynetworks, reject_unauth_destination". No version relays.
+            return []
         lines = tuple(p.line for p in (relay, recipient) if p.line is not None)
         detail = (
             f"smtpd_relay_restrictions = {relay.value or '(empty)'}; "
