@@ -33,11 +33,19 @@ def failed(error: str, connections: tuple[ConnectionLog, ...] = ()) -> TargetRep
 @pytest.mark.parametrize(
     ("error", "stats", "greeted", "status"),
     [
-        ("cannot connect to 192.0.2.7 port 25: Connect call failed ('192.0.2.7', 25)",
-         ConnectStats(3, 0, [errno.ECONNREFUSED] * 3), False, Status.REFUSED),
+        (
+            "cannot connect to 192.0.2.7 port 25: Connect call failed ('192.0.2.7', 25)",
+            ConnectStats(3, 0, [errno.ECONNREFUSED] * 3),
+            False,
+            Status.REFUSED,
+        ),
         ("cannot connect to 192.0.2.7 port 25: Connection refused", None, False, Status.REFUSED),
-        ("cannot connect to 192.0.2.7 port 25: Connect call failed ('192.0.2.7', 25)",
-         ConnectStats(3, 0, [errno.EHOSTUNREACH] * 3), False, Status.ERROR),
+        (
+            "cannot connect to 192.0.2.7 port 25: Connect call failed ('192.0.2.7', 25)",
+            ConnectStats(3, 0, [errno.EHOSTUNREACH] * 3),
+            False,
+            Status.ERROR,
+        ),
         ("connection to 192.0.2.7 port 25 timed out after 10 s", ConnectStats(3, 0, []), False, Status.TIMEOUT),
         ("no reply to the greeting within 30 s", ConnectStats(3, 3, []), False, Status.TIMEOUT),
         ("the per-target deadline was reached", None, True, Status.TIMEOUT),
@@ -62,8 +70,9 @@ def test_ok_when_the_engine_had_an_smtp_conversation() -> None:
 
 def test_report_record_embeds_check_fields() -> None:
     item = Item(Kind.ADDRESS, "192.0.2.0/24", 25, ip="192.0.2.7", tag="t")
-    record = report_record("192.0.2.7|25|", item, failed("no reply to the greeting within 30 s"),
-                           stats=ConnectStats(3, 3, []))
+    record = report_record(
+        "192.0.2.7|25|", item, failed("no reply to the greeting within 30 s"), stats=ConnectStats(3, 3, [])
+    )
     assert record["key"] == "192.0.2.7|25|" and record["ip"] == "192.0.2.7" and record["host"] is None
     assert (record["status"], record["verdict"], record["confidence"]) == ("timeout", "inconclusive", "undetermined")
     assert record["result"]["verdict"]["explanation"] == INCONCLUSIVE.explanation
@@ -77,7 +86,11 @@ def test_excluded_and_error_records() -> None:
     block = Item(Kind.EXCLUDED, "10.0.0.0/8", 25, reason="Private-Use (RFC 1918)", block="10.0.0.0/8")
     record = excluded_record(block, block.reason or "")
     assert (record["key"], record["ip"], record["status"], record["verdict"]) == (
-        "10.0.0.0/8|25|", "10.0.0.0/8", "excluded", None)
+        "10.0.0.0/8|25|",
+        "10.0.0.0/8",
+        "excluded",
+        None,
+    )
     mx = Item(Kind.NAME, "example.org", 25, name="example.org")
     via_dns = excluded_record(mx, "Loopback (RFC 1122)", ip="127.0.0.1", host="mx.example.org", domain="example.org")
     assert via_dns["key"] == "127.0.0.1|25|example.org" and via_dns["host"] == "mx.example.org"

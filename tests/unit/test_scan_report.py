@@ -21,10 +21,19 @@ def write(path: pathlib.Path, records: list[dict[str, object]], torn: bool = Fal
 
 def open_record(ip: str, banner: str = "220 mx ESMTP") -> dict[str, object]:
     return {
-        "key": f"{ip}|25|", "ip": ip, "port": 25, "host": None, "domain": "example.org", "status": "ok",
-        "verdict": "open", "confidence": "accepted-at-rcpt", "banner": banner, "findings": ["relay-domain"],
-        "evidence": [{"probe_id": "plain", "mail_from": "<a@b.test>", "rcpt_to": "<x@outside.test>",
-                      "reply": "250 2.1.5 Ok"}],
+        "key": f"{ip}|25|",
+        "ip": ip,
+        "port": 25,
+        "host": None,
+        "domain": "example.org",
+        "status": "ok",
+        "verdict": "open",
+        "confidence": "accepted-at-rcpt",
+        "banner": banner,
+        "findings": ["relay-domain"],
+        "evidence": [
+            {"probe_id": "plain", "mail_from": "<a@b.test>", "rcpt_to": "<x@outside.test>", "reply": "250 2.1.5 Ok"}
+        ],
     }
 
 
@@ -32,14 +41,38 @@ RECORDS: list[dict[str, object]] = [
     open_record("192.0.2.1", banner=f"220 {HOSTILE}"),
     open_record("2001:db8::1"),
     {"key": "192.0.2.2|25|", "ip": "192.0.2.2", "port": 25, "status": "ok", "verdict": "closed"},
-    {"key": "192.0.2.3|25|", "ip": "192.0.2.3", "port": 25, "status": "refused", "verdict": "inconclusive",
-     "error": "cannot connect to 192.0.2.3 port 25: Connect call failed ('192.0.2.3', 25)"},
-    {"key": "192.0.2.4|25|", "ip": "192.0.2.4", "port": 25, "status": "refused", "verdict": "inconclusive",
-     "error": "cannot connect to 192.0.2.4 port 25: Connect call failed ('192.0.2.4', 25)"},
-    {"key": "192.0.2.5|25|", "ip": "192.0.2.5", "port": 25, "status": "ok", "verdict": "inconclusive",
-     "result": {"verdict": {"explanation": f"The server refused the session at once ({HOSTILE}). More."}}},
-    {"key": "10.0.0.0/8|25|", "ip": "10.0.0.0/8", "port": 25, "status": "excluded", "verdict": None,
-     "error": "excluded: Private-Use (RFC 1918)"},
+    {
+        "key": "192.0.2.3|25|",
+        "ip": "192.0.2.3",
+        "port": 25,
+        "status": "refused",
+        "verdict": "inconclusive",
+        "error": "cannot connect to 192.0.2.3 port 25: Connect call failed ('192.0.2.3', 25)",
+    },
+    {
+        "key": "192.0.2.4|25|",
+        "ip": "192.0.2.4",
+        "port": 25,
+        "status": "refused",
+        "verdict": "inconclusive",
+        "error": "cannot connect to 192.0.2.4 port 25: Connect call failed ('192.0.2.4', 25)",
+    },
+    {
+        "key": "192.0.2.5|25|",
+        "ip": "192.0.2.5",
+        "port": 25,
+        "status": "ok",
+        "verdict": "inconclusive",
+        "result": {"verdict": {"explanation": f"The server refused the session at once ({HOSTILE}). More."}},
+    },
+    {
+        "key": "10.0.0.0/8|25|",
+        "ip": "10.0.0.0/8",
+        "port": 25,
+        "status": "excluded",
+        "verdict": None,
+        "error": "excluded: Private-Use (RFC 1918)",
+    },
 ]
 
 
@@ -58,7 +91,8 @@ def test_summary_counts_and_groups(tmp_path: pathlib.Path) -> None:
 
 def test_normalise() -> None:
     assert normalise("cannot connect to 192.0.2.3 port 25: Connect call failed ('192.0.2.3', 25)") == (
-        "cannot connect to <ip> port <n>: Connect call failed")
+        "cannot connect to <ip> port <n>: Connect call failed"
+    )
     assert normalise("cannot connect to 2001:db8::1 port 25") == "cannot connect to <ip> port <n>"
 
 
@@ -94,8 +128,9 @@ def test_text_neutralises_terminal_escapes(tmp_path: pathlib.Path) -> None:
 def test_report_command(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], fmt: str) -> None:
     path = tmp_path / "r.jsonl"
     write(path, RECORDS)
-    (tmp_path / "r.jsonl.meta.json").write_text(json.dumps({"start": "2026-01-01T00:00:00+00:00", "end": None,
-                                                            "complete": False}))
+    (tmp_path / "r.jsonl.meta.json").write_text(
+        json.dumps({"start": "2026-01-01T00:00:00+00:00", "end": None, "complete": False})
+    )
     assert main(["report", str(path), "--format", fmt]) == 0
     out = capsys.readouterr().out
     if fmt == "json":

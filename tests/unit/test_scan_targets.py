@@ -30,7 +30,7 @@ NONE = ExcludeList()
 
 
 def addresses(specs: list[str], excludes: ExcludeList = NONE, seed: int = 0) -> list[Item]:
-    return list(expand(parse_inputs(specs, [], 25), excludes, seed))
+    return list(expand(parse_inputs(specs, [], (25,)), excludes, seed))
 
 
 # -- blocks ------------------------------------------------------------------------------------
@@ -59,8 +59,17 @@ def test_parse_block(text: str, first: str, last: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "192.0.2.0/33", "192.0.2.20-192.0.2.10", "192.0.2.1-2001:db8::1", "mx.example.org", "192.0.2.1-300",
-     "2001:db8::/64", "fe80::1%eth0", "1.2.3"],
+    [
+        "",
+        "192.0.2.0/33",
+        "192.0.2.20-192.0.2.10",
+        "192.0.2.1-2001:db8::1",
+        "mx.example.org",
+        "192.0.2.1-300",
+        "2001:db8::/64",
+        "fe80::1%eth0",
+        "1.2.3",
+    ],
 )
 def test_parse_block_refuses(text: str) -> None:
     with pytest.raises(UsageError):
@@ -70,7 +79,7 @@ def test_parse_block_refuses(text: str) -> None:
 def test_a_block_is_two_numbers_even_for_a_slash_8() -> None:
     block = parse_block("10.0.0.0/8")
     assert block.size == 2**24
-    lazy = expand(parse_inputs(["10.0.0.0/8"], [], 25), NONE, 0)
+    lazy = expand(parse_inputs(["10.0.0.0/8"], [], (25,)), NONE, 0)
     first = list(itertools.islice(lazy, 5))  # a generator: five items cost five items, not 16M
     network = ipaddress.ip_network("10.0.0.0/8")
     assert len(first) == 5 and all(ipaddress.ip_address(i.ip or "") in network for i in first)
@@ -101,8 +110,16 @@ def test_range_round_trip(a: int, b: int) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("192.0.2.1", True), ("192.0.2.0/24", True), ("192.0.2.1-9", True), ("::1", True),
-     ("mx-1.example.org", False), ("example.org", False), ("192.0.2.1:25", False), ("[::1]:25", False)],
+    [
+        ("192.0.2.1", True),
+        ("192.0.2.0/24", True),
+        ("192.0.2.1-9", True),
+        ("::1", True),
+        ("mx-1.example.org", False),
+        ("example.org", False),
+        ("192.0.2.1:25", False),
+        ("[::1]:25", False),
+    ],
 )
 def test_looks_like_block(text: str, expected: bool) -> None:
     assert looks_like_block(text) is expected
@@ -157,7 +174,8 @@ def test_expand_yields_allowed_addresses_once_and_one_record_per_excluded_part()
 
 @settings(max_examples=100)
 @given(
-    st.integers(0, 255), st.integers(0, 255),
+    st.integers(0, 255),
+    st.integers(0, 255),
     st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255)), max_size=4),
 )
 def test_expand_against_brute_force(a: int, b: int, rules: list[tuple[int, int]]) -> None:
@@ -178,46 +196,56 @@ def test_expand_against_brute_force(a: int, b: int, rules: list[tuple[int, int]]
 
 def test_estimate_counts_records() -> None:
     excludes = ExcludeList([Rule(parse_block("192.0.2.0/30"), "x")])
-    assert estimate(["192.0.2.0/29", "mx.example.org", "198.51.100.1"], [], 25, excludes) == 4 + 1 + 1 + 1
-    assert estimate([], ["-"], 25, excludes) is None
+    assert estimate(["192.0.2.0/29", "mx.example.org", "198.51.100.1"], [], (25,), excludes) == 4 + 1 + 1 + 1
+    assert estimate([], ["-"], (25,), excludes) is None
 
 
 # -- tokens, lines, CSV --------------------------------------------------------------------------
 
 
 def test_tokens() -> None:
-    assert parse_token("192.0.2.7:2525", 25) == Item(Kind.ADDRESS, "192.0.2.7:2525", 2525, ip="192.0.2.7")
-    assert parse_token("[2001:DB8::7]:25", 587) == Item(Kind.ADDRESS, "[2001:DB8::7]:25", 25, ip="2001:db8::7")
-    assert parse_token("MX1.Example.ORG.", 25) == Item(Kind.NAME, "MX1.Example.ORG.", 25, name="mx1.example.org")
-    named = parse_token("mx1.example.org:587", 25)
+    def expanded(token: str, ports: tuple[int, ...]) -> list[Item]:
+        return list(expand(iter([parse_token(token, ports)]), NONE, 0))
+
+    assert expanded("192.0.2.7:2525", (25,)) == [Item(Kind.ADDRESS, "192.0.2.7:2525", 2525, ip="192.0.2.7")]
+    assert expanded("[2001:DB8::7]:25", (587,)) == [Item(Kind.ADDRESS, "[2001:DB8::7]:25", 25, ip="2001:db8::7")]
+    assert [i.key for i in expanded("192.0.2.7", (25, 465, 587))] == [
+        "192.0.2.7|25|",
+        "192.0.2.7|465|",
+        "192.0.2.7|587|",
+    ]
+    assert parse_token("MX1.Example.ORG.", (25,)) == Item(Kind.NAME, "MX1.Example.ORG.", 25, name="mx1.example.org")
+    named = parse_token("mx1.example.org:587", (25,))
     assert (named.kind, named.port, named.port_given) == (Kind.NAME, 587, True)  # type: ignore[union-attr]
     with pytest.raises(UsageError):
-        parse_token("not a host!", 25)
+        parse_token("not a host!", (25,))
 
 
 def test_csv_lines_zgrab2_style() -> None:
-    pinned = parse_csv_line("192.0.2.7,example.org,mx,2525", 25)
+    pinned = parse_csv_line("192.0.2.7,example.org,mx,2525", (25,))
     assert isinstance(pinned, Item) is False  # an ip field is a block (it may be a CIDR)
     items = list(expand(iter([pinned]), NONE, 0))
-    assert items == [Item(Kind.ADDRESS, "192.0.2.7,example.org,mx,2525", 2525, ip="192.0.2.7", name="example.org",
-                          tag="mx")]
-    assert parse_csv_line(",example.net", 25) == Item(Kind.NAME, ",example.net", 25, name="example.net")
-    assert parse_csv_line(",example.net,,587", 25) == Item(Kind.NAME, ",example.net,,587", 587, name="example.net",
-                                                           port_given=True)
-    cidr = list(expand(iter([parse_csv_line("192.0.2.0/30,,t", 25)]), NONE, 0))
+    assert items == [
+        Item(Kind.ADDRESS, "192.0.2.7,example.org,mx,2525", 2525, ip="192.0.2.7", name="example.org", tag="mx")
+    ]
+    assert parse_csv_line(",example.net", (25,)) == Item(Kind.NAME, ",example.net", 25, name="example.net")
+    assert parse_csv_line(",example.net,,587", (25,)) == Item(
+        Kind.NAME, ",example.net,,587", 587, name="example.net", port_given=True
+    )
+    cidr = list(expand(iter([parse_csv_line("192.0.2.0/30,,t", (25,))]), NONE, 0))
     assert sorted(i.ip or "" for i in cidr) == ["192.0.2.0", "192.0.2.1", "192.0.2.2", "192.0.2.3"]
     assert {i.tag for i in cidr} == {"t"}
     for bad in (",,", "example.org,example.org", "192.0.2.1,bad domain!", "192.0.2.1,,,99999", "1,2,3,4,5"):
         with pytest.raises(UsageError):
-            parse_csv_line(bad, 25)
+            parse_csv_line(bad, (25,))
 
 
 def test_list_file_lines(tmp_path: object) -> None:
-    assert list(parse_line("  # a comment", 25)) == []
-    assert list(parse_line("", 25)) == []
-    two = list(parse_line("192.0.2.1 mx.example.org  # two targets", 25))
+    assert list(parse_line("  # a comment", (25,))) == []
+    assert list(parse_line("", (25,))) == []
+    two = list(parse_line("192.0.2.1 mx.example.org  # two targets", (25,)))
     assert [type(x).__name__ for x in two] == ["_BlockSpec", "Item"]
-    bad = list(parse_line("192.0.2.1,bad domain!", 25))
+    bad = list(parse_line("192.0.2.1,bad domain!", (25,)))
     assert len(bad) == 1 and isinstance(bad[0], Item) and bad[0].kind is Kind.INVALID and bad[0].reason
 
 
@@ -228,10 +256,11 @@ def test_list_file_and_stdin(tmp_path: pytest.TempPathFactory, monkeypatch: pyte
 
     path = pathlib.Path(str(tmp_path)) / "targets.txt"
     path.write_text("192.0.2.1\n# comment\n,example.org,mx\n192.0.2.8/31\n")
-    items = list(expand(parse_inputs([], [str(path)], 25), NONE, 0))
-    assert sorted(i.key for i in items) == sorted(["192.0.2.1|25|", "|25|example.org", "192.0.2.8|25|",
-                                                   "192.0.2.9|25|"])
+    items = list(expand(parse_inputs([], [str(path)], (25,)), NONE, 0))
+    assert sorted(i.key for i in items) == sorted(
+        ["192.0.2.1|25|", "|25|example.org", "192.0.2.8|25|", "192.0.2.9|25|"]
+    )
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"198.51.100.1\n198.51.100.2\n")))
-    assert [i.ip for i in expand(parse_inputs([], ["-"], 25), NONE, 0)] == ["198.51.100.1", "198.51.100.2"]
+    assert [i.ip for i in expand(parse_inputs([], ["-"], (25,)), NONE, 0)] == ["198.51.100.1", "198.51.100.2"]
     with pytest.raises(UsageError, match="cannot read target list"):
-        list(parse_inputs([], [str(path) + ".missing"], 25))
+        list(parse_inputs([], [str(path) + ".missing"], (25,)))

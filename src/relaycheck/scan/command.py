@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import signal
 import time
@@ -19,6 +20,7 @@ from relaycheck.api import CheckOptions
 from relaycheck.cli import _addresses, _one_address
 from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
 from relaycheck.errors import UsageError
+from relaycheck.hygiene import HygieneOptions
 from relaycheck.model import Transport
 from relaycheck.names import is_hostname
 from relaycheck.report import EXIT_OK, EXIT_OPEN
@@ -67,8 +69,21 @@ def _raise_fd_limit(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+def parse_ports(text: str) -> tuple[int, ...]:
+    """``25`` or ``25,465,587`` (duplicates dropped, order kept)."""
+    try:
+        ports = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise UsageError(f"-p takes port numbers separated by commas, not {text!r}") from None
+    if not ports or not all(0 < p < 65536 for p in ports):
+        raise UsageError(f"-p takes port numbers from 1 to 65535, not {text!r}")
+    return tuple(dict.fromkeys(ports))
+
+
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    """SIGTERM does what Ctrl-C does: asyncio's runner cancels the scan cleanly on SIGINT (raising
+    KeyboardInterrupt at an arbitrary point of the event loop instead can leave it wedged)."""
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _json_safe(value: Any) -> Any:
@@ -85,8 +100,8 @@ def _json_safe(value: Any) -> Any:
               help="JSON Lines results, one record per target ('-': stdout).")
 @click.option("-m", "--metadata", metavar="FILE", help="Metadata JSON. Default: OUTPUT.meta.json.")
 @click.option("--resume", is_flag=True, help="Continue a scan: keep OUTPUT, skip targets already in it.")
-@click.option("-p", "--port", type=click.IntRange(1, 65535), default=25, show_default=True,
-              help="Port for targets given without one.")
+@click.option("-p", "--port", "port_list", default="25", show_default=True, metavar="PORTS",
+              help="Port(s) for targets given without one: 25, or a list like 25,465,587 (465: implicit TLS).")
 @click.option("--transport", type=click.Choice([t.value for t in Transport]),
               help="plain, starttls or tls. Default: tls on port 465, plain otherwise.")
 @click.option("--no-mx", is_flag=True, help="Treat names as hosts: do not look up MX records.")
@@ -121,6 +136,14 @@ def _json_safe(value: Any) -> Any:
 @click.option("--sender", callback=_one_address, metavar="ADDRESS", help="Outside sender address.")
 @click.option("--local-domain", metavar="DOMAIN", help="Force the local domain for every target.")
 @click.option("--data-probe", is_flag=True, help="For accepted recipients, send DATA and hang up on 354.")
+@click.option("--no-ptr", is_flag=True, help="Skip the reverse DNS (PTR, FCrDNS) checks.")
+@click.option("--dnsbl", "dnsbl", is_flag=True,
+              help="Also look every server up in DNS blocklists (off in scans: public DNSBLs refuse bulk use).")
+@click.option("--dnsbl-zone", "dnsbl_zones", multiple=True, metavar="ZONE",
+              help="Ask this DNSBL zone instead of the default list (e.g. your own mirror); implies --dnsbl.")
+@click.option("--no-tls-check", is_flag=True, help="Skip the certificate and TLS protocol checks.")
+@click.option("--no-tls-battery", is_flag=True, help="Do not repeat the relay battery over STARTTLS.")
+@click.option("--no-vrfy", is_flag=True, help="Skip the VRFY/EXPN user-enumeration check.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Order of addresses and the shard split.")
 @click.option("--shards", type=click.IntRange(1), default=1, show_default=True, help="Split the scan in N parts.")
 @click.option("--shard", type=click.IntRange(0), default=0, show_default=True, help="Which part (0-based).")
@@ -134,12 +157,13 @@ def _json_safe(value: Any) -> Any:
 @click.option("--status-interval", type=click.FloatRange(0.1), default=5.0, show_default=True, metavar="SECONDS")
 @click.pass_context
 def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str, ...], output: str,
-                 metadata: str | None, resume: bool, port: int, transport: str | None, no_mx: bool,
+                 metadata: str | None, resume: bool, port_list: str, transport: str | None, no_mx: bool,
                  resolver: str | None, excludes: tuple[str, ...], exclude_files: tuple[str, ...],
                  include_reserved: bool, rate: float, concurrency: int, max_connections: int, per_subnet: int,
                  connect_timeout: float, timeout: float, target_timeout: float, retry_budget: float,
                  helo: str | None, contact: str | None, ext_recipients: tuple[str, ...], sender: str | None,
-                 local_domain: str | None, data_probe: bool, seed: int, shards: int, shard: int,
+                 local_domain: str | None, data_probe: bool, no_ptr: bool, dnsbl: bool, dnsbl_zones: tuple[str, ...],
+                 no_tls_check: bool, no_tls_battery: bool, no_vrfy: bool, seed: int, shards: int, shard: int,
                  dask_spec: str | None, chunk_size: int, full: bool, progress_mode: str,
                  status_interval: float) -> None:
     """Test many mail servers: addresses, CIDR blocks, a-b ranges, host names, domains (every MX).
@@ -152,7 +176,8 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
         raise UsageError(f"--shard {shard} is not below --shards {shards} (shards are numbered from 0)")
     if lists.count("-") > 1:
         raise UsageError("stdin ('-iL -') can be read once")
-    validate_args(targets, port)
+    ports = parse_ports(port_list)
+    validate_args(targets, ports)
     address = workers = None
     if dask_spec is not None:
         from relaycheck.scan.distributed import parse_dask
@@ -168,10 +193,15 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
         ext_recipients=outside, sender=sender, local_domain=local_domain.lower().rstrip(".") if local_domain else None,
         helo=ehlo, retry_budget=retry_budget, data_probe=data_probe, max_connections=max_connections,
         connect_timeout=min(connect_timeout, timeout), command_timeout=timeout, greeting_timeout=timeout,
-        deadline=target_timeout,
+        deadline=target_timeout, resolver=resolver,
+        hygiene=HygieneOptions(
+            ptr=not no_ptr, dnsbl=dnsbl or bool(dnsbl_zones),
+            dnsbl_zones=tuple(z.lower().strip(".") for z in dnsbl_zones),
+            tls=not no_tls_check, tls_battery=not no_tls_battery, vrfy=not no_vrfy,
+        ),
     )
     check = CheckOptions(engine=engine, transport=Transport(transport) if transport else None, resolver=resolver,
-                         use_mx=not no_mx, port=port)
+                         use_mx=not no_mx, port=ports[0], ports=ports if len(ports) > 1 else None)
     config = ScanConfig(check=check, excludes=exclude_list, concurrency=concurrency, rate=rate,
                         per_subnet=per_subnet, full=full)
     _raise_fd_limit(concurrency * max_connections * 2 + 256)
@@ -198,9 +228,9 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
             meta.write(metadata_path, meta.document(previous, output=output, parameters=parameters, run=run,
                                                     sink=sink, complete=complete))
 
-    total = None if shards > 1 else estimate(targets, lists, port, exclude_list)
+    total = None if shards > 1 else estimate(targets, lists, ports, exclude_list)
     progress = make_progress(total, sink.resumed, mode=progress_mode, interval=status_interval)
-    items: Iterator[Item] = in_shard(expand(parse_inputs(targets, lists, port), exclude_list, seed), seed, shards,
+    items: Iterator[Item] = in_shard(expand(parse_inputs(targets, lists, ports), exclude_list, seed), seed, shards,
                                      shard)
     save(False)
     started = time.monotonic()

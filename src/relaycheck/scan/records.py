@@ -90,8 +90,9 @@ def _base(key: str, item: Item, *, ip: str | None, host: str | None, domain: str
 
 
 def _evidence(report: TargetReport) -> list[dict[str, Any]]:
-    """The observations the verdict rests on, one line each (the full list is in ``--full``)."""
-    wanted = set(report.verdict.evidence)
+    """The observations the verdict rests on, in the verdict's order, one line each (the full list
+    is in ``--full``)."""
+    by_id = {o.probe_id: o for o in report.observations}
     return [
         {
             "probe_id": o.probe_id,
@@ -102,8 +103,8 @@ def _evidence(report: TargetReport) -> list[dict[str, Any]]:
             "reply": str(o.reply) if o.reply is not None else None,
             "tls": o.tls,
         }
-        for o in report.observations
-        if o.probe_id in wanted
+        for o in (by_id.get(i) for i in report.verdict.evidence)
+        if o is not None
     ]
 
 

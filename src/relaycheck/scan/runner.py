@@ -207,11 +207,12 @@ class Scanner:
     async def _test(self, item: Item, target: Target, key: str) -> None:
         address = ipaddress.ip_address(target.address or target.host)
         engine = self.config.check.engine
+        usual = engine.max_connections + int(engine.hygiene.tls or engine.hygiene.vrfy)  # + the inspection session
         written = False
         try:
             async with self.hosts.hold(address), self.subnets.hold(subnet_of(address.version, int(address))):
-                await self.limiter.acquire(engine.max_connections)
-                paid = Prepaid(engine.max_connections, ConnectStats())
+                await self.limiter.acquire(usual)
+                paid = Prepaid(usual, ConnectStats())
                 token = current_target.set(paid)
                 self.in_flight += 1
                 try:

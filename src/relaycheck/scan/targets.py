@@ -61,11 +61,14 @@ def target_key(ip: str | None, port: int, name: str | None) -> str:
     return f"{ip or ''}|{port}|{name or ''}"
 
 
+Ports = tuple[int, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class _BlockSpec:
     block: Block
     given: str
-    port: int
+    ports: Ports
     name: str | None
     tag: str | None
 
@@ -82,23 +85,26 @@ def _parse_port(text: str, given: str) -> int:
     return int(text)
 
 
-def parse_token(token: str, port: int, *, name: str | None = None, tag: str | None = None) -> Parsed:
-    """One target written as an argument or a word of a list file. Raises ``UsageError``."""
+def parse_token(token: str, ports: Ports) -> Parsed:
+    """One target written as an argument or a word of a list file. Raises ``UsageError``.
+
+    An address or block without a port stands for each of ``ports``; a name is expanded (MX,
+    then every port) when it is scanned.
+    """
     token = token.strip()
     if looks_like_block(token):
-        return _BlockSpec(parse_block(token), token, port, name, tag)
+        return _BlockSpec(parse_block(token), token, ports, None, None)
     host, given_port = split_host_port(token, default_port=None)
     host = host.rstrip(".").lower()
     ip = parse_ip(host)
-    port = given_port or port
     if ip is not None:
-        return Item(Kind.ADDRESS, token, port, ip=ip.compressed, name=name, tag=tag)
+        return _BlockSpec(Block(ip.version, int(ip), int(ip)), token, (given_port or ports[0],), None, None)
     if not is_hostname(host):
         raise UsageError(f"not an IP address, CIDR block, range, host name or domain: {token!r}")
-    return Item(Kind.NAME, token, port, name=host, tag=tag, port_given=given_port is not None)
+    return Item(Kind.NAME, token, given_port or ports[0], name=host, port_given=given_port is not None)
 
 
-def parse_csv_line(line: str, port: int) -> Parsed:
+def parse_csv_line(line: str, ports: Ports) -> Parsed:
     """zgrab2's ``ip,domain,tag,port``: either ip (an address or block) or domain is required."""
     fields = [f.strip() for f in next(csv.reader([line]))]
     fields += [""] * (4 - len(fields))
@@ -106,20 +112,20 @@ def parse_csv_line(line: str, port: int) -> Parsed:
         raise UsageError(f"more than 4 fields (ip,domain,tag,port): {line!r}")
     ip, domain, tag, port_text = fields
     if port_text:
-        port = _parse_port(port_text, line)
+        ports = (_parse_port(port_text, line),)
     domain = domain.rstrip(".").lower()
     if domain and not is_hostname(domain):
         raise UsageError(f"not a domain: {domain!r}")
     if ip:
         if not looks_like_block(ip):
             raise UsageError(f"first field must be an IP address or block: {ip!r}")
-        return _BlockSpec(parse_block(ip), line, port, domain or None, tag or None)
+        return _BlockSpec(parse_block(ip), line, ports, domain or None, tag or None)
     if not domain:
         raise UsageError(f"neither an IP nor a domain: {line!r}")
-    return Item(Kind.NAME, line, port, name=domain, tag=tag or None, port_given=bool(port_text))
+    return Item(Kind.NAME, line, ports[0], name=domain, tag=tag or None, port_given=bool(port_text))
 
 
-def parse_line(line: str, port: int) -> Iterator[Parsed]:
+def parse_line(line: str, ports: Ports) -> Iterator[Parsed]:
     """One line of a list file: CSV when it has a comma, else whitespace-separated targets.
 
     A bad entry becomes an INVALID item (a record in the output) instead of stopping a scan of a
@@ -130,12 +136,12 @@ def parse_line(line: str, port: int) -> Iterator[Parsed]:
         return
     try:
         if "," in text:
-            yield parse_csv_line(text, port)
+            yield parse_csv_line(text, ports)
             return
         for token in text.split():
-            yield parse_token(token, port)
+            yield parse_token(token, ports)
     except UsageError as exc:
-        yield Item(Kind.INVALID, text, port, reason=str(exc))
+        yield Item(Kind.INVALID, text, ports[0], reason=str(exc))
 
 
 def read_lines(path: str) -> Iterator[str]:
@@ -154,19 +160,19 @@ def read_lines(path: str) -> Iterator[str]:
         yield from handle
 
 
-def parse_inputs(args: Iterable[str], lists: Iterable[str], port: int) -> Iterator[Parsed]:
+def parse_inputs(args: Iterable[str], lists: Iterable[str], ports: Ports) -> Iterator[Parsed]:
     """Arguments first (bad ones raise ``UsageError`` at once), then each list file in order."""
     for arg in args:
-        yield parse_token(arg, port)
+        yield parse_token(arg, ports)
     for path in lists:
         for line in read_lines(path):
-            yield from parse_line(line, port)
+            yield from parse_line(line, ports)
 
 
-def validate_args(args: Iterable[str], port: int) -> None:
+def validate_args(args: Iterable[str], ports: Ports) -> None:
     """Fail fast on a malformed command-line target, before anything is opened."""
     for arg in args:
-        parse_token(arg, port)
+        parse_token(arg, ports)
 
 
 # -- expansion, order, shards ----------------------------------------------------------------
@@ -206,16 +212,18 @@ def expand(parsed: Iterable[Parsed], excludes: ExcludeList, seed: int) -> Iterat
         block = entry.block
         excluded = list(excludes.overlaps(block))
         for part, reason in excluded:
-            yield Item(Kind.EXCLUDED, entry.given, entry.port, name=entry.name, tag=entry.tag,
-                       reason=reason, block=str(part))
+            for port in entry.ports:
+                yield Item(Kind.EXCLUDED, entry.given, port, name=entry.name, tag=entry.tag, reason=reason,
+                           block=str(part))
         if sum(part.size for part, _ in excluded) == block.size:
             continue
         for offset in permutation(block.size, seed, entry.given):
             value = block.first + offset
             if excluded and excludes.reason(block.version, value) is not None:
                 continue
-            yield Item(Kind.ADDRESS, entry.given, entry.port, ip=block.address(value), name=entry.name,
-                       tag=entry.tag)
+            ip = block.address(value)
+            for port in entry.ports:
+                yield Item(Kind.ADDRESS, entry.given, port, ip=ip, name=entry.name, tag=entry.tag)
 
 
 def shard_of(key: str, seed: int, shards: int) -> int:
@@ -233,17 +241,19 @@ def in_shard(items: Iterable[Item], seed: int, shards: int, shard: int) -> Itera
             yield item
 
 
-def estimate(args: Iterable[str], lists: Iterable[str], port: int, excludes: ExcludeList) -> int | None:
+def estimate(args: Iterable[str], lists: Iterable[str], ports: Ports, excludes: ExcludeList) -> int | None:
     """How many records the inputs will give (a name counts once, an excluded range once), for the
     progress ETA; None for stdin."""
     lists = list(lists)
     if "-" in lists:
         return None
     total = 0
-    for entry in parse_inputs(args, lists, port):
+    for entry in parse_inputs(args, lists, ports):
         if isinstance(entry, _BlockSpec):
             parts = list(excludes.overlaps(entry.block))
-            total += entry.block.size - sum(part.size for part, _ in parts) + len(parts)
+            total += (entry.block.size - sum(part.size for part, _ in parts) + len(parts)) * len(entry.ports)
+        elif entry.kind is Kind.NAME and not entry.port_given:
+            total += len(ports)
         else:
             total += 1
     return total
