@@ -186,19 +186,12 @@ def _observation(result: _ProbeReplies, *, tls: bool, connection: int, attempts:
     else:
         stage, reply = Stage.RCPT, result.rcpt
     classified = classify_reply(stage, reply)
-    return Observation(
-        probe_id=probe.id,
-        kind=probe.kind,
-        title=probe.title,
-        mail_from=probe.mail_from,
-        rcpt_to=probe.rcpt_to,
+    return _from_probe(
+        probe,
         outcome=classified.outcome,
         stage=stage,
         reply=reply,
         reason=classified.reason,
-        outside_domain=probe.outside_domain,
-        local_part_trick=probe.local_part_trick,
-        domain_check=probe.domain_check,
         tls=tls,
         connection=connection,
         attempts=attempts,
@@ -206,19 +199,43 @@ def _observation(result: _ProbeReplies, *, tls: bool, connection: int, attempts:
 
 
 def _failed(probe: PlannedProbe, reason: str, *, attempts: int, connection: int) -> Observation:
+    return _from_probe(
+        probe,
+        outcome=Outcome.ERROR,
+        stage=Stage.CONNECT,
+        reply=None,
+        reason=reason,
+        connection=connection,
+        attempts=attempts,
+    )
+
+
+def _from_probe(
+    probe: PlannedProbe,
+    *,
+    outcome: Outcome,
+    stage: Stage,
+    reply: Reply | None,
+    reason: str,
+    connection: int,
+    attempts: int,
+    tls: bool = False,
+) -> Observation:
+    """An observation of ``probe``: its envelope and catalogue flags, and what happened."""
     return Observation(
         probe_id=probe.id,
         kind=probe.kind,
         title=probe.title,
         mail_from=probe.mail_from,
         rcpt_to=probe.rcpt_to,
-        outcome=Outcome.ERROR,
-        stage=Stage.CONNECT,
-        reply=None,
+        outcome=outcome,
+        stage=stage,
+        reply=reply,
         reason=reason,
         outside_domain=probe.outside_domain,
         local_part_trick=probe.local_part_trick,
         domain_check=probe.domain_check,
+        tls=tls,
         connection=connection,
         attempts=attempts,
     )
