@@ -1,29 +1,38 @@
-"""One target: preflight, spread the battery over a few connections, retries (DESIGN §5).
+"""One target, start to finish: preflight, battery, retries, STARTTLS phase, hygiene, DATA stage.
 
-Speed comes from doing little: one preflight, at most ``max_connections`` connections at once,
-each carrying a chunk of probes small enough to stay under typical error limits (Postfix slows
-down after 10 errors in a session), the whole chunk pipelined in one write when the server
-offers PIPELINING. Politeness comes from the same limits.
+Speed comes from doing little and overlapping the rest: one preflight (whose postmaster check
+also tells whether TLS is required), the battery's connections opened while it runs, DNS
+lookups concurrent with the SMTP work. Politeness comes from the limits in ``battery``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import secrets
-import socket
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
+from relaycheck.battery import (
+    FAILURES,
+    Opened,
+    Ready,
+    Run,
+    abandon,
+    battery,
+    discard,
+    observation,
+    open_for_battery,
+    ready,
+    transaction,
+)
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
 from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, sent_tokens
 from relaycheck.dns import make_resolver
-from relaycheck.errors import ConnectError, ProtocolError, RelaycheckError, TlsError, TransportError
+from relaycheck.errors import RelaycheckError
 from relaycheck.findings import hygiene_findings, with_remediation
 from relaycheck.fingerprint import fingerprint
-from relaycheck.hygiene import HygieneOptions, SessionInspection, auth_bypass_check, dns_facts, inspect_session
+from relaycheck.hygiene import SessionInspection, auth_bypass_check, dns_facts, inspect_session
 from relaycheck.model import (
     Confidence,
     DnsblResult,
@@ -34,392 +43,21 @@ from relaycheck.model import (
     ProbeKind,
     Reply,
     SessionFacts,
-    Stage,
     Target,
     TargetReport,
     Transport,
     Verdict,
     VerdictKind,
 )
+from relaycheck.options import DEFAULT_OUTSIDE, EngineOptions, default_helo, ip_literal
 from relaycheck.remediation import fix_for
-from relaycheck.smtp.session import PartialReplies, SessionConfig, SmtpSession
-from relaycheck.smtp.wire import Ehlo, banner_host, mail_from, rcpt_to
-from relaycheck.verdict import classify_reply, decide, is_tls_required, relay_domains_of
+from relaycheck.smtp.wire import banner_host
+from relaycheck.verdict import decide, is_tls_required, relay_domains_of
 
-DEFAULT_OUTSIDE = ("relaycheck-probe@gmail.com", "relaycheck-probe@outlook.com")
-MAX_ATTEMPTS = 3  # per probe, across dropped connections
+__all__ = ["DEFAULT_OUTSIDE", "EngineOptions", "check_target", "default_helo", "ip_literal"]
 
 
-def default_helo() -> str:
-    name = socket.getfqdn()
-    return name if "." in name and not name.startswith("localhost") else "relaycheck.invalid"
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    ext_recipients: tuple[str, ...] = DEFAULT_OUTSIDE
-    sender: str | None = None  # default: relaycheck@<second outside domain>
-    local_domain: str | None = None
-    helo: str = field(default_factory=default_helo)
-    retry_budget: float = 0.0  # seconds to keep retrying deferred probes (greylisting)
-    retry_first_wait: float = 1.0
-    data_probe: bool = False
-    confirm_address: str | None = None  # delivery mode: the operator's own mailbox
-    confirm_timeout: float = 120.0  # seconds to wait for test messages to arrive
-    max_connections: int = 3  # at once, per host
-    # Refusable probes per connection. Postfix counts an error after each refusal and, once a
-    # session has 10 (smtpd_soft_error_limit), sleeps 1 s before every later reply: 9 keeps
-    # every reply prompt. The postmaster control (expected to be accepted) rides along free.
-    probes_per_connection: int = 9
-    all_probes: bool = False  # also the optional catalogue entries (the V26 literal control)
-    connect_timeout: float = 10.0
-    command_timeout: float = 30.0
-    greeting_timeout: float = 30.0
-    deadline: float = 300.0  # per target, on top of the retry budget
-    hygiene: HygieneOptions = field(default_factory=HygieneOptions)
-    resolver: str | None = None  # DNS server for PTR/DNSBL (IP[:PORT]); None: the system's
-
-    @property
-    def outside(self) -> tuple[str, ...]:
-        """Outside recipients: in delivery mode only the operator's own address, ever."""
-        return (self.confirm_address,) if self.confirm_address else self.ext_recipients
-
-    @property
-    def sender_address(self) -> str:
-        if self.sender:
-            return self.sender
-        domain = self.outside[-1].rpartition("@")[2]
-        return f"relaycheck@{domain}"
-
-
-def ip_literal(address: str) -> str:
-    ip = ipaddress.ip_address(address)
-    return f"[IPv6:{ip.compressed}]" if ip.version == 6 else f"[{ip}]"
-
-
-@dataclass
-class _Run:
-    """Mutable bookkeeping for one target (kept out of the pure layers)."""
-
-    target: Target
-    options: EngineOptions
-    deadline: float
-    on_exchange: Callable[[int, Exchange], None] | None = None
-    sessions: list[SmtpSession] = field(default_factory=list)
-    peer: str | None = None
-    tls_phase: bool = False  # relay probes run over STARTTLS
-
-    def new_session(self, transport: Transport | None = None, tls_context: ssl.SSLContext | None = None) -> SmtpSession:
-        if transport is None:
-            transport = (
-                self.target.transport
-                if self.target.transport is Transport.TLS
-                else (Transport.STARTTLS if self.tls_phase else Transport.PLAIN)
-            )
-        session = SmtpSession(
-            self.target.host,
-            self.target.port,
-            SessionConfig(
-                helo_name=self.options.helo,
-                connect_timeout=self.options.connect_timeout,
-                greeting_timeout=self.options.greeting_timeout,
-                command_timeout=self.options.command_timeout,
-                deadline=self.deadline,
-            ),
-            address=self.peer or self.target.address or self.target.host,
-            transport=transport,
-            index=len(self.sessions),
-            on_exchange=self.on_exchange,
-            tls_context=tls_context,
-        )
-        self.sessions.append(session)
-        return session
-
-    async def open(self) -> tuple[SmtpSession, Reply, Ehlo | None]:
-        """Connect, greet, EHLO (and STARTTLS + EHLO again in the TLS phase).
-
-        Returns the session, the greeting and the parsed EHLO reply (None after a HELO
-        fallback, or when the greeting refused us).
-        """
-        session = self.new_session()
-        greeting = await session.connect()
-        if greeting.code != 220:
-            return session, greeting, None
-        _, ehlo = await session.ehlo()
-        if self.tls_phase and self.target.transport is not Transport.TLS:
-            tls_reply = await session.starttls()
-            if tls_reply.code != 220:
-                raise TlsError(f"STARTTLS refused: {tls_reply}")
-            _, ehlo = await session.ehlo()
-        return session, greeting, ehlo
-
-    def phase(self, tls: bool) -> _Run:
-        """The same run (shared session list and peer) with relay probes over STARTTLS or not."""
-        return replace(self, tls_phase=tls or self.target.transport is Transport.STARTTLS)
-
-    async def open_phase(self, tls: bool) -> tuple[SmtpSession, Reply, Ehlo | None]:
-        return await self.phase(tls).open()
-
-
-def _transcript_lines(probes: Sequence[PlannedProbe], quit_at_end: bool, reset_first: bool = False) -> list[str]:
-    lines: list[str] = []
-    for number, probe in enumerate(probes):
-        if number or reset_first:
-            lines.append("RSET")
-        lines += [mail_from(probe.mail_from), rcpt_to(probe.rcpt_to)]
-    if quit_at_end:
-        lines.append("QUIT")
-    return lines
-
-
-@dataclass(frozen=True)
-class _ProbeReplies:
-    probe: PlannedProbe
-    mail: Reply
-    rcpt: Reply | None  # None when MAIL was refused and RCPT not sent
-
-
-def _observation(result: _ProbeReplies, *, tls: bool, connection: int, attempts: int) -> Observation:
-    probe = result.probe
-    if result.rcpt is None or result.mail.code // 100 != 2:
-        stage, reply = Stage.MAIL, result.mail
-    else:
-        stage, reply = Stage.RCPT, result.rcpt
-    classified = classify_reply(stage, reply)
-    return _from_probe(
-        probe,
-        outcome=classified.outcome,
-        stage=stage,
-        reply=reply,
-        reason=classified.reason,
-        tls=tls,
-        connection=connection,
-        attempts=attempts,
-    )
-
-
-def _failed(probe: PlannedProbe, reason: str, *, attempts: int, connection: int) -> Observation:
-    return _from_probe(
-        probe,
-        outcome=Outcome.ERROR,
-        stage=Stage.CONNECT,
-        reply=None,
-        reason=reason,
-        connection=connection,
-        attempts=attempts,
-    )
-
-
-def _from_probe(
-    probe: PlannedProbe,
-    *,
-    outcome: Outcome,
-    stage: Stage,
-    reply: Reply | None,
-    reason: str,
-    connection: int,
-    attempts: int,
-    tls: bool = False,
-) -> Observation:
-    """An observation of ``probe``: its envelope and catalogue flags, and what happened."""
-    return Observation(
-        probe_id=probe.id,
-        kind=probe.kind,
-        title=probe.title,
-        mail_from=probe.mail_from,
-        rcpt_to=probe.rcpt_to,
-        outcome=outcome,
-        stage=stage,
-        reply=reply,
-        reason=reason,
-        outside_domain=probe.outside_domain,
-        local_part_trick=probe.local_part_trick,
-        domain_check=probe.domain_check,
-        tls=tls,
-        connection=connection,
-        attempts=attempts,
-    )
-
-
-async def _run_chunk(
-    session: SmtpSession, probes: Sequence[PlannedProbe], pipelining: bool, reset_first: bool = False
-) -> tuple[list[_ProbeReplies], str | None]:
-    """Run probes on an open session. Returns the completed ones and why it stopped early.
-
-    ``reset_first``: a transaction is open on the session (the STARTTLS check): RSET it first.
-    """
-    done: list[_ProbeReplies] = []
-    if pipelining:
-        lines = _transcript_lines(probes, quit_at_end=True, reset_first=reset_first)
-        try:
-            replies = await session.pipeline(lines)
-            stop = None
-        except PartialReplies as partial:
-            replies, stop = partial.replies, str(partial.cause)
-        position = 0
-        for number, probe in enumerate(probes):
-            if number or reset_first:
-                position += 1  # RSET
-            if position + 1 >= len(replies):
-                break
-            mail, rcpt = replies[position], replies[position + 1]
-            position += 2
-            if 421 in (mail.code, rcpt.code):
-                return done, f"server closed the session: {mail if mail.code == 421 else rcpt}"
-            done.append(_ProbeReplies(probe, mail, rcpt))
-        session.close()
-        return done, stop
-    try:
-        for number, probe in enumerate(probes):
-            if number or reset_first:
-                await session.command("RSET")
-            mail = await session.command(mail_from(probe.mail_from))
-            if mail.code == 421:
-                return done, f"server closed the session: {mail}"
-            answer: Reply | None = None
-            if mail.code // 100 == 2:
-                answer = await session.command(rcpt_to(probe.rcpt_to))
-                if answer.code == 421:
-                    return done, f"server closed the session: {answer}"
-            done.append(_ProbeReplies(probe, mail, answer))
-    except PartialReplies as partial:
-        return done, str(partial.cause)
-    await session.quit()
-    return done, None
-
-
-@dataclass
-class Ready:
-    """A session ready for a chunk of the battery."""
-
-    session: SmtpSession
-    pipelining: bool
-    pending_mail: bool = False  # a transaction is open (the preflight's check): RSET first
-    refusals: int = 0  # refusals already spent on this session, counted against the budget
-
-
-Opened = Awaitable[Ready]
-
-
-async def _ready(ready: Ready) -> Ready:
-    return ready
-
-
-async def _transaction(session: SmtpSession, probe: PlannedProbe, pipelining: bool) -> _ProbeReplies:
-    """One probe's MAIL and RCPT, leaving the transaction open (pipelined when allowed)."""
-    if pipelining:
-        mail, rcpt = await session.pipeline([mail_from(probe.mail_from), rcpt_to(probe.rcpt_to)])
-        return _ProbeReplies(probe, mail, rcpt)
-    mail = await session.command(mail_from(probe.mail_from))
-    answer = await session.command(rcpt_to(probe.rcpt_to)) if mail.positive else None
-    return _ProbeReplies(probe, mail, answer)
-
-
-async def _open_for_battery(run: _Run) -> Ready:
-    session, greeting, ehlo = await run.open()
-    if greeting.code != 220:
-        session.close()
-        raise ConnectError(f"server refused the session: {greeting}")
-    return Ready(session, ehlo is not None and ehlo.has("PIPELINING"))
-
-
-async def _battery(
-    run: _Run,
-    probes: list[PlannedProbe],
-    preopened: list[Opened],
-    attempts: dict[str, int],
-    connections: int | None = None,
-) -> dict[str, Observation]:
-    """Run ``probes`` over at most ``connections`` (default ``max_connections``) at once.
-
-    Every probe may be refused, and each session carries at most ``probes_per_connection``
-    refusals. ``preopened`` sessions (the preflight's, and ones opened while it ran) are used
-    first. Chunks cut short (421, drop) are re-queued on fresh connections, with smaller chunks
-    from then on: the server has told us its limit.
-    """
-    results: dict[str, Observation] = {}
-    per_connection = max(1, run.options.probes_per_connection)
-    queue: list[PlannedProbe] = list(probes)
-    lock = asyncio.Lock()
-
-    async def take(budget: int) -> list[PlannedProbe]:
-        async with lock:
-            chunk = queue[: max(1, budget)]
-            del queue[: len(chunk)]
-            return chunk
-
-    async def worker() -> None:
-        nonlocal per_connection
-        while queue:
-            index = len(run.sessions)
-            chunk: list[PlannedProbe] = []
-            try:
-                ready = await (preopened.pop(0) if preopened else _open_for_battery(run))
-                index = ready.session.index
-                chunk = await take(per_connection - ready.refusals)
-                if not chunk:
-                    await ready.session.quit()
-                    return
-                for probe in chunk:
-                    attempts[probe.id] = attempts.get(probe.id, 0) + 1
-                done, stop = await _run_chunk(ready.session, chunk, ready.pipelining, reset_first=ready.pending_mail)
-            except (TransportError, ProtocolError, PartialReplies) as exc:
-                if not chunk:  # could not even open a session: give every waiting probe a try
-                    chunk = await take(per_connection)
-                    for probe in chunk:
-                        attempts[probe.id] = attempts.get(probe.id, 0) + 1
-                done, stop = [], str(exc)
-            for item in done:
-                results[item.probe.id] = _observation(
-                    item,
-                    tls=run.tls_phase or run.target.transport is Transport.TLS,
-                    connection=index,
-                    attempts=attempts[item.probe.id],
-                )
-            left = chunk[len(done) :]
-            if not left:
-                continue
-            if done:
-                per_connection = max(1, min(per_connection, len(done)))
-            async with lock:
-                for probe in left:
-                    if attempts[probe.id] >= MAX_ATTEMPTS:
-                        results[probe.id] = _failed(
-                            probe, stop or "no reply", attempts=attempts[probe.id], connection=index
-                        )
-                    else:
-                        queue.append(probe)
-
-    limit = connections or run.options.max_connections
-    workers = max(1, min(limit, -(-len(probes) // per_connection)))
-    await asyncio.gather(*(worker() for _ in range(workers)))
-    await _discard(preopened)
-    return results
-
-
-async def _discard(openers: list[Opened]) -> None:
-    """Close sessions that were opened ahead but not needed."""
-    for opener in openers:
-        try:
-            ready = await opener
-        except (TransportError, ProtocolError, PartialReplies):
-            continue
-        await ready.session.quit()
-    openers.clear()
-
-
-async def _abandon(run: _Run, openers: list[Opened]) -> None:
-    """The preflight failed: stop the connections opened ahead instead of waiting for them."""
-    tasks = [asyncio.ensure_future(o) for o in openers]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for session in run.sessions:
-        session.abort()
-    openers.clear()
-
-
-def _slots(run: _Run, facts: SessionFacts) -> Slots:
+def _slots(run: Run, facts: SessionFacts) -> Slots:
     options = run.options
     host = facts.banner_host or facts.ehlo_host
     literal = ip_literal(run.peer) if run.peer else f"[{run.target.host}]"
@@ -434,7 +72,7 @@ def _slots(run: _Run, facts: SessionFacts) -> Slots:
     )
 
 
-def _unreachable(target: Target, reason: str, started: float, run: _Run | None) -> TargetReport:
+def _unreachable(target: Target, reason: str, started: float, run: Run | None) -> TargetReport:
     return TargetReport(
         target=target,
         verdict=Verdict(
@@ -463,15 +101,15 @@ async def check_target(
     """Test one SMTP endpoint. Never raises for network trouble: it is reported instead."""
     started = time.monotonic()
     deadline = started + options.deadline + options.retry_budget
-    run = _Run(target, options, deadline, on_exchange)
+    run = Run(target, options, deadline, on_exchange)
     run.tls_phase = target.transport is Transport.STARTTLS
     # Open the battery's other connections while the preflight runs: their setup round trips
     # overlap with the preflight's instead of following it.
-    ahead: list[Opened] = [asyncio.ensure_future(_open_for_battery(run)) for _ in range(options.max_connections - 1)]
+    ahead: list[Opened] = [asyncio.ensure_future(open_for_battery(run)) for _ in range(options.max_connections - 1)]
     try:
         session, greeting, ehlo = await run.open()
-    except (TransportError, ProtocolError, PartialReplies) as exc:
-        await _abandon(run, ahead)
+    except FAILURES as exc:
+        await abandon(run, ahead)
         return _unreachable(target, str(exc), started, run)
     run.peer = session.peer_address
     facts = SessionFacts(
@@ -486,7 +124,7 @@ async def check_target(
     )
     if greeting.code != 220:
         await session.quit()
-        await _abandon(run, ahead)
+        await abandon(run, ahead)
         return _refused_greeting(target, greeting, facts, run, started)
     slots = _slots(run, facts)
     facts = replace(facts, local_domain=slots.local_domain)
@@ -500,9 +138,9 @@ async def check_target(
     # the server's error limits (Postfix: "too many errors" after 20).
     postmaster = next(p for p in probes if p.role == "postmaster")
     try:
-        check = await _transaction(session, postmaster, facts.pipelining)
-    except (TransportError, ProtocolError, PartialReplies) as exc:
-        await _abandon(run, ahead)
+        check = await transaction(session, postmaster, facts.pipelining)
+    except FAILURES as exc:
+        await abandon(run, ahead)
         return _unreachable(target, str(exc), started, run)
     attempts[postmaster.id] = 1
     tls_first = any(r is not None and is_tls_required(r) for r in (check.mail, check.rcpt))
@@ -510,19 +148,19 @@ async def check_target(
         facts = replace(facts, tls_required=True)
         run.tls_phase = True
         await session.quit()
-        await _discard(ahead)  # clear-text sessions: of no use now
-        results = await _battery(run, probes, [], {})
+        await discard(ahead)  # clear-text sessions: of no use now
+        results = await battery(run, probes, [], {})
     else:
-        results = {postmaster.id: _observation(check, tls=session.tls, connection=session.index, attempts=1)}
+        results = {postmaster.id: observation(check, tls=session.tls, connection=session.index, attempts=1)}
         refusals = sum(1 for r in (check.mail, check.rcpt) if r is not None and not r.positive)
         first = Ready(session, facts.pipelining, pending_mail=True, refusals=refusals)
         rest = [p for p in probes if p is not postmaster]
-        results.update(await _battery(run, rest, [_ready(first), *ahead], attempts))
+        results.update(await battery(run, rest, [ready(first), *ahead], attempts))
         needs_tls = [o for o in results.values() if o.reply is not None and is_tls_required(o.reply)]
         if needs_tls and not run.tls_phase and target.transport is Transport.PLAIN:
             facts = replace(facts, tls_required=True)  # required for some commands only
             run.tls_phase = True
-            tls_results = await _battery(run, probes, [], {})
+            tls_results = await battery(run, probes, [], {})
             if any(o.outcome is not Outcome.ERROR for o in tls_results.values()):
                 results = tls_results
 
@@ -590,7 +228,7 @@ class _SecondPhase:
     auth_bypass: tuple[Reply | None, Reply | None]
 
 
-async def _second_phase(run: _Run, probes: list[PlannedProbe], facts: SessionFacts, slots: Slots) -> _SecondPhase:
+async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFacts, slots: Slots) -> _SecondPhase:
     """After the battery: the battery again over STARTTLS (relay policy can differ after TLS),
     the inspection session (VRFY, certificate) and the optional AUTH-bypass check, together
     and within the per-host connection limit."""
@@ -605,10 +243,10 @@ async def _second_phase(run: _Run, probes: list[PlannedProbe], facts: SessionFac
     )
     spare = max(1, options.max_connections - int(inspect) - int(hygiene.auth_bypass))
 
-    async def battery() -> dict[str, Observation]:
+    async def over_tls() -> dict[str, Observation]:
         if not tls_battery:
             return {}
-        found = await _battery(run.phase(True), probes, [], {}, connections=spare)
+        found = await battery(run.phase(True), probes, [], {}, connections=spare)
         return {f"{k}{TLS_SUFFIX}": replace(v, probe_id=f"{v.probe_id}{TLS_SUFFIX}") for k, v in found.items()}
 
     async def inspection() -> SessionInspection | None:
@@ -625,7 +263,7 @@ async def _second_phase(run: _Run, probes: list[PlannedProbe], facts: SessionFac
             run.new_session, target.transport, facts.starttls_offered, slots.sender_ext, slots.outside[0]
         )
 
-    found, inspected, bypassed = await asyncio.gather(battery(), inspection(), bypass())
+    found, inspected, bypassed = await asyncio.gather(over_tls(), inspection(), bypass())
     return _SecondPhase(found, inspected, bypassed)
 
 
@@ -638,7 +276,7 @@ def _auth_mechanisms(extensions: Sequence[str]) -> tuple[str, ...]:
 
 
 def _dns_task(
-    run: _Run,
+    run: Run,
 ) -> asyncio.Future[tuple[tuple[str, ...] | None, bool | None, tuple[DnsblResult, ...] | None]] | None:
     """PTR/FCrDNS/DNSBL lookups, started at once so that they overlap the SMTP work."""
     hygiene = run.options.hygiene
@@ -652,7 +290,7 @@ def _dns_task(
 
 
 async def _confirm(
-    run: _Run,
+    run: Run,
     accepted: list[Observation],
     watcher: ArrivalWatcher | None,
     on_status: Callable[[str], None] | None,
@@ -683,7 +321,7 @@ async def _confirm(
 
 
 async def _around_relay_domains(
-    run: _Run, slots: Slots, results: dict[str, Observation], attempts: dict[str, int]
+    run: Run, slots: Slots, results: dict[str, Observation], attempts: dict[str, int]
 ) -> dict[str, Observation]:
     """When the first outside domain is one the server relays for (a backup MX), run the battery
     again towards an outside domain it refused, so that the verdict rests on the whole battery.
@@ -698,11 +336,11 @@ async def _around_relay_domains(
         for p in plan_probes(reordered, optional=run.options.all_probes)
         if p.kind is ProbeKind.RELAY and not p.domain_check
     ]
-    return {**results, **await _battery(run, again, [], attempts)}
+    return {**results, **await battery(run, again, [], attempts)}
 
 
 async def _retry_deferred(
-    run: _Run,
+    run: Run,
     results: dict[str, Observation],
     by_id: dict[str, PlannedProbe],
     attempts: dict[str, int],
@@ -717,13 +355,13 @@ async def _retry_deferred(
             return results
         await asyncio.sleep(min(wait, left))
         wait = min(wait * 2, 30.0)
-        retried = await _battery(run, deferred, [], attempts)
+        retried = await battery(run, deferred, [], attempts)
         for probe_id, obs in retried.items():
             previous = results[probe_id]
             results[probe_id] = replace(obs, attempts=previous.attempts + 1)
 
 
-def _refused_greeting(target: Target, greeting: Reply, facts: SessionFacts, run: _Run, started: float) -> TargetReport:
+def _refused_greeting(target: Target, greeting: Reply, facts: SessionFacts, run: Run, started: float) -> TargetReport:
     return TargetReport(
         target=replace(target, address=run.peer or target.address),
         verdict=Verdict(

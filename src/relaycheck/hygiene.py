@@ -32,26 +32,13 @@ from cryptography.x509.oid import NameOID
 from relaycheck.errors import ProtocolError, TransportError
 from relaycheck.model import DnsblResult, Reply, TlsFacts, Transport
 from relaycheck.names import is_hostname
+from relaycheck.options import HygieneOptions
 from relaycheck.smtp.session import PartialReplies, SmtpSession
 from relaycheck.smtp.wire import Ehlo, command_line, mail_from, rcpt_to
 
 _FAILURES = (TransportError, ProtocolError, PartialReplies)
 
-
-@dataclass(frozen=True)
-class HygieneOptions:
-    ptr: bool = True
-    dnsbl: bool = True
-    dnsbl_zones: tuple[str, ...] = ()  # empty: the default list (dnsbl_zones.toml)
-    extra_dnsbl_zones: tuple[str, ...] = ()  # --dnsbl-zone, added to the list
-    tls: bool = True  # inspect the certificate and protocol
-    tls_battery: bool = True  # run the relay battery over STARTTLS too when it is offered
-    vrfy: bool = True
-    auth_bypass: bool = False  # one bogus AUTH, then a relay probe (--auth-bypass-check)
-
-    @property
-    def needs_dns(self) -> bool:
-        return self.ptr or self.dnsbl
+__all__ = ["HygieneOptions", "SessionInspection", "auth_bypass_check", "dns_facts", "inspect_session", "tls_facts"]
 
 
 # -- DNS -----------------------------------------------------------------------------------------
