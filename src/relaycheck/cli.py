@@ -19,7 +19,7 @@ from relaycheck.api import CheckOptions, check
 from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
 from relaycheck.errors import RelaycheckError, UsageError
 from relaycheck.hygiene import HygieneOptions
-from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, parse_imap_url
+from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
 from relaycheck.model import Report, Transport
 from relaycheck.render.html import render_html
 from relaycheck.render.json import render_json
@@ -147,6 +147,13 @@ def cli(ctx: click.Context) -> None:
 )
 @click.option("--imap-keep", is_flag=True, help="Leave the test messages in the IMAP mailbox.")
 @click.option(
+    "--imap-cafile",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Trust only this certificate (PEM) for the IMAP server, e.g. its self-signed one. Default: the "
+    "system's trust store.",
+)
+@click.option(
     "--confirm-timeout",
     type=click.FloatRange(1, 3600),
     default=120.0,
@@ -218,6 +225,7 @@ def check_command(
     sink_listen: str | None,
     imap_url: str | None,
     imap_keep: bool,
+    imap_cafile: str | None,
     confirm_timeout: float,
     transport: str | None,
     port: int,
@@ -237,7 +245,7 @@ def check_command(
 ) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
     outside = ext_recipients or DEFAULT_OUTSIDE
-    watcher = _watcher(confirm, sink_listen, imap_url, imap_keep)
+    watcher = _watcher(confirm, sink_listen, imap_url, imap_keep, imap_cafile)
     if not confirm and len({a.rpartition("@")[2].lower() for a in outside}) < 2:
         click.echo(
             "relaycheck: note: with a single outside domain a backup MX for it looks like an "
@@ -296,7 +304,9 @@ def _ports(text: str | None) -> tuple[int, ...] | None:
     return tuple(dict.fromkeys(ports))
 
 
-def _watcher(confirm: str | None, sink_listen: str | None, imap_url: str | None, keep: bool) -> ImapWatcher | None:
+def _watcher(
+    confirm: str | None, sink_listen: str | None, imap_url: str | None, keep: bool, cafile: str | None
+) -> ImapWatcher | None:
     """Check the delivery-mode options; the IMAP watcher when --imap is used."""
     if not confirm:
         if sink_listen or imap_url:
@@ -304,6 +314,8 @@ def _watcher(confirm: str | None, sink_listen: str | None, imap_url: str | None,
         return None
     if bool(sink_listen) == bool(imap_url):
         raise UsageError("--confirm needs exactly one of --sink HOST:PORT or --imap URL")
+    if cafile and not imap_url:
+        raise UsageError("--imap-cafile is for --imap")
     if not imap_url:
         return None
     location = parse_imap_url(imap_url)
@@ -312,7 +324,7 @@ def _watcher(confirm: str | None, sink_listen: str | None, imap_url: str | None,
         if not sys.stdin.isatty():
             raise UsageError(f"set ${PASSWORD_VARIABLE} (the IMAP password is never taken from the command line)")
         password = click.prompt(f"IMAP password for {location.user}@{location.host}", hide_input=True)
-    return ImapWatcher(location, password, keep=keep)
+    return ImapWatcher(location, password, keep=keep, tls_context=imap_tls_context(cafile))
 
 
 def _status(message: str) -> None:

@@ -1,6 +1,7 @@
 """Arrival checks by polling an IMAP mailbox the operator names (``--imap URL``).
 
-``imaps://user@imap.example.org/INBOX`` (or ``imap://`` with STARTTLS when offered). The
+``imaps://user@imap.example.org/INBOX`` (or ``imap://`` with STARTTLS when offered); the server
+certificate is verified against the system's trust store, or ``--imap-cafile``. The
 password never comes from the command line: ``RELAYCHECK_IMAP_PASSWORD`` or a prompt. Test
 messages found are deleted unless ``keep`` is set. imaplib is blocking, so each poll runs in a
 thread; polls are spaced by ``interval`` seconds (a wait on the mailbox, not a synchronisation).
@@ -48,6 +49,15 @@ def parse_imap_url(url: str) -> ImapLocation:
         raise UsageError(f"bad port in {url!r}") from None
     mailbox = unquote(parts.path.lstrip("/")) or "INBOX"
     return ImapLocation(parts.scheme == "imaps", parts.hostname, port, unquote(parts.username), mailbox)
+
+
+def imap_tls_context(cafile: str | None = None) -> ssl.SSLContext:
+    """A verifying TLS context: the system's trust store, or only ``cafile`` when given (the
+    mailbox server's self-signed certificate, or the private CA that signed it)."""
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--imap-cafile {cafile}: no usable certificate ({exc})") from None
 
 
 class ImapWatcher:
