@@ -6,8 +6,15 @@ anywhere, so nothing can leave the machine):
     <prefix>-br       a bridge; every other namespace hangs off it through a veth pair
     <prefix>-client   198.18.0.2  where relaycheck runs: an outside address no server trusts
     <prefix>-dns      198.18.0.3  dnsmasq, no upstream, serving lab.test and the outside domains
-    <prefix>-sink     198.18.0.4  aiosmtpd recording sink, the only next hop of every lab MTA
-    <prefix>-<name>   198.18.0.10+ one namespace per mail server (SERVERS below)
+    <prefix>-sink     198.18.0.4  aiosmtpd recording sink, the next hop of every lab MTA
+    <prefix>-dovecot  198.18.0.5  Dovecot: IMAP (STARTTLS on 143, TLS on 993) and LMTP (24) for
+                                  a few mailbox users; the lab's Postfix delivers imap.lab.test there
+    <prefix>-<name>   198.18.0.10+ one namespace per mail server (SERVERS, then EXTRA_SERVERS)
+
+Delivery confirmation (relaycheck ``--confirm``): the EXTRA_SERVERS Postfix instances send
+confirm.lab.test to its MX, which is the client (where relaycheck's own ``--sink
+198.18.0.2:25`` listens), and imap.lab.test over LMTP into the Dovecot mailbox. Every other
+non-local domain still goes to the recording sink; nothing can leave the lab.
 
 Every namespace gets /etc/netns/<ns>/resolv.conf pointing at the lab DNS, so anything started
 with ``ip netns exec`` (the MTAs' reverse lookups, relaycheck's PTR/MX/DNSBL lookups) asks the
@@ -23,7 +30,9 @@ import contextlib
 import ctypes
 import json
 import os
+import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -43,6 +52,9 @@ Verdict = Literal["open", "closed", "inconclusive"]
 
 LAB_CACHE = Path(os.environ.get("RELAYCHECK_LAB_CACHE", "/var/cache/relaycheck-lab"))
 EXIM_BIN = LAB_CACHE / "exim/usr/sbin/exim4"
+OPENSMTPD_BIN = LAB_CACHE / "opensmtpd/usr/sbin/smtpd"
+DOVECOT = "/usr/sbin/dovecot"
+UNSHARE = "/usr/bin/unshare"
 POSTFIX_MASTER = Path("/usr/lib/postfix/sbin/master")
 POSTFIX = "/usr/sbin/postfix"
 POSTGREY = "/usr/sbin/postgrey"
@@ -56,10 +68,20 @@ PREFIX_LEN = 24
 CLIENT_IP = f"{NET}.2"
 DNS_IP = f"{NET}.3"
 SINK_IP = f"{NET}.4"
+DOVECOT_IP = f"{NET}.5"
 FIRST_SERVER_HOST = 10
 LAB_ZONE = "lab.test"
 CLIENT_HOSTNAME = f"client.{LAB_ZONE}"
 SINK_HOSTNAME = f"sink.{LAB_ZONE}"
+DOVECOT_HOSTNAME = f"dovecot.{LAB_ZONE}"
+# Delivery-confirmation domains: MX = the client (relaycheck's --sink), and Dovecot's mailbox.
+CONFIRM_DOMAIN = f"confirm.{LAB_ZONE}"
+IMAP_DOMAIN = f"imap.{LAB_ZONE}"
+# Dovecot mailboxes, one per test that must count exactly what reached it.
+IMAP_USERS = ("rcuser", "rcuser2", "rcuser3", "rcuser4")
+IMAP_PORT = 143
+IMAPS_PORT = 993
+LMTP_PORT = 24
 # Relay probes go to these; no lab server handles them, their MX is the sink so they resolve.
 OUTSIDE_DOMAINS = ("outside-a.test", "outside-b.test")
 POSTGREY_PORT = 10023
@@ -86,7 +108,7 @@ class ServerSpec:
     """
 
     name: str
-    mta: Literal["postfix", "exim"]
+    mta: Literal["postfix", "exim", "opensmtpd"]
     expected: Verdict
     summary: str
     outside_rcpt: int
@@ -95,6 +117,8 @@ class ServerSpec:
     postfix: Mapping[str, str] = field(default_factory=dict)
     # Extra files for the Postfix config directory (lookup tables named in ``postfix``).
     postfix_files: Mapping[str, str] = field(default_factory=dict)
+    # Extra master.cf services (e.g. the lmtp client of the delivery servers).
+    postfix_services: str = ""
     exim_relay_from_hosts: str = "127.0.0.1"
     tls_required: bool = False
     greylist: bool = False
@@ -216,6 +240,73 @@ SERVERS: tuple[ServerSpec, ...] = (
     ),
 )
 
+# Where the delivery servers send the confirmation domains (transport(5), texthash: no postmap):
+# confirm.lab.test to its MX (the client, relaycheck's own sink), imap.lab.test over LMTP to
+# Dovecot. Every other non-local domain goes to the relayhost, the recording sink.
+DELIVERY_TRANSPORT = f"{CONFIRM_DOMAIN} smtp:{CONFIRM_DOMAIN}\n{IMAP_DOMAIN} lmtp:inet:[{DOVECOT_IP}]:{LMTP_PORT}\n"
+DELIVERY_POSTFIX = {"transport_maps": "texthash:$config_directory/transport"}
+LMTP_SERVICE = "lmtp      unix  -       -       n       -       -       lmtp\n"
+
+# Servers that are not part of the verdict/audit/ground-truth catalogue above: the delivery
+# confirmation targets and the OpenSMTPD whose real banner feeds the fingerprint table. They come
+# after SERVERS, so every SERVERS entry keeps its address.
+EXTRA_SERVERS: tuple[ServerSpec, ...] = (
+    ServerSpec(
+        "postfix-confirm-open",
+        "postfix",
+        "open",
+        "mynetworks = 0.0.0.0/0; confirm.lab.test to its MX (relaycheck's sink), imap.lab.test to Dovecot",
+        outside_rcpt=250,
+        outside_text="2.1.5 Ok",
+        postmaster_rcpt=250,
+        postfix={"mynetworks": "0.0.0.0/0", **DELIVERY_POSTFIX},
+        postfix_files={"transport": DELIVERY_TRANSPORT},
+        postfix_services=LMTP_SERVICE,
+    ),
+    ServerSpec(
+        "postfix-confirm-partial",
+        "postfix",
+        "open",
+        "relays for senders in its own domain (check_sender_access before reject_unauth_destination): "
+        "the classic spoofable rule, so only some probes pass",
+        outside_rcpt=554,
+        outside_text="5.7.1 <relaytest@outside-a.test>: Relay access denied",
+        postmaster_rcpt=250,
+        postfix={
+            "smtpd_relay_restrictions": (
+                "permit_mynetworks permit_sasl_authenticated"
+                " check_sender_access texthash:$config_directory/relay_senders"
+                " reject_unauth_destination"
+            ),
+            **DELIVERY_POSTFIX,
+        },
+        postfix_files={"transport": DELIVERY_TRANSPORT, "relay_senders": f"postfix-confirm-partial.{LAB_ZONE} OK\n"},
+        postfix_services=LMTP_SERVICE,
+    ),
+    ServerSpec(
+        "postfix-confirm-closed",
+        "postfix",
+        "closed",
+        "Debian defaults, with the same transports as postfix-confirm-open",
+        outside_rcpt=554,
+        outside_text="5.7.1 <relaytest@outside-a.test>: Relay access denied",
+        postmaster_rcpt=250,
+        postfix={"smtpd_relay_restrictions": DEBIAN_RELAY_RESTRICTIONS, **DELIVERY_POSTFIX},
+        postfix_files={"transport": DELIVERY_TRANSPORT},
+        postfix_services=LMTP_SERVICE,
+    ),
+    ServerSpec(
+        "opensmtpd-closed",
+        "opensmtpd",
+        "closed",
+        "Debian's stock smtpd.conf rules: its own domain delivered locally, relaying from local only",
+        outside_rcpt=550,
+        outside_text="Invalid recipient",
+        postmaster_rcpt=250,
+    ),
+)
+ALL_SERVERS = (*SERVERS, *EXTRA_SERVERS)
+
 
 @dataclass(frozen=True)
 class Server:
@@ -248,6 +339,8 @@ class Server:
     def log_path(self) -> Path:
         if self.spec.mta == "postfix":
             return self.workdir / "postfix.log"
+        if self.spec.mta == "opensmtpd":
+            return self.workdir / "smtpd.out"  # smtpd -d logs to stderr
         return self.workdir / "log" / "mainlog"
 
     def startup_failure(self) -> str | None:
@@ -258,7 +351,7 @@ class Server:
         for log in logs:
             text = log.read_text(errors="replace") if log.exists() else ""
             for line in text.splitlines():
-                if " fatal: " in line or " panic: " in line or log.name == "paniclog":
+                if " fatal: " in line or " panic: " in line or log.name == "paniclog" or line.startswith("fatal"):
                     return f"{self.name}: {line}"
         return None
 
@@ -354,6 +447,52 @@ def postfix_error_stats(log_text: str, client_ip: str = CLIENT_IP) -> PostfixErr
     return PostfixErrorStats(sessions, max_failed, slept, too_many)
 
 
+# smtpd logs "client=" once a recipient is accepted, message or not; qmgr's "from=" line
+# appears only for a message that was really queued, with its number of recipients.
+_CLIENT = re.compile(r"smtpd\[\d+\]: (?P<qid>[0-9A-F]+): client=\S*\[(?P<ip>[^\]]+)\]")
+_QUEUED = re.compile(r"qmgr\[\d+\]: (?P<qid>[0-9A-F]+): from=<(?P<sender>[^>]*)>, size=\d+, nrcpt=(?P<nrcpt>\d+)")
+_DELIVERED = re.compile(
+    r"postfix/(?P<agent>[a-z]+)\[\d+\]: (?P<qid>[0-9A-F]+): to=<(?P<to>[^>]*)>"
+    r"(?:, orig_to=<(?P<orig_to>[^>]*)>)?, relay=(?P<relay>[^,]+),.* status=(?P<status>[a-z]+)"
+)
+
+
+@dataclass(frozen=True)
+class PostfixDelivery:
+    """One delivery attempt Postfix logged: which message, to whom, through which next hop."""
+
+    qid: str
+    agent: str  # smtp, lmtp, discard, error, ...
+    to: str
+    orig_to: str | None  # the recipient as the client gave it, when Postfix rewrote it
+    relay: str  # e.g. client.lab.test[198.18.0.2]:25
+    status: str  # sent, deferred, bounced
+
+
+@dataclass(frozen=True)
+class PostfixMessage:
+    qid: str
+    sender: str
+    recipients: int
+
+
+def postfix_queued(log_text: str, client_ip: str = CLIENT_IP) -> list[PostfixMessage]:
+    """The messages Postfix queued from ``client_ip``: everything that client made it send."""
+    from_client = {m["qid"] for m in _CLIENT.finditer(log_text) if m["ip"] == client_ip}
+    return [
+        PostfixMessage(m["qid"], m["sender"], int(m["nrcpt"]))
+        for m in _QUEUED.finditer(log_text)
+        if m["qid"] in from_client
+    ]
+
+
+def postfix_deliveries(log_text: str) -> list[PostfixDelivery]:
+    return [
+        PostfixDelivery(m["qid"], m["agent"], m["to"], m["orig_to"], m["relay"], m["status"])
+        for m in _DELIVERED.finditer(log_text)
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # Prerequisites
 # --------------------------------------------------------------------------------------------
@@ -368,7 +507,17 @@ def missing_prerequisite() -> str | None:
     probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         return f"`ip netns` unavailable: {probe.stderr.strip()}"
-    needed = (POSTFIX_MASTER, Path(POSTFIX), Path(POSTGREY), Path(DNSMASQ), Path(OPENSSL), EXIM_BIN)
+    needed = (
+        POSTFIX_MASTER,
+        Path(POSTFIX),
+        Path(POSTGREY),
+        Path(DNSMASQ),
+        Path(OPENSSL),
+        EXIM_BIN,
+        OPENSMTPD_BIN,
+        Path(DOVECOT),
+        Path(UNSHARE),
+    )
     absent = [str(path) for path in needed if not path.exists()]
     if absent:
         return f"integration lab packages missing ({', '.join(absent)}): run scripts/lab-deps"
@@ -671,7 +820,7 @@ def prepare_postfix(server: Server, lab_root: Path) -> None:
     shutil.chown(work / "data", "postfix")
     main_cf = "".join(f"{k} = {v}\n" for k, v in postfix_main_cf(server, lab_root).items())
     (work / "etc/main.cf").write_text(main_cf)
-    (work / "etc/master.cf").write_text(POSTFIX_MASTER_CF)
+    (work / "etc/master.cf").write_text(POSTFIX_MASTER_CF + server.spec.postfix_services)
     (work / "etc/local_recipients").write_text("postmaster root\nabuse root\n")
     for name, content in server.spec.postfix_files.items():
         (work / "etc" / name).write_text(content)
@@ -688,7 +837,8 @@ def start_postfix(server: Server) -> ManagedProcess:
     return spawn(f"postfix:{server.name}", server.namespace, argv, server.workdir / "master.out")
 
 
-def make_self_signed_cert(hostname: str, directory: Path) -> None:
+def make_self_signed_cert(hostname: str, directory: Path, ip: str | None = None) -> None:
+    names = f"DNS:{hostname}" + (f",IP:{ip}" if ip else "")
     subprocess.run(
         [
             OPENSSL,
@@ -704,7 +854,7 @@ def make_self_signed_cert(hostname: str, directory: Path) -> None:
             "-subj",
             f"/CN={hostname}",
             "-addext",
-            f"subjectAltName=DNS:{hostname}",
+            f"subjectAltName={names}",
             "-keyout",
             str(directory / "key.pem"),
             "-out",
@@ -840,6 +990,175 @@ def start_exim(server: Server) -> ManagedProcess:
 
 
 # --------------------------------------------------------------------------------------------
+# OpenSMTPD
+# --------------------------------------------------------------------------------------------
+
+# Debian's stock smtpd.conf rules (local delivery for the server's own domain, relaying only for
+# local clients), listening on the lab address; relayed mail would go to the lab sink. The local
+# action is never reached: the lab only ever probes OpenSMTPD up to RCPT.
+OPENSMTPD_CONF = """\
+table aliases file:{work}/aliases
+listen on {ip} port {port} hostname {hostname}
+action "local" maildir "{work}/maildir/%{{user.username}}" alias <aliases> user nobody
+action "relay" relay host smtp://{sink_ip}:{sink_port}
+match from any for domain "{domain}" action "local"
+match from local for any action "relay"
+"""
+
+# The places Debian's smtpd writes to are compiled in (/var/spool/smtpd, its chroot
+# /var/lib/opensmtpd/empty, /run/smtpd.sock): a private mount namespace puts lab directories
+# there, so nothing is written on the host.
+OPENSMTPD_PRIVATE_DIRS = ("/var/spool", "/var/lib", "/run")
+
+
+def prepare_opensmtpd(server: Server) -> None:
+    work = server.workdir
+    for private in OPENSMTPD_PRIVATE_DIRS:
+        (work / "root" / private.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    chroot = work / "root/var/lib/opensmtpd/empty"
+    chroot.mkdir(parents=True, exist_ok=True)
+    (work / "aliases").write_text("postmaster: root\nabuse: root\n")
+    conf = OPENSMTPD_CONF.format(
+        work=work,
+        ip=server.ip,
+        port=server.port,
+        hostname=server.hostname,
+        domain=server.domain,
+        sink_ip=SINK_IP,
+        sink_port=SMTP_PORT,
+    )
+    (work / "smtpd.conf").write_text(conf)
+    run_in(server.namespace, [str(OPENSMTPD_BIN), "-n", "-f", str(work / "smtpd.conf")])
+
+
+def start_opensmtpd(server: Server) -> ManagedProcess:
+    root = server.workdir / "root"
+    binds = " && ".join(f'mount --bind "$1{d}" {d}' for d in OPENSMTPD_PRIVATE_DIRS)
+    argv = [
+        UNSHARE,
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'{binds} && exec "$2" -d -f "$3"',
+        "sh",
+        str(root),
+        str(OPENSMTPD_BIN),
+        str(server.workdir / "smtpd.conf"),
+    ]
+    return spawn(f"opensmtpd:{server.name}", server.namespace, argv, server.log_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Dovecot: the IMAP mailbox of the delivery-confirmation tests
+# --------------------------------------------------------------------------------------------
+
+# IMAP_USERS (passwd-file for both passdb and userdb, all mail as nobody), Maildir, TLS required
+# for logins (STARTTLS on 143, implicit TLS on 993) with a self-signed certificate, and LMTP on
+# port 24 for the lab's Postfix. auth_username_format %Ln: "rcuser@imap.lab.test" (LMTP) and
+# "rcuser" (IMAP login) are the same mailbox.
+DOVECOT_CONF = """\
+instance_name = {instance}
+hostname = {hostname}
+base_dir = {work}/run
+state_dir = {work}/state
+listen = {ip}
+protocols = imap lmtp
+log_path = {work}/dovecot.log
+ssl = required
+ssl_cert = <{work}/tls/cert.pem
+ssl_key = <{work}/tls/key.pem
+auth_mechanisms = plain login
+auth_username_format = %Ln
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {work}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = {work}/users
+}}
+mail_location = maildir:~/Maildir
+service imap-login {{
+  inet_listener imap {{
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    port = {lmtp_port}
+  }}
+}}
+"""
+MAIL_USER = "nobody"  # owns the Maildir: no account of its own needed for one lab mailbox
+
+
+@dataclass(frozen=True)
+class Dovecot:
+    namespace: str
+    workdir: Path
+    password: str
+    ip: str = DOVECOT_IP
+    hostname: str = DOVECOT_HOSTNAME
+    users: tuple[str, ...] = IMAP_USERS
+    domain: str = IMAP_DOMAIN
+
+    def address(self, user: str) -> str:
+        return f"{user}@{self.domain}"
+
+    @property
+    def cafile(self) -> Path:
+        """The self-signed certificate: the one trust anchor an IMAP client needs."""
+        return self.workdir / "tls/cert.pem"
+
+    @property
+    def config(self) -> Path:
+        return self.workdir / "dovecot.conf"
+
+    def home(self, user: str) -> Path:
+        return self.workdir / "home" / user
+
+
+def prepare_dovecot(dovecot: Dovecot) -> None:
+    work = dovecot.workdir
+    for sub in ("run", "state", "tls", "home"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    mail_user = pwd.getpwnam(MAIL_USER)
+    entries = []
+    for user in dovecot.users:
+        home = dovecot.home(user)
+        home.mkdir(exist_ok=True)
+        os.chown(home, mail_user.pw_uid, mail_user.pw_gid)
+        entries.append(f"{user}:{{PLAIN}}{dovecot.password}:{mail_user.pw_uid}:{mail_user.pw_gid}::{home}::\n")
+    users = work / "users"
+    users.write_text("".join(entries))
+    users.chmod(0o640)
+    shutil.chown(users, "root", "dovecot")  # read by the auth process, which runs as dovecot
+    make_self_signed_cert(dovecot.hostname, work / "tls", ip=dovecot.ip)
+    dovecot.config.write_text(
+        DOVECOT_CONF.format(
+            instance=dovecot.namespace,
+            hostname=dovecot.hostname,
+            work=work,
+            ip=dovecot.ip,
+            imap_port=IMAP_PORT,
+            imaps_port=IMAPS_PORT,
+            lmtp_port=LMTP_PORT,
+        )
+    )
+
+
+def start_dovecot(dovecot: Dovecot) -> ManagedProcess:
+    argv = [DOVECOT, "-c", str(dovecot.config), "-F"]
+    return spawn("dovecot", dovecot.namespace, argv, dovecot.workdir / "dovecot.out")
+
+
+# --------------------------------------------------------------------------------------------
 # DNS and sink
 # --------------------------------------------------------------------------------------------
 
@@ -863,6 +1182,10 @@ def dnsmasq_argv(servers: Sequence[Server]) -> list[str]:
         f"--host-record={CLIENT_HOSTNAME},{CLIENT_IP}",
         f"--host-record=dns.{LAB_ZONE},{DNS_IP}",
         f"--host-record={SINK_HOSTNAME},{SINK_IP}",
+        f"--host-record={DOVECOT_HOSTNAME},{DOVECOT_IP}",
+        # Mail for the confirm domain goes to the client, where relaycheck's own sink listens.
+        f"--mx-host={CONFIRM_DOMAIN},{CLIENT_HOSTNAME},10",
+        f"--mx-host={IMAP_DOMAIN},{DOVECOT_HOSTNAME},10",
     ]
     argv += [f"--mx-host={domain},{SINK_HOSTNAME},10" for domain in OUTSIDE_DOMAINS]
     for server in servers:
@@ -884,6 +1207,7 @@ class Lab:
     dns_ns: str
     sink_ns: str
     servers: dict[str, Server]
+    dovecot: Dovecot
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     setup_seconds: float = 0.0
 
@@ -892,6 +1216,7 @@ class Lab:
     sink_ip: str = SINK_IP
     client_hostname: str = CLIENT_HOSTNAME
     outside_domains: tuple[str, ...] = OUTSIDE_DOMAINS
+    confirm_domain: str = CONFIRM_DOMAIN
 
     def server(self, name: str) -> Server:
         return self.servers[name]
@@ -969,22 +1294,33 @@ def _mta_alive(server: Server, process: ManagedProcess) -> Callable[[], bool]:
     return alive
 
 
+PREPARE: dict[str, Callable[[Server, Path], None]] = {
+    "postfix": prepare_postfix,
+    "exim": lambda server, _root: prepare_exim(server),
+    "opensmtpd": lambda server, _root: prepare_opensmtpd(server),
+}
+START: dict[str, Callable[[Server], ManagedProcess]] = {
+    "postfix": start_postfix,
+    "exim": start_exim,
+    "opensmtpd": start_opensmtpd,
+}
+
+
 def _build(lab: Lab, deadline: float) -> None:
     net = lab.network
     net.create_bridge()
     net.add_node(lab.client_ns, CLIENT_IP)
     net.add_node(lab.dns_ns, DNS_IP)
     net.add_node(lab.sink_ns, SINK_IP)
+    net.add_node(lab.dovecot.namespace, DOVECOT_IP)
     for server in lab.servers.values():
         net.add_node(server.namespace, server.ip)
 
     servers = list(lab.servers.values())
     with ThreadPoolExecutor(max_workers=8) as pool:
         # Config files, certificates and `postfix check` per server, concurrently.
-        prepared = [
-            pool.submit(prepare_postfix, s, lab.root) if s.spec.mta == "postfix" else pool.submit(prepare_exim, s)
-            for s in servers
-        ]
+        prepared = [pool.submit(PREPARE[s.spec.mta], s, lab.root) for s in servers]
+        prepared.append(pool.submit(prepare_dovecot, lab.dovecot))
         procs = lab.processes
         procs["dns"] = spawn("dnsmasq", lab.dns_ns, dnsmasq_argv(servers), lab.root / "dns.out")
         procs["sink"] = spawn(
@@ -1007,14 +1343,25 @@ def _build(lab: Lab, deadline: float) -> None:
         for server in servers:
             if server.spec.greylist:
                 procs[f"postgrey:{server.name}"] = start_postgrey(server)
-            start = start_postfix if server.spec.mta == "postfix" else start_exim
-            procs[f"mta:{server.name}"] = start(server)
+            procs[f"mta:{server.name}"] = START[server.spec.mta](server)
+        procs["dovecot"] = start_dovecot(lab.dovecot)
 
         waits = [
             pool.submit(wait_for_port, lab.client_ns, DNS_IP, 53, deadline, alive=procs["dns"].alive),
             pool.submit(
                 wait_for_port, lab.client_ns, SINK_IP, SMTP_PORT, deadline, banner=b"220", alive=procs["sink"].alive
             ),
+            # Dovecot's master binds every listener before it forks: LMTP greeting, IMAP port.
+            pool.submit(
+                wait_for_port,
+                lab.client_ns,
+                DOVECOT_IP,
+                LMTP_PORT,
+                deadline,
+                banner=b"220",
+                alive=procs["dovecot"].alive,
+            ),
+            pool.submit(wait_for_port, lab.client_ns, DOVECOT_IP, IMAP_PORT, deadline, alive=procs["dovecot"].alive),
         ]
         for server in servers:
             if server.spec.greylist:
@@ -1045,7 +1392,7 @@ def _build(lab: Lab, deadline: float) -> None:
 
 @contextlib.contextmanager
 def start_lab(
-    specs: Sequence[ServerSpec] = SERVERS,
+    specs: Sequence[ServerSpec] = ALL_SERVERS,
     *,
     setup_timeout: float = 120,
     keep_files: bool | None = None,
@@ -1071,6 +1418,7 @@ def start_lab(
         dns_ns=f"{prefix}-dns",
         sink_ns=f"{prefix}-sink",
         servers=_allocate_servers(prefix, root, specs),
+        dovecot=Dovecot(f"{prefix}-dovecot", root / "dovecot", password=secrets.token_urlsafe(12)),
     )
     try:
         _build(lab, started + setup_timeout)
@@ -1087,6 +1435,9 @@ def main() -> None:
     with start_lab(keep_files=True) as lab:
         print(f"lab up in {lab.setup_seconds:.1f}s, files in {lab.root}")
         print(f"client {lab.client_ns} {lab.client_ip}; dns {lab.dns_ip}; sink {lab.sink_ip}")
+        dovecot = lab.dovecot
+        users = ", ".join(dovecot.address(user) for user in dovecot.users)
+        print(f"dovecot {dovecot.ip}: {users}; password {dovecot.password}; CA {dovecot.cafile}")
         for server in lab.servers.values():
             print(f"  {server.name:26} {server.ip:13} {server.namespace:40} {server.expected}")
         print("Ctrl-C to tear down")

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,10 @@ EXIT_CODES: dict[Verdict, int] = {"closed": 0, "open": 1, "inconclusive": 3}
 EXIT_USAGE = 2
 
 
-def _env() -> dict[str, str]:
+def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The test's environment, with the work tree's src/ first: the tree under test is what
     runs, whether or not the package is installed into the venv."""
-    env = dict(os.environ)
+    env = {**os.environ, **(extra or {})}
     src = str(REPO / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
     return env
@@ -114,6 +114,7 @@ def run_relaycheck(
     resolver: str | None = None,
     extra: Sequence[str] = (),
     timeout: float = 300,
+    env: Mapping[str, str] | None = None,
 ) -> RelaycheckRun:
     argv = relaycheck_argv(
         lab,
@@ -129,7 +130,7 @@ def run_relaycheck(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=_env(),
+        env=_env(env),
         check=False,
     )
     return RelaycheckRun(argv, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
