@@ -107,6 +107,13 @@ def test_report_names_the_server_tested(lab: Lab, batch: Batch, case: Case) -> N
     assert run.target["connections"] >= 1, run.describe()
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fingerprint_names_the_mta(lab: Lab, batch: Batch, case: Case) -> None:
+    """The hygiene section names the lab server's real MTA (its banner, EHLO and refusals)."""
+    run = batch.runs[case.id]
+    assert run.target["hygiene"]["fingerprint"]["family"] == lab.server(case.server).spec.mta, run.describe()
+
+
 def test_tls_required_is_reported(batch: Batch) -> None:
     assert batch.runs["postfix-tls-required"].target["tls_required"] is True
     assert batch.runs["postfix-closed"].target["tls_required"] is False
