@@ -7,6 +7,8 @@ only place they can). If these fail, the lab is wrong, not relaycheck.
 
 from __future__ import annotations
 
+import email
+import imaplib
 import smtplib
 import ssl
 import subprocess
@@ -18,7 +20,7 @@ import dns.exception
 import dns.resolver
 import pytest
 
-from .lab import GREYLIST_DELAY_S, SERVERS, Lab, Server, ServerSpec, poll_until
+from .lab import ALL_SERVERS, GREYLIST_DELAY_S, IMAP_PORT, SERVERS, Lab, Server, ServerSpec, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -71,7 +73,7 @@ def _converse(lab: Lab, server: Server, sender: str) -> Conversation:
     return Conversation(before_tls, mail, outside, postmaster)
 
 
-@pytest.mark.parametrize("spec", SERVERS, ids=[s.name for s in SERVERS])
+@pytest.mark.parametrize("spec", ALL_SERVERS, ids=[s.name for s in ALL_SERVERS])
 def test_raw_rcpt_replies(lab: Lab, spec: ServerSpec) -> None:
     server = lab.server(spec.name)
     talk = lab.in_client(lambda: _converse(lab, server, _unique_sender(lab)))
@@ -132,6 +134,54 @@ def test_open_relay_delivers_to_the_sink(lab: Lab, spec: ServerSpec) -> None:
     assert delivered[0]["rcpt_tos"] == [f"relaytest@{lab.outside_domains[1]}"]
 
 
+# A mailbox no relaycheck test counts (lab.IMAP_USERS).
+GROUND_TRUTH_BOX = "rcuser4"
+
+
+def _take_from_mailbox(lab: Lab, user: str, token: str) -> tuple[list[str], list[email.message.Message]]:
+    """Log in as the lab's IMAP clients must (STARTTLS, the lab's certificate), return the
+    capabilities offered before TLS and the messages carrying ``token``, and delete those."""
+    context = ssl.create_default_context(cafile=str(lab.dovecot.cafile))
+    with imaplib.IMAP4(lab.dovecot.ip, IMAP_PORT, timeout=15) as client:
+        before_tls = list(client.capabilities)
+        client.starttls(ssl_context=context)
+        client.login(user, lab.dovecot.password)
+        client.select("INBOX")
+        _, data = client.search(None, "SUBJECT", token)
+        found = []
+        for number in data[0].split():
+            _, parts = client.fetch(number.decode(), "(BODY.PEEK[HEADER])")
+            found.append(email.message_from_bytes(next(p[1] for p in parts if isinstance(p, tuple))))
+            client.store(number.decode(), "+FLAGS", "(\\Deleted)")
+        client.expunge()
+    return before_tls, found
+
+
+def test_postfix_delivers_the_imap_domain_into_dovecot(lab: Lab) -> None:
+    """postfix-confirm-open -> LMTP -> Dovecot's Maildir -> IMAP, with plain smtplib/imaplib."""
+    server = lab.server("postfix-confirm-open")
+    token = uuid.uuid4().hex
+    address = lab.dovecot.address(GROUND_TRUTH_BOX)
+
+    def send() -> None:
+        with _open_session(lab, server) as smtp:
+            smtp.sendmail(_unique_sender(lab), [address], f"Subject: lab imap check {token}\r\n\r\n{token}\r\n")
+
+    lab.in_client(send)
+    taken: list[tuple[list[str], list[email.message.Message]]] = []
+
+    def arrived() -> bool:
+        taken.append(lab.in_client(lambda: _take_from_mailbox(lab, GROUND_TRUTH_BOX, token)))
+        return bool(taken[-1][1])
+
+    assert poll_until(arrived, time.monotonic() + 30, interval=0.2), "message never reached the mailbox"
+    before_tls, messages = taken[-1]
+    assert "LOGINDISABLED" in before_tls  # no password in clear text: STARTTLS first
+    assert len(messages) == 1
+    assert messages[0]["Delivered-To"] == address
+    assert f"by {lab.dovecot.hostname} with LMTP" in str(messages[0]["Received"])
+
+
 def _resolve(lab: Lab, name: str, rdtype: str) -> list[str]:
     resolver = dns.resolver.Resolver(configure=False)
     resolver.nameservers = [lab.dns_ip]
@@ -161,6 +211,22 @@ def test_lab_dns_serves_the_lab_zone(lab: Lab) -> None:
     }
 
 
+def test_lab_dns_routes_the_confirmation_domains(lab: Lab) -> None:
+    """confirm.lab.test's MX is the client (relaycheck's sink), imap.lab.test's is Dovecot."""
+    answers = lab.in_client(
+        lambda: {
+            "confirm": _resolve(lab, lab.confirm_domain, "MX"),
+            "imap": _resolve(lab, lab.dovecot.domain, "MX"),
+            "dovecot": _resolve(lab, lab.dovecot.hostname, "A"),
+        }
+    )
+    assert answers == {
+        "confirm": [f"10 {lab.client_hostname}."],
+        "imap": [f"10 {lab.dovecot.hostname}."],
+        "dovecot": [lab.dovecot.ip],
+    }
+
+
 def test_lab_dns_has_no_upstream(lab: Lab) -> None:
     # A name outside the lab is refused, not forwarded: no query can leave the machine.
     with pytest.raises(dns.exception.DNSException):
@@ -168,7 +234,8 @@ def test_lab_dns_has_no_upstream(lab: Lab) -> None:
 
 
 def test_no_namespace_has_a_route_out(lab: Lab) -> None:
-    for namespace in [lab.client_ns, lab.dns_ns, lab.sink_ns, *(s.namespace for s in lab.servers.values())]:
+    namespaces = [lab.client_ns, lab.dns_ns, lab.sink_ns, lab.dovecot.namespace]
+    for namespace in [*namespaces, *(s.namespace for s in lab.servers.values())]:
         routes = subprocess.run(
             ["ip", "-n", namespace, "route", "show", "default"], capture_output=True, text=True, check=True
         ).stdout
