@@ -120,6 +120,8 @@ async def check(
             raise UsageError(f"cannot listen on {options.sink_listen} for the sink: {exc.strerror or exc}") from None
     if confirm and options.watcher is None:
         raise UsageError("delivery mode needs somewhere to see arrivals: --sink HOST:PORT or --imap URL")
+    if confirm and options.watcher is not None:
+        await options.watcher.check_ready()  # e.g. the IMAP login, before any message is sent
     given = [inputs] if isinstance(inputs, str) else list(inputs)
     started_wall = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()

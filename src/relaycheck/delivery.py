@@ -33,6 +33,9 @@ class ArrivalWatcher(Protocol):
 
     via: str
 
+    async def check_ready(self) -> None:
+        """Raise a ``RelaycheckError`` now if arrivals could not be seen (before anything is sent)."""
+
     async def wait_for(self, tokens: set[str], timeout: float) -> dict[str, Arrival]: ...
 _FAILURES = (TransportError, ProtocolError, PartialReplies)
 
@@ -142,6 +145,16 @@ def sent_tokens(observations: Mapping[str, Observation]) -> set[str]:
         o.delivery.token
         for o in observations.values()
         if o.delivery is not None and o.delivery.state is DeliveryState.NOT_DELIVERED
+    }
+
+
+def mark_unknown(observations: Mapping[str, Observation]) -> dict[str, Observation]:
+    """PURE: arrivals could not be checked (the mailbox failed while waiting): say so, not 'lost'."""
+    return {
+        probe_id: replace(obs, delivery=replace(obs.delivery, state=DeliveryState.UNKNOWN))
+        if obs.delivery is not None and obs.delivery.state is DeliveryState.NOT_DELIVERED
+        else obs
+        for probe_id, obs in observations.items()
     }
 
 

@@ -27,7 +27,7 @@ from relaycheck.battery import (
     transaction,
 )
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
-from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, sent_tokens
+from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, mark_unknown, sent_tokens
 from relaycheck.dns import make_resolver
 from relaycheck.errors import RelaycheckError
 from relaycheck.findings import hygiene_findings, with_remediation
@@ -314,7 +314,12 @@ async def _confirm(
             f"{run.target.label}: {len(tokens)} test message(s) sent to {options.confirm_address}; "
             f"waiting up to {options.confirm_timeout:g} s for them to arrive ({watcher.via})"
         )
-    arrivals = await watcher.wait_for(tokens, options.confirm_timeout)
+    try:
+        arrivals = await watcher.wait_for(tokens, options.confirm_timeout)
+    except RelaycheckError as exc:  # keep the report: the messages were sent, arrivals unknown
+        if on_status is not None:
+            on_status(f"{run.target.label}: cannot see arrivals: {exc}")
+        return mark_unknown(sent)
     if on_status is not None:
         on_status(f"{run.target.label}: {len(arrivals)} of {len(tokens)} test message(s) arrived")
     return mark_arrivals(sent, arrivals, watcher.via)

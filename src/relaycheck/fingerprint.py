@@ -123,9 +123,10 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature("exim", Source.REPLY, r"^5\d\d relay not permitted", 8, "Exim default relay ACL"),
     Signature("exim", Source.REPLY, r"^5\d\d Administrative prohibition", 5, "Exim ACL wording"),
     Signature("exim", Source.REPLY, r"^5\d\d Unrouteable address", 5, "Exim routing failure"),
-    # Exim 4.92/4.93 experimental X_PIPE_CONNECT, 4.94+ PIPE_CONNECT (early pipelining).
+    # Exim 4.92/4.93 experimental X_PIPE_CONNECT; 4.94+ advertises PIPECONNECT (seen from 4.96
+    # in the lab), which its documentation and configuration call PIPE_CONNECT.
     Signature("exim", Source.EHLO, r"^X_PIPE_CONNECT\b", 6, "Exim experimental early pipelining"),
-    Signature("exim", Source.EHLO, r"^PIPE_CONNECT\b", 5, "Exim early pipelining"),
+    Signature("exim", Source.EHLO, r"^PIPE_?CONNECT\b", 5, "Exim early pipelining"),
     Signature("exim", Source.EHLO, r"^PRDR$", 3, "PRDR (chiefly Exim)"),
     # --- Microsoft Exchange (and the IIS SMTP service Exchange 2003 ran on):
     # "220 host Microsoft ESMTP MAIL Service ready at Thu, …",

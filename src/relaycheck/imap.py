@@ -121,6 +121,11 @@ class ImapWatcher:
                 client.logout()
         return found
 
+    async def check_ready(self) -> None:
+        """Log in and open the mailbox once before any test message is sent: a wrong password or
+        an untrusted certificate must stop the run before it leaves messages nobody reads."""
+        await asyncio.to_thread(self.poll, set())
+
     async def wait_for(self, tokens: set[str], timeout: float) -> dict[str, Arrival]:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout

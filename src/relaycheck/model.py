@@ -136,6 +136,7 @@ class DeliveryState(StrEnum):
     CONFIRMED = "confirmed"  # the test message arrived in the operator's mailbox
     NOT_DELIVERED = "not-delivered"  # the server took it, it never arrived (discard, bounce, queue)
     NOT_ACCEPTED = "not-accepted"  # refused at DATA or at the end of the content: nothing sent
+    UNKNOWN = "unknown"  # sent, but the mailbox could not be read to see whether it arrived
 
 
 @dataclass(frozen=True)

@@ -118,5 +118,8 @@ class Sink:
             self._server.close()
             await self._server.wait_closed()
 
+    async def check_ready(self) -> None:
+        """The sink is listening once the context is entered: nothing more to check."""
+
     async def wait_for(self, tokens: set[str], timeout: float) -> dict[str, Arrival]:
         return await self.handler.wait_for(tokens, timeout)

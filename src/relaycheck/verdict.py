@@ -38,6 +38,9 @@ POLICY_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"\bnon-accepted domain\b",
         r"\bnot (a )?local\b",
         r"\bwe do not relay\b",
+        # OpenSMTPD refuses relaying with "550 Invalid recipient: <u@ext>" (no enhanced code), the
+        # same words as for an unknown local user; for an outside domain it can only mean "no".
+        r"\binvalid recipient\b",
     )
 )
 # "530 5.7.0 Must issue a STARTTLS command first" (Postfix), "530 Must issue a STARTTLS…" (Exim)
@@ -54,6 +57,16 @@ SENDER_TEXT = re.compile(r"\bsender\b", re.IGNORECASE)
 
 def is_sender_refusal(reply: Reply) -> bool:
     return reply.enhanced in SENDER_CODES or bool(SENDER_TEXT.search(_ECHOED.sub(" ", reply.text)))
+
+
+# A refusal of the address's syntax (unbracketed paths, source routes, quotes): that way of
+# writing the address does not get through, which closes the path as surely as a policy does.
+SYNTAX_CODES = frozenset({"5.1.3", "5.5.2", "5.5.4"})
+SYNTAX_TEXT = re.compile(r"\bsyntax\b", re.IGNORECASE)
+
+
+def is_syntax_refusal(reply: Reply) -> bool:
+    return reply.code == 501 or reply.enhanced in SYNTAX_CODES or bool(SYNTAX_TEXT.search(reply.text))
 
 
 def is_tls_required(reply: Reply) -> bool:
@@ -124,10 +137,11 @@ def classify_reply(stage: Stage, reply: Reply) -> Classified:
 
 
 def _probe_refused(obs: Observation) -> bool:
-    """This relay path is shut: refused for policy, or refused at all for tricks or at MAIL.
+    """This relay path is shut: refused for policy; refused at all for tricks or at MAIL; or
+    refused for the sender or for the address's syntax.
 
-    A plain outside probe refused for another reason (``5.1.2 domain not found``) proves
-    nothing about relaying; a trick address refused for syntax means the trick does not work.
+    A plain outside probe refused for another reason (``5.1.2 domain not found``, a recipient
+    callout's ``5.1.1``) proves nothing about relaying: it may hide an open relay.
     """
     if obs.outcome is Outcome.REJECTED_POLICY:
         return True
@@ -135,7 +149,10 @@ def _probe_refused(obs: Observation) -> bool:
         return (
             obs.local_part_trick
             or obs.stage is Stage.MAIL
-            or (obs.reply is not None and (obs.reply.code == 503 or is_sender_refusal(obs.reply)))
+            or (
+                obs.reply is not None
+                and (obs.reply.code == 503 or is_sender_refusal(obs.reply) or is_syntax_refusal(obs.reply))
+            )
         )
     return False
 
@@ -234,7 +251,9 @@ def decide(
     tricks = [o for o in accepted if o.local_part_trick]
     if plain or (tricks and not catch_all_on):
         evidence = plain + tricks
-        if confirm_timeout is not None and any(o.delivery is not None for o in evidence):
+        if confirm_timeout is not None and any(
+            o.delivery is not None and o.delivery.state is DeliveryState.NOT_DELIVERED for o in evidence
+        ):
             return Decision(_not_delivered(evidence, confirm_timeout), tuple(findings))
         at_data = any(o.data_reply is not None for o in evidence)
         confidence = Confidence.ACCEPTED_AT_DATA if at_data else Confidence.ACCEPTED_AT_RCPT

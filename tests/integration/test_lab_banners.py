@@ -198,12 +198,6 @@ def test_relaycheck_fingerprints_opensmtpd(opensmtpd_run: RelaycheckRun) -> None
     assert fingerprint_json["family"] == "opensmtpd", opensmtpd_run.describe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OpenSMTPD refuses relaying with '550 Invalid recipient: <addr>' (no enhanced code, no relay "
-    "wording: the text it also gives unknown local users); relaycheck reads it as not a relay reason and says "
-    "inconclusive although every relay probe was refused and postmaster was accepted",
-)
 def test_relaycheck_says_stock_opensmtpd_is_closed(opensmtpd_run: RelaycheckRun) -> None:
     assert opensmtpd_run.verdict == "closed", opensmtpd_run.describe()
     assert opensmtpd_run.exit_code == EXIT_CODES["closed"], opensmtpd_run.describe()

@@ -113,11 +113,6 @@ def test_relay_refusal_is_a_clue_of_its_own(session: Session) -> None:
 EXIM = [s for s in SESSIONS if s.family == "exim"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Exim 4.94+ advertises early pipelining as 'PIPECONNECT' (as the lab's 4.96 does); the table's "
-    "signatures look for 'PIPE_CONNECT' and 'X_PIPE_CONNECT' only",
-)
 @pytest.mark.parametrize("session", EXIM, ids=lambda s: s.id)
 def test_exim_ehlo_keywords_are_clues(session: Session) -> None:
     assert "PIPECONNECT" in session.ehlo_keywords

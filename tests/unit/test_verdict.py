@@ -164,3 +164,17 @@ def test_no_answers_is_inconclusive() -> None:
     decision = decide(battery(broken))
     assert decision.verdict.kind is VerdictKind.INCONCLUSIVE
     assert "connection dropped" in decision.verdict.explanation
+
+
+def test_syntax_refusal_of_an_odd_but_outside_address_closes_that_path() -> None:
+    # OpenSMTPD: "501 5.1.3 Recipient address syntax error" for source routes / unbracketed paths
+    syntax = obs("V20", "501 5.1.3 Recipient address syntax error")
+    decision = decide(battery(obs("V01", "550 Invalid recipient: <u@a.test>"), syntax))
+    assert decision.verdict.kind is VerdictKind.CLOSED
+
+
+def test_sender_verification_at_rcpt_closes_that_path() -> None:
+    # stock Exim: "require verify = sender" refuses spoofed local senders at RCPT
+    spoofed = obs("V05", "550 Sender verify failed")
+    decision = decide(battery(obs("V01", "550 relay not permitted"), spoofed))
+    assert decision.verdict.kind is VerdictKind.CLOSED
