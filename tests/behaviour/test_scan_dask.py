@@ -18,18 +18,18 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from distributed import Client, LocalCluster  # noqa: E402
-from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
+from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import WorkerPlugin
 
-from relaycheck.api import CheckOptions  # noqa: E402
-from relaycheck.engine import EngineOptions  # noqa: E402
-from relaycheck.hygiene import HygieneOptions  # noqa: E402
-from relaycheck.scan.distributed import run_distributed  # noqa: E402
-from relaycheck.scan.excludes import ExcludeList  # noqa: E402
-from relaycheck.scan.population import Population, plan  # noqa: E402
-from relaycheck.scan.runner import ScanConfig  # noqa: E402
-from relaycheck.scan.sink import JsonlSink  # noqa: E402
-from relaycheck.scan.targets import expand, parse_inputs  # noqa: E402
+from relaycheck.api import CheckOptions
+from relaycheck.engine import EngineOptions
+from relaycheck.hygiene import HygieneOptions
+from relaycheck.scan.distributed import run_distributed
+from relaycheck.scan.excludes import ExcludeList
+from relaycheck.scan.population import Population, plan
+from relaycheck.scan.runner import ScanConfig
+from relaycheck.scan.sink import JsonlSink
+from relaycheck.scan.targets import expand, parse_inputs
 
 LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "scan" / "fenced_relaycheck.py"
 COUNT = 160

@@ -249,6 +249,7 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
         else:
             scanner = run_scan(items, config, sink, on_record=progress.record)
             run["duplicates_dropped"] = scanner.duplicates
+            run["peak_in_flight"] = scanner.peak_in_flight
     except KeyboardInterrupt:
         interrupted = True
     finally:

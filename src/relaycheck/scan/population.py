@@ -22,6 +22,7 @@ import asyncio
 import errno
 import ipaddress
 import json
+import resource
 import sys
 import threading
 from collections.abc import Mapping
@@ -199,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"port": population.port}), flush=True)
         sys.stdin.read()
         stats = population.stats
-    print(json.dumps({"accepted": stats.accepted, "peak_connections": stats.peak}), flush=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"accepted": stats.accepted, "peak_connections": stats.peak,
+                      "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}), flush=True)
     return 0
 
 

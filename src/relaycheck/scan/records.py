@@ -10,7 +10,7 @@ on zgrab2's: ``ok`` (SMTP conversation held; the verdict stands), ``excluded``, 
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -117,8 +117,11 @@ def report_record(key: str, item: Item, report: TargetReport, *, stats: ConnectS
     record = _base(key, item, ip=ip, host=target.host if target.host != ip else None,
                    domain=target.domain)
     status = status_of(report, stats)
-    result = target_report_dict(report)
-    if not full:
+    if full:
+        result = target_report_dict(report)
+    else:  # the same fields without the two big lists (not built, then thrown away: CPU per host)
+        result = target_report_dict(replace(report, observations=(), connections=()))
+        result["connections"] = len(report.connections)
         del result["transcripts"], result["observations"]
     record.update(
         status=str(status),

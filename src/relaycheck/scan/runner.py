@@ -94,7 +94,8 @@ class Scanner:
         self.hosts = KeyedLimiter(1)  # one test per address at a time (two names may share an MX)
         self.subnets = KeyedLimiter(config.per_subnet)
         self.duplicates = 0
-        self.in_flight = 0
+        self.in_flight = 0  # targets being tested right now
+        self.peak_in_flight = 0
 
     async def run(self, items: Iterable[Item]) -> None:
         """Test every item; return when all are done. Cancelling stops at once (resume redoes the
@@ -215,6 +216,7 @@ class Scanner:
                 paid = Prepaid(usual, ConnectStats())
                 token = current_target.set(paid)
                 self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
                     report = await check_target(target, engine)
                     record = report_record(key, item, report, stats=paid.stats, full=self.config.full)

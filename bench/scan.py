@@ -1,0 +1,234 @@
+"""Benchmark: ``relaycheck scan`` of a loopback population of 2,000 SMTP servers, full battery.
+
+The population (``relaycheck.scan.population``: aiosmtpd servers on 127.1.x.y, 5 % open relays,
+the rest closed with Postfix's replies) runs in its own process; the scanner runs as
+``python -m relaycheck scan`` in another, so its CPU time and peak RSS (``wait4``) are its own.
+Everything shares this machine's cores: the numbers include the population's load, as the goal
+says. Measured in the same run:
+
+- ``scan c=1000``: the embedded scan at ``--concurrency 1000`` targets (hosts/s, CPU s per host,
+  peak RSS, peak targets in flight); ``scan c=333``: about 1,000 concurrent SMTP sessions (each
+  target holds up to 3);
+- ``scan --dask local:2`` (with ``--dask``): the same on two local Dask worker processes;
+- ``check``: ``relaycheck.check`` (the API the ``check`` command uses) on every address, to
+  compare verdicts: the scan's verdict, confidence and evidence must equal check's, host by host;
+- ``nmap --script smtp-open-relay`` on the same population, as the reference (when nmap is
+  installed; ``--nmap-sample N`` limits it to the first N addresses), its verdicts compared with
+  the ground truth.
+
+No DNS: PTR lookups are off (``--no-ptr``; loopback addresses have no public PTR and the bench
+must not query anyone), DNSBL lookups are off by default in scans. Everything else of the battery
+runs (relay probes, controls, the inspection session: VRFY/EXPN, STARTTLS check).
+
+Usage: ``python bench/scan.py [--count 2000] [--concurrency 1000] [--dask] [--nmap-sample N]
+[--no-check]``. As root nmap does its SYN port scan first, as it would on a real network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+OUTSIDE = ("relaytest@outside-a.test", "relaytest@outside-b.test")
+HELO = "bench.relaycheck.test"
+
+
+@dataclass
+class Measured:
+    name: str
+    hosts: int
+    wall: float
+    cpu: float
+    peak_rss_mb: float
+    extra: dict[str, Any]
+
+    @property
+    def rate(self) -> float:
+        return self.hosts / self.wall if self.wall else 0.0
+
+
+def start_population(count: int, mix: str, base: str) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relaycheck.scan.population", "--count", str(count), "--mix", mix, "--base", base],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None
+    ready = json.loads(process.stdout.readline())
+    return process, int(ready["port"])
+
+
+def stop_population(process: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = process.communicate(timeout=60)
+    lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+    return lines[-1] if lines else {}
+
+
+def run_measured(name: str, command: list[str], hosts: int) -> tuple[Measured, str]:
+    """Run ``command``, return wall time, its CPU (user+sys, its reaped children included) and peak RSS."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(process.stdout.read() if process.stdout else ""))
+    reader.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    reader.join()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    err = process.stderr.read() if process.stderr else ""
+    if process.returncode not in (0, 1):
+        raise SystemExit(f"{name} failed ({process.returncode}): {err[-2000:]}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(name, hosts, wall, cpu, usage.ru_maxrss / 1024, {}), out[0] if out else ""
+
+
+def scan_command(targets: Path, port: int, output: Path, concurrency: int, dask: bool) -> list[str]:
+    command = [
+        sys.executable, "-m", "relaycheck", "scan", "-iL", str(targets), "-p", str(port), "-o", str(output),
+        "--include-reserved", "--no-ptr", "--rate", "0", "--per-subnet", "0", "--concurrency", str(concurrency),
+        "--progress", "none", "--helo", HELO, "--timeout", "30",
+    ]
+    for address in OUTSIDE:
+        command += ["--ext-recipient", address]
+    if dask:
+        command += ["--dask", "local:2", "--chunk-size", "250"]
+    return command
+
+
+def read_records(path: Path) -> dict[str, dict[str, Any]]:
+    return {r["ip"]: r for r in (json.loads(line) for line in path.read_text().splitlines())}
+
+
+def check_verdicts(addresses: list[str], port: int) -> tuple[dict[str, tuple[Any, ...]], float]:
+    from relaycheck.api import CheckOptions, check
+    from relaycheck.engine import EngineOptions
+    from relaycheck.hygiene import HygieneOptions
+    from relaycheck.render.json import target_report_dict
+
+    options = CheckOptions(
+        engine=EngineOptions(ext_recipients=OUTSIDE, helo=HELO, hygiene=HygieneOptions(ptr=False, dnsbl=False)),
+        concurrency=200,
+    )
+    started = time.monotonic()
+    report = asyncio.run(check([f"{a}:{port}" for a in addresses], options))
+    took = time.monotonic() - started
+    verdicts = {}
+    for target in report.targets:
+        v = target_report_dict(target)["verdict"]
+        verdicts[str(target.target.address)] = (v["verdict"], v["confidence"], tuple(v["evidence"]))
+    return verdicts, took
+
+
+def nmap_reference(addresses: list[str], port: int, workdir: Path, truth: dict[str, str]) -> Measured | None:
+    nmap = shutil.which("nmap")
+    if nmap is None:
+        return None
+    targets = workdir / "nmap-targets.txt"
+    targets.write_text("".join(f"{a}\n" for a in addresses))
+    domain = OUTSIDE[0].rpartition("@")[2]
+    # "+": run the script whatever the port (its portrule only knows 25/465/587)
+    command = [nmap, "-n", "-Pn", "-T4", "-p", str(port), "--script", "+smtp-open-relay", "--script-args",
+               f"smtp-open-relay.domain={domain},smtp-open-relay.to=relaytest,smtp-open-relay.from=antispam",
+               "-iL", str(targets), "-oN", "-"]
+    measured, out = run_measured("nmap smtp-open-relay", command, len(addresses))
+    verdicts: Counter[str] = Counter()
+    wrong = 0
+    for block in re.split(r"(?:^|\n)Nmap scan report for ", out)[1:]:
+        address = block.split()[0]
+        if "Server is an open relay" in block:
+            said = "open"
+        elif "doesn't seem to be an open relay" in block:
+            said = "closed"
+        else:
+            said = "other"
+        verdicts[said] += 1
+        wrong += said != truth.get(address)
+    measured.extra["verdicts"] = dict(verdicts)
+    measured.extra["wrong_vs_truth"] = wrong
+    return measured
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--open-percent", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=1000)
+    parser.add_argument("--dask", action="store_true", help="also measure --dask local:2")
+    parser.add_argument("--nmap-sample", type=int, default=0, help="addresses nmap scans (0: all)")
+    parser.add_argument("--no-check", action="store_true", help="skip the verdict comparison with check")
+    args = parser.parse_args()
+
+    mix = f"open={args.open_percent},closed={100 - args.open_percent}"
+    workdir = Path(tempfile.mkdtemp(prefix="relaycheck-bench-"))
+    results: list[Measured] = []
+    population, port = start_population(args.count, mix, "127.1.0.1")
+    try:
+        from relaycheck.scan.population import plan
+
+        members = plan(args.count, {k: int(v) for k, v in (p.split("=") for p in mix.split(","))}, "127.1.0.1")
+        addresses = list(members)
+        targets = workdir / "targets.txt"
+        targets.write_text("".join(f"{a}\n" for a in addresses))
+        # --concurrency counts targets; each holds up to 3 sessions (--max-connections), so the second
+        # run is "about 1,000 concurrent SMTP sessions"
+        runs = [(f"scan c={args.concurrency}", args.concurrency, False),
+                (f"scan c={args.concurrency // 3}", args.concurrency // 3, False)]
+        if args.dask:
+            runs.append((f"scan c={args.concurrency} dask:2", args.concurrency, True))
+        scanned: dict[str, dict[str, Any]] = {}
+        for name, concurrency, dask in runs:
+            output = workdir / f"{len(scanned)}-{concurrency}-{int(dask)}.jsonl"
+            measured, _ = run_measured(name, scan_command(targets, port, output, concurrency, dask), args.count)
+            meta = json.loads(Path(f"{output}.meta.json").read_text())
+            run = meta["runs"][-1]
+            measured.extra.update(verdicts=meta["counts"]["by_verdict"], statuses=meta["counts"]["by_status"],
+                                  peak_in_flight=run.get("peak_in_flight"))
+            results.append(measured)
+            scanned = scanned or read_records(output)
+            output.unlink()
+        if not args.no_check:
+            reference, took = check_verdicts(addresses, port)
+            def verdict(record: dict[str, Any]) -> tuple[Any, ...]:
+                return record["verdict"], record["confidence"], tuple(e["probe_id"] for e in record["evidence"])
+
+            mismatches = [a for a in addresses if verdict(scanned[a]) != reference[a]]
+            wrong_truth = [a for a in addresses if scanned[a]["verdict"] != members[a]]
+            print(f"check (API, concurrency 200): {len(reference)} hosts in {took:.1f} s "
+                  f"({len(reference) / took:.0f} hosts/s); scan vs check mismatches: {len(mismatches)}; "
+                  f"scan vs ground truth mismatches: {len(wrong_truth)}")
+        sample = addresses if args.nmap_sample <= 0 else addresses[: args.nmap_sample]
+        nmap = nmap_reference(sample, port, workdir, members)
+        if nmap is None:
+            print("nmap: not installed here, no reference run")
+        else:
+            results.append(nmap)
+    finally:
+        served = stop_population(population)
+    print(f"population: {args.count} servers ({mix}) in one process: peak {served.get('peak_connections')} "
+          f"connections at once, {served.get('accepted')} in all, {served.get('cpu_s')} CPU s in all runs")
+    header = f"{'run':<22} {'hosts':>6} {'wall s':>8} {'hosts/s':>8} {'CPU s/host':>11} {'peak RSS MB':>12}  notes"
+    print(header)
+    print("-" * len(header))
+    for m in results:
+        notes = ", ".join(f"{k}={v}" for k, v in m.extra.items() if v is not None)
+        print(f"{m.name:<22} {m.hosts:>6} {m.wall:>8.2f} {m.rate:>8.1f} {m.cpu / m.hosts:>11.4f} "
+              f"{m.peak_rss_mb:>12.1f}  {notes}")
+    if len(results) > 1 and results[-1].name.startswith("nmap"):
+        print(f"scan / nmap speed ratio (hosts/s): {results[0].rate / results[-1].rate:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
