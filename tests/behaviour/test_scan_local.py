@@ -226,3 +226,6 @@ def test_usage_errors(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
     assert main(["scan", "192.0.2.1", "-o", str(out)]) == 2  # would clobber results without --resume
     assert "--resume" in capsys.readouterr().err
     assert main(["scan", "192.0.2.1", "--dask", "nonsense"]) == 2
+    missing = tmp_path / "missing.jsonl"
+    assert main(["scan", "-iL", str(tmp_path / "no-such-list.txt"), "-o", str(missing)]) == 2
+    assert not missing.exists()

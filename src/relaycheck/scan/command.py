@@ -178,6 +178,9 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
         raise UsageError("stdin ('-iL -') can be read once")
     ports = parse_ports(port_list)
     validate_args(targets, ports)
+    for path in lists:  # before the output is created: a typo must not leave an empty scan behind
+        if path != "-" and not os.access(path, os.R_OK):
+            raise UsageError(f"cannot read target list {path}")
     address = workers = None
     if dask_spec is not None:
         from relaycheck.scan.distributed import parse_dask

@@ -218,20 +218,23 @@ class _Driver:
         stop = threading.Event()
         failure: list[BaseException] = []
 
+        def offer(value: Any) -> bool:
+            """Put ``value`` however long the driver is busy with chunks; False when stopped.
+            (The end marker must never be dropped: the driver would wait for it forever.)"""
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    inbox.put(value, timeout=0.5)
+                    return True
+            return False
+
         def produce() -> None:
             try:
                 for item in items:
-                    while not stop.is_set():
-                        with contextlib.suppress(queue.Full):
-                            inbox.put(item, timeout=0.5)
-                            break
-                    if stop.is_set():
+                    if not offer(item):
                         return
             except BaseException as exc:
                 failure.append(exc)
-            finally:
-                with contextlib.suppress(queue.Full):
-                    inbox.put(_END, timeout=5)
+            offer(_END)
 
         producer = threading.Thread(target=produce, name="relaycheck-targets", daemon=True)
         producer.start()
