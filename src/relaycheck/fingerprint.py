@@ -237,7 +237,8 @@ def matches(banner: Reply | None, ehlo_keywords: Sequence[str], replies: Sequenc
         Source.BANNER: [banner.text] if banner is not None and not is_masked_banner(banner) else [],
         Source.EHLO: [k.strip() for k in ehlo_keywords if k.strip()],
         Source.EHLO_SEQUENCE: [" ".join(k.split()[0].upper() for k in ehlo_keywords if k.strip())],
-        Source.REPLY: [str(r) for r in replies],
+        # A battery repeats the same few replies dozens of times: look at each text once.
+        Source.REPLY: list(dict.fromkeys(str(r) for r in replies)),
     }
     found: list[Match] = []
     named: set[str] = set()  # families already named by a banner signature: one is enough

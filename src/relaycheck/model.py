@@ -8,6 +8,7 @@ anything else worth telling the admin.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from enum import StrEnum
 
 SCHEMA_VERSION = 1
@@ -93,7 +94,7 @@ class Reply:
     lines: tuple[str, ...]  # the text of each line, without the code and separator
     enhanced: str | None = None  # RFC 3463 enhanced status code of the first line, e.g. "5.7.1"
 
-    @property
+    @cached_property
     def text(self) -> str:
         return " ".join(line for line in self.lines if line)
 

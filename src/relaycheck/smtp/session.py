@@ -70,8 +70,7 @@ class _Protocol(asyncio.Protocol):
         self._wakeup = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # any event loop's transport
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -98,6 +97,8 @@ class _Protocol(asyncio.Protocol):
         self.replies.clear()
 
     async def next_reply(self, timeout: float) -> Reply:
+        if self.replies:  # pipelined replies usually arrive together: no timer needed for these
+            return self.replies.popleft()
         async with asyncio.timeout(timeout):
             while True:
                 if self.replies:

@@ -66,6 +66,8 @@ def _printable(raw: bytes) -> str:
     the user's terminal as such, so control characters become visible ``\\xNN`` escapes.
     """
     text = raw.decode("utf-8", errors="replace")
+    if text.isascii() and text.isprintable():  # the common case, without a look at each character
+        return text
     return "".join(f"\\x{ord(ch):02x}" if _unsafe(ch) else ch for ch in text)
 
 
