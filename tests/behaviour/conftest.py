@@ -44,13 +44,19 @@ def smtp_server(server_tls: ssl.SSLContext) -> Iterator[ServerFactory]:
     started: list[ServerThread] = []
 
     def start(
-        behaviour: str | Behaviour, host: str = "127.0.0.1", port: int = 0, tls: bool = False, **changes: Any
+        behaviour: str | Behaviour,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: bool = False,
+        implicit_tls: bool = False,
+        **changes: Any,
     ) -> ServerThread:
-        """A server; it offers STARTTLS when ``tls`` is set or its behaviour requires TLS."""
+        """A server; it offers STARTTLS when ``tls`` is set or its behaviour requires TLS, and
+        speaks TLS from the first byte (port 465 style) with ``implicit_tls``."""
         base = BEHAVIOURS[behaviour] if isinstance(behaviour, str) else behaviour
         chosen = replace(base, **changes) if changes else base
-        context = server_tls if tls or chosen.require_starttls else None
-        thread = ServerThread(chosen, host=host, port=port, tls_context=context)
+        context = server_tls if tls or implicit_tls or chosen.require_starttls else None
+        thread = ServerThread(chosen, host=host, port=port, tls_context=context, implicit_tls=implicit_tls)
         started.append(thread.start())
         return thread
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+
+from relaycheck.api import CheckOptions, check, expand, parse_target
 from relaycheck.hygiene import HygieneOptions
-from relaycheck.model import Outcome, ProbeKind, VerdictKind
+from relaycheck.model import Outcome, ProbeKind, Transport, VerdictKind
 from relaycheck.testing.dnsserver import DnsServerThread
 
-from .conftest import NO_DNS, ServerFactory, check_one
+from .conftest import BASE, NO_DNS, ServerFactory, check_one
 
 
 def test_untrusted_certificate_is_read_and_reported(smtp_server: ServerFactory) -> None:
@@ -101,3 +105,26 @@ def test_ptr_that_does_not_resolve_back_is_not_forward_confirmed(smtp_server: Se
 def test_dns_checks_are_off_without_being_asked(smtp_server: ServerFactory) -> None:
     report = check_one(smtp_server("closed").address, hygiene=NO_DNS)
     assert report.hygiene is not None and report.hygiene.ptr_names is None and report.hygiene.dnsbl is None
+
+
+def test_implicit_tls_target_is_tested_over_tls(smtp_server: ServerFactory) -> None:
+    server = smtp_server("open", implicit_tls=True)
+    options = CheckOptions(engine=replace(BASE, hygiene=NO_DNS), transport=Transport.TLS)
+    report = asyncio.run(check(server.address, options)).targets[0]
+    assert report.target.transport is Transport.TLS
+    assert report.verdict.kind is VerdictKind.OPEN  # the relay battery ran inside TLS
+    # every session that got as far as a greeting did so inside TLS (the certificate check's
+    # first, verifying handshake fails against the test CA and never gets one)
+    assert all(c.tls for c in report.connections if any(e.reply for e in c.exchanges))
+    assert report.hygiene is not None and report.hygiene.tls is not None and report.hygiene.tls.established
+
+
+def test_all_ports_expands_every_address_to_25_465_and_587() -> None:
+    targets = asyncio.run(expand(parse_target("192.0.2.7"), CheckOptions(ports=(25, 465, 587))))
+    assert [(t.port, t.transport) for t in targets] == [
+        (25, Transport.PLAIN),
+        (465, Transport.TLS),
+        (587, Transport.PLAIN),
+    ]
+    explicit = asyncio.run(expand(parse_target("192.0.2.7:2525"), CheckOptions(ports=(25, 465, 587))))
+    assert [t.port for t in explicit] == [2525]  # an explicit port wins

@@ -359,10 +359,13 @@ class ServerThread:
         host: str = "127.0.0.1",
         port: int = 0,
         tls_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
     ) -> None:
+        """``tls_context`` offers STARTTLS, or with ``implicit_tls`` wraps the whole session (465)."""
         self.behaviour = BEHAVIOURS[behaviour] if isinstance(behaviour, str) else behaviour
         self.host = host
         self.port = port
+        self.implicit_tls = implicit_tls and tls_context is not None
         self.tls_context = tls_context
         literal = f"[IPv6:{host}]" if ":" in host else f"[{host}]"
         self.handler = BehaviourHandler(self.behaviour, literal=literal)
@@ -379,7 +382,7 @@ class ServerThread:
         return BehaviourSMTP(
             self.handler,
             self.behaviour,
-            tls_context=self.tls_context,
+            tls_context=None if self.implicit_tls else self.tls_context,
             require_starttls=self.behaviour.require_starttls,
             loop=self._loop,
             **auth,
@@ -389,7 +392,9 @@ class ServerThread:
         asyncio.set_event_loop(self._loop)
         try:
             self._server = self._loop.run_until_complete(
-                self._loop.create_server(self._factory, self.host, self.port)
+                self._loop.create_server(
+                    self._factory, self.host, self.port, ssl=self.tls_context if self.implicit_tls else None
+                )
             )
             self.port = self._server.sockets[0].getsockname()[1]
         except BaseException as exc:  # reported to the starting thread
