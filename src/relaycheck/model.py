@@ -8,8 +8,8 @@ anything else worth telling the admin.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from enum import StrEnum
+from functools import cached_property
 
 SCHEMA_VERSION = 1
 
