@@ -45,6 +45,7 @@ from relaycheck.model import (
     SessionFacts,
     Target,
     TargetReport,
+    TlsFacts,
     Transport,
     Verdict,
     VerdictKind,
@@ -234,7 +235,9 @@ async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFact
     and within the per-host connection limit."""
     options, hygiene = run.options, run.options.hygiene
     target = run.target
-    inspect = hygiene.tls or hygiene.vrfy
+    tls_possible = facts.starttls_offered or target.transport is Transport.TLS
+    # A session only when there is something to ask: VRFY, or a TLS handshake to look at.
+    inspect = hygiene.vrfy or (hygiene.tls and tls_possible)
     tls_battery = (
         hygiene.tls_battery
         and facts.starttls_offered
@@ -251,7 +254,8 @@ async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFact
 
     async def inspection() -> SessionInspection | None:
         if not inspect:
-            return None
+            no_tls = TlsFacts(offered=False) if hygiene.tls else None  # known without connecting
+            return SessionInspection(no_tls, (), None, None, None)
         return await inspect_session(
             run.new_session, target.host, target.transport, facts.starttls_offered, hygiene, slots.local_domain
         )

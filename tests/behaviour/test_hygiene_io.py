@@ -128,3 +128,11 @@ def test_all_ports_expands_every_address_to_25_465_and_587() -> None:
     ]
     explicit = asyncio.run(expand(parse_target("192.0.2.7:2525"), CheckOptions(ports=(25, 465, 587))))
     assert [t.port for t in explicit] == [2525]  # an explicit port wins
+
+
+def test_no_inspection_session_when_there_is_nothing_to_ask(smtp_server: ServerFactory) -> None:
+    plain_only = HygieneOptions(ptr=False, dnsbl=False, vrfy=False)  # TLS check on, but none offered
+    report = check_one(smtp_server("closed").address, hygiene=plain_only)
+    assert report.hygiene is not None and report.hygiene.tls is not None
+    assert report.hygiene.tls.offered is False
+    assert all(any((e.sent or "").startswith("MAIL") for e in c.exchanges) for c in report.connections)
