@@ -24,10 +24,10 @@ import ipaddress
 import json
 import resource
 import sys
-import threading
 from collections.abc import Mapping
 from typing import Any
 
+from relaycheck.testing.loopthread import LoopThread
 from relaycheck.testing.servers import BEHAVIOURS, BehaviourHandler, BehaviourSMTP
 
 SPECIAL = ("refused", "silent", "not-smtp")
@@ -98,22 +98,19 @@ class _Silent(asyncio.Protocol):
         self.stats.closed()
 
 
-class Population:
+class Population(LoopThread):
     """``with Population({"127.1.0.1": "open", ...}) as pop:`` then scan ``pop.port``."""
 
     def __init__(self, members: Mapping[str, str], port: int = 0) -> None:
         unknown = {b for b in members.values() if b not in BEHAVIOURS and b not in SPECIAL}
         if unknown:
             raise ValueError(f"unknown behaviours: {sorted(unknown)}")
+        super().__init__("smtp-population")
         self.members = dict(members)
         self.port = port
         self.stats = _Stats()
         self.handlers: dict[str, BehaviourHandler] = {}
-        self._loop = asyncio.new_event_loop()
         self._servers: list[asyncio.Server] = []
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="smtp-population", daemon=True)
 
     def address(self, ip: str) -> str:
         return f"{ip}:{self.port}"
@@ -146,44 +143,19 @@ class Population:
             await server.wait_closed()
         self._servers.clear()
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    async def setup(self) -> None:
         for _attempt in range(10):  # port 0 on the first address, then that port on the others
             try:
-                self.port = self._loop.run_until_complete(self._bind_all(self.port))
-                break
+                self.port = await self._bind_all(self.port)
+                return
             except OSError as exc:
-                self._loop.run_until_complete(self._close_all())
+                await self._close_all()
                 if exc.errno != errno.EADDRINUSE or self.port:
-                    self._failure = exc
-                    self._ready.set()
-                    return
-        else:
-            self._failure = OSError("no common free port for the population")
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._close_all())
-        self._loop.close()
+                    raise
+        raise OSError("no common free port for the population")
 
-    def start(self) -> Population:
-        self._thread.start()
-        self._ready.wait(timeout=60)
-        if self._failure is not None:
-            raise self._failure
-        return self
-
-    def stop(self) -> None:
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-
-    def __enter__(self) -> Population:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    async def teardown(self) -> None:
+        await self._close_all()
 
 
 def main(argv: list[str] | None = None) -> int:

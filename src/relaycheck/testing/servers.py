@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from email.utils import formatdate
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+from relaycheck.testing.loopthread import LoopThread
 
 LOCAL_USERS = frozenset({"postmaster", "abuse", "alice"})
 
@@ -350,8 +351,10 @@ def _any_password(server: SMTP, session: Session, envelope: Envelope, mechanism:
     return AuthResult(success=True)
 
 
-class ServerThread:
+class ServerThread(LoopThread):
     """Run one behaviour server on its own loop in a thread; ``with`` starts and stops it."""
+
+    start_timeout = 10.0
 
     def __init__(
         self,
@@ -363,17 +366,14 @@ class ServerThread:
     ) -> None:
         """``tls_context`` offers STARTTLS, or with ``implicit_tls`` wraps the whole session (465)."""
         self.behaviour = BEHAVIOURS[behaviour] if isinstance(behaviour, str) else behaviour
+        super().__init__(f"smtp-{self.behaviour.name}")
         self.host = host
         self.port = port
         self.implicit_tls = implicit_tls and tls_context is not None
         self.tls_context = tls_context
         literal = f"[IPv6:{host}]" if ":" in host else f"[{host}]"
         self.handler = BehaviourHandler(self.behaviour, literal=literal)
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"smtp-{self.behaviour.name}", daemon=True)
         self._server: asyncio.Server | None = None
-        self._failure: BaseException | None = None
 
     def _factory(self) -> BehaviourSMTP:
         auth: dict[str, Any] = {}
@@ -388,44 +388,19 @@ class ServerThread:
             **auth,
         )
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._server = self._loop.run_until_complete(
-                self._loop.create_server(
-                    self._factory, self.host, self.port, ssl=self.tls_context if self.implicit_tls else None
-                )
-            )
-            self.port = self._server.sockets[0].getsockname()[1]
-        except BaseException as exc:  # reported to the starting thread
-            self._failure = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._server.close()
-        self._loop.run_until_complete(self._server.wait_closed())
-        self._loop.close()
+    async def setup(self) -> None:
+        self._server = await self._loop.create_server(
+            self._factory, self.host, self.port, ssl=self.tls_context if self.implicit_tls else None
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
 
-    def start(self) -> ServerThread:
-        self._thread.start()
-        self._ready.wait(timeout=10)
-        if self._failure is not None:
-            raise self._failure
-        return self
-
-    def stop(self) -> None:
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+    async def teardown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
 
     @property
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    def __enter__(self) -> ServerThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
