@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,9 @@ def run_measured(name: str, command: list[str], hosts: int) -> tuple[Measured, s
     return Measured(name, hosts, wall, cpu, usage.ru_maxrss / 1024, {}), out[0] if out else ""
 
 
-def scan_command(targets: Path, port: int, output: Path, concurrency: int, dask: bool) -> list[str]:
+def scan_command(
+    targets: Path, port: int, output: Path, concurrency: int, dask: bool, extra: Sequence[str] = ()
+) -> list[str]:
     command = [
         sys.executable, "-m", "relaycheck", "scan", "-iL", str(targets), "-p", str(port), "-o", str(output),
         "--include-reserved", "--no-ptr", "--rate", "0", "--per-subnet", "0", "--concurrency", str(concurrency),
@@ -104,7 +107,7 @@ def scan_command(targets: Path, port: int, output: Path, concurrency: int, dask:
         command += ["--ext-recipient", address]
     if dask:
         command += ["--dask", "local:2", "--chunk-size", "250"]
-    return command
+    return command + list(extra)
 
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:
@@ -168,6 +171,9 @@ def main() -> int:
     parser.add_argument("--dask", action="store_true", help="also measure --dask local:2")
     parser.add_argument("--nmap-sample", type=int, default=0, help="addresses nmap scans (0: all)")
     parser.add_argument("--no-check", action="store_true", help="skip the verdict comparison with check")
+    parser.add_argument(
+        "--scan-args", default="", help="extra scan options for every run, e.g. '--no-vrfy --no-tls-check'"
+    )
     args = parser.parse_args()
 
     mix = f"open={args.open_percent},closed={100 - args.open_percent}"
@@ -190,7 +196,8 @@ def main() -> int:
         scanned: dict[str, dict[str, Any]] = {}
         for name, concurrency, dask in runs:
             output = workdir / f"{len(scanned)}-{concurrency}-{int(dask)}.jsonl"
-            measured, _ = run_measured(name, scan_command(targets, port, output, concurrency, dask), args.count)
+            command = scan_command(targets, port, output, concurrency, dask, args.scan_args.split())
+            measured, _ = run_measured(name, command, args.count)
             meta = json.loads(Path(f"{output}.meta.json").read_text())
             run = meta["runs"][-1]
             measured.extra.update(verdicts=meta["counts"]["by_verdict"], statuses=meta["counts"]["by_status"],
