@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from relaycheck.scan.population import Population, plan
+from tests.waiting import wait_for
 
 LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "scan" / "fenced_relaycheck.py"
 COMMON = [
@@ -43,17 +44,19 @@ def start_scan(targets: pathlib.Path, out: pathlib.Path, port: int, *extra: str)
 
 
 def wait_for_records(process: subprocess.Popen[bytes], out: pathlib.Path, count: int, deadline: float = 30) -> int:
-    """Poll the output until ``count`` complete records are on disk (or fail at the deadline)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        done = sum(line.endswith(b"\n") for line in lines(out))
-        if done >= count:
-            return done
+    """Block until ``count`` complete records are on disk (woken by each write to the file)."""
+    done = [0]
+
+    def enough() -> bool:
         if process.poll() is not None:
             pytest.fail(f"the scan ended early ({process.returncode}): {process.stderr.read().decode()}"
                         if process.stderr else "the scan ended early")
-        time.sleep(0.01)  # polling interval, not a synchronisation guess
-    pytest.fail(f"fewer than {count} records after {deadline} s")
+        done[0] = sum(line.endswith(b"\n") for line in lines(out))
+        return done[0] >= count
+
+    if not wait_for(enough, time.monotonic() + deadline, out):
+        pytest.fail(f"fewer than {count} records after {deadline} s")
+    return done[0]
 
 
 def keys(out: pathlib.Path) -> Counter[str]:

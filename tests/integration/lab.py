@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from ..waiting import wait_for
+
 T = TypeVar("T")
 Verdict = Literal["open", "closed", "inconclusive"]
 
@@ -379,7 +381,7 @@ class Server:
             text[0] = self.read_log(since)
             return len(opened.findall(text[0])) <= len(closed.findall(text[0]))
 
-        poll_until(settled, time.monotonic() + timeout, interval=0.1)
+        wait_for(settled, time.monotonic() + timeout, self.log_path)
         return text[0]
 
     def read_log(self, since: int = 0) -> str:
@@ -560,7 +562,11 @@ def in_netns(namespace: str, fn: Callable[[], T]) -> T:
 
 
 def poll_until(check: Callable[[], bool], deadline: float, interval: float = 0.05) -> bool:
-    """Call ``check`` until it returns True or ``deadline`` (time.monotonic()) passes."""
+    """Call ``check`` until it returns True or ``deadline`` (time.monotonic()) passes.
+
+    Only for what no file tells us about: a daemon starting to listen, a greylist delay running
+    out. Whatever another process writes to a file is waited for with ``tests.waiting.wait_for``.
+    """
     while True:
         if check():
             return True

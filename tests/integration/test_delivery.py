@@ -33,13 +33,13 @@ import pytest
 from relaycheck.cli import main
 from relaycheck.imap import ImapError, ImapLocation, ImapWatcher, imap_tls_context
 
+from ..waiting import wait_for
 from .lab import (
     IMAP_PORT,
     IMAPS_PORT,
     Lab,
     PostfixDelivery,
     PostfixMessage,
-    poll_until,
     postfix_deliveries,
     postfix_queued,
 )
@@ -153,7 +153,7 @@ def _settled_deliveries(lab: Lab, case: Case, since: int, queued: list[PostfixMe
         found[:] = [d for d in postfix_deliveries(server.read_log(since)) if d.qid in ids]
         return {d.qid for d in found if d.status != "deferred"} >= ids
 
-    poll_until(settled, time.monotonic() + 30, interval=0.1)
+    wait_for(settled, time.monotonic() + 30, server.log_path)
     return found
 
 

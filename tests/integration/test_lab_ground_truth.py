@@ -20,6 +20,7 @@ import dns.exception
 import dns.resolver
 import pytest
 
+from ..waiting import wait_for
 from .lab import ALL_SERVERS, GREYLIST_DELAY_S, IMAP_PORT, SERVERS, Lab, Server, ServerSpec, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -128,7 +129,7 @@ def test_open_relay_delivers_to_the_sink(lab: Lab, spec: ServerSpec) -> None:
     def arrived() -> bool:
         return any(token in str(m["content"]) for m in lab.sink_messages())
 
-    assert poll_until(arrived, time.monotonic() + 30, interval=0.1), "message never arrived"
+    assert wait_for(arrived, time.monotonic() + 30, lab.sink_record), "message never arrived"
     delivered = [m for m in lab.sink_messages() if token in str(m["content"])]
     assert delivered[0]["peer"] == server.ip
     assert delivered[0]["rcpt_tos"] == [f"relaytest@{lab.outside_domains[1]}"]
@@ -174,7 +175,8 @@ def test_postfix_delivers_the_imap_domain_into_dovecot(lab: Lab) -> None:
         taken.append(lab.in_client(lambda: _take_from_mailbox(lab, GROUND_TRUTH_BOX, token)))
         return bool(taken[-1][1])
 
-    assert poll_until(arrived, time.monotonic() + 30, interval=0.2), "message never reached the mailbox"
+    # Postfix logs the LMTP hand-over to Dovecot: look at the mailbox each time its log changes
+    assert wait_for(arrived, time.monotonic() + 30, server.log_path), "message never reached the mailbox"
     before_tls, messages = taken[-1]
     assert "LOGINDISABLED" in before_tls  # no password in clear text: STARTTLS first
     assert len(messages) == 1
