@@ -20,13 +20,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from relaycheck.testing.loopthread import LoopThread
 
 LOCAL_USERS = frozenset({"postmaster", "abuse", "alice"})
+
+# BehaviourSMTP's own replies (Postfix's wording), shared with ``relaycheck.testing.lightsmtp``
+# so both servers say exactly the same thing.
+MAIL_OK = "250 2.1.0 Ok"
+RCPT_OK = "250 2.1.5 Ok"
+RSET_OK = "250 2.0.0 Ok"
+QUEUED = "250 2.0.0 Ok: queued"
+MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM:<address>"
+RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO:<address>"
+NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"
+NEED_MAIL = "503 5.5.1 Error: need MAIL command"
+NEED_RCPT = "503 5.5.1 Error: need RCPT command"
+REFUSED_AT_DATA = "554 5.7.1 Error: relaying denied at DATA"
+TOO_MANY_ERRORS = "421 4.7.0 mx.relay.test Error: too many errors"
+VRFY_CANNOT = "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
+PIPELINING = "250-PIPELINING"
 
 
 @dataclass(frozen=True)
@@ -167,6 +183,60 @@ BEHAVIOURS: dict[str, Behaviour] = {
 }
 
 
+class RcptBook(Protocol):
+    """What the RCPT decision needs from the server's records (``BehaviourHandler`` is one)."""
+
+    literal: str  # the server's own address literal, e.g. "[127.0.0.1]": a local domain
+
+    def greylist_passed(self, t: Transaction, delay: float) -> bool: ...
+
+
+def decide_rcpt(
+    behaviour: Behaviour, book: RcptBook, mail: Path, rcpt: Path, *, tls: bool, peer: str, authenticated: bool
+) -> str:
+    """The reply a ``behaviour`` server gives to RCPT ``rcpt`` in a transaction from ``mail``."""
+    b = behaviour
+    shown = f"{rcpt.local}@{rcpt.domain}" if rcpt.domain else rcpt.local
+    if b.refuse_everything:
+        return b.refuse_everything
+    transaction = Transaction(mail, rcpt, tls, peer, authenticated)
+    if b.greylist_delay is not None and not book.greylist_passed(transaction, b.greylist_delay):
+        return f"451 4.7.1 <{shown}>: Recipient address rejected: Greylisted, try again later"
+    local_names = b.local_domains | {book.literal}
+    if rcpt.domain in local_names or not rcpt.domain:
+        if b.percent_hack and "%" in rcpt.local:
+            return RCPT_OK
+        if rcpt.local.lower() in LOCAL_USERS or b.catch_all:
+            return RCPT_OK
+        return b.unknown_user_reply.format(rcpt=shown)
+    if b.relay_if(transaction):
+        return RCPT_OK
+    deny = b.deny_reply.format(rcpt=shown)
+    if b.multiline_replies:
+        code, rest = deny.split(" ", 1)
+        return f"{code}-{rest}\r\n{code}-Relaying is for our own users only.\r\n{code} {rest}"
+    return deny
+
+
+def vrfy_reply(behaviour: Behaviour, arg: str | None) -> str:
+    """The reply to VRFY ``arg`` (``None``: VRFY without an argument)."""
+    if not behaviour.vrfy_enabled:
+        return VRFY_CANNOT
+    user = read_path(arg or "").local.lower()
+    if user in LOCAL_USERS:
+        return f"250 2.0.0 <{user}@{sorted(behaviour.local_domains)[0]}>"
+    return f"550 5.1.1 <{arg}>: Recipient address rejected: User unknown"
+
+
+def ehlo_keywords(behaviour: Behaviour, responses: list[str]) -> list[str]:
+    """The EHLO reply lines, from aiosmtpd's (``responses``, last line "250 HELP"): AUTH kept only
+    for the any-password behaviour, PIPELINING before the last line when the behaviour has it."""
+    keywords = [r for r in responses if "AUTH" not in r or behaviour.auth_any_password]
+    if behaviour.pipelining:
+        keywords.insert(-1, PIPELINING)
+    return keywords
+
+
 class BehaviourSMTP(SMTP):
     """aiosmtpd's SMTP with MAIL/RCPT/RSET/DATA decided by a ``Behaviour``, on raw arguments."""
 
@@ -187,7 +257,7 @@ class BehaviourSMTP(SMTP):
             self._errors += 1
             limit = self.behaviour.errors_before_421
             if limit is not None and self._errors > limit:
-                await self.push("421 4.7.0 mx.relay.test Error: too many errors")
+                await self.push(TOO_MANY_ERRORS)
                 self._close()
                 return
         await self.push(text)
@@ -216,23 +286,23 @@ class BehaviourSMTP(SMTP):
         if await self.check_helo_needed():
             return
         if not arg or not arg.upper().startswith("FROM:"):
-            await self._reply("501 5.5.4 Syntax: MAIL FROM:<address>")
+            await self._reply(MAIL_SYNTAX)
             return
         if self._mail is not None:
-            await self._reply("503 5.5.1 Error: nested MAIL command")
+            await self._reply(NESTED_MAIL)
             return
         self._mail = read_path(arg[5:])
         self._rcpts = []
-        await self.push("250 2.1.0 Ok")
+        await self.push(MAIL_OK)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if not self._count("RCPT", arg):
             return
         if self._mail is None:
-            await self._reply("503 5.5.1 Error: need MAIL command")
+            await self._reply(NEED_MAIL)
             return
         if not arg or not arg.upper().startswith("TO:"):
-            await self._reply("501 5.5.4 Syntax: RCPT TO:<address>")
+            await self._reply(RCPT_SYNTAX)
             return
         rcpt = read_path(arg[3:])
         reply = self._decide(rcpt)
@@ -241,56 +311,31 @@ class BehaviourSMTP(SMTP):
         await self._reply(reply)
 
     def _decide(self, rcpt: Path) -> str:
-        b = self.behaviour
         assert self._mail is not None
-        shown = f"{rcpt.local}@{rcpt.domain}" if rcpt.domain else rcpt.local
-        if b.refuse_everything:
-            return b.refuse_everything
         peer = self.session.peer[0] if self.session is not None and self.session.peer else "?"
         authenticated = bool(self.session is not None and self.session.authenticated)
-        transaction = Transaction(self._mail, rcpt, self._tls, str(peer), authenticated)
-        if b.greylist_delay is not None and not self.book.greylist_passed(transaction, b.greylist_delay):
-            return f"451 4.7.1 <{shown}>: Recipient address rejected: Greylisted, try again later"
-        local_names = b.local_domains | {self.book.literal}
-        if rcpt.domain in local_names or not rcpt.domain:
-            if b.percent_hack and "%" in rcpt.local:
-                return "250 2.1.5 Ok"
-            if rcpt.local.lower() in LOCAL_USERS or b.catch_all:
-                return "250 2.1.5 Ok"
-            return b.unknown_user_reply.format(rcpt=shown)
-        if b.relay_if(transaction):
-            return "250 2.1.5 Ok"
-        deny = b.deny_reply.format(rcpt=shown)
-        if b.multiline_replies:
-            code, rest = deny.split(" ", 1)
-            return f"{code}-{rest}\r\n{code}-Relaying is for our own users only.\r\n{code} {rest}"
-        return deny
+        return decide_rcpt(
+            self.behaviour, self.book, self._mail, rcpt, tls=self._tls, peer=str(peer), authenticated=authenticated
+        )
 
     async def smtp_VRFY(self, arg: str) -> None:
         self.book.commands.append(f"VRFY {arg}")
-        if not self.behaviour.vrfy_enabled:
-            await self.push("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery")
-            return
-        user = read_path(arg or "").local.lower()
-        if user in LOCAL_USERS:
-            await self.push(f"250 2.0.0 <{user}@{sorted(self.behaviour.local_domains)[0]}>")
-        else:
-            await self._reply(f"550 5.1.1 <{arg}>: Recipient address rejected: User unknown")
+        await self._reply(vrfy_reply(self.behaviour, arg))
 
     async def smtp_RSET(self, arg: str) -> None:
         if not self._count("RSET", arg):
             return
         self._mail = None
         self._rcpts = []
-        await self.push("250 2.0.0 Ok")
+        await self.push(RSET_OK)
 
     async def smtp_DATA(self, arg: str) -> None:
         self.book.commands.append("DATA")
         if self._mail is None or not self._rcpts:
-            await self._reply("503 5.5.1 Error: need RCPT command")
+            await self._reply(NEED_RCPT)
             return
         if self.behaviour.refuse_data:
-            await self._reply("554 5.7.1 Error: relaying denied at DATA")
+            await self._reply(REFUSED_AT_DATA)
             return
         self.book.data_started += 1
         # Hand over to aiosmtpd's DATA handling so a real client could complete it; probe mode
@@ -321,16 +366,13 @@ class BehaviourHandler:
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        keywords = [r for r in responses if "AUTH" not in r or self.behaviour.auth_any_password]
-        if self.behaviour.pipelining:
-            keywords.insert(-1, "250-PIPELINING")
-        return keywords
+        return ehlo_keywords(self.behaviour, responses)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.messages.append(envelope)
         if self.behaviour.next_hop is not None:
             await asyncio.to_thread(self._forward, session, envelope)
-        return "250 2.0.0 Ok: queued"
+        return QUEUED
 
     def _forward(self, session: Session, envelope: Envelope) -> None:
         """Relay like a naive MTA: undo the address tricks, add a Received header, pass it on."""
