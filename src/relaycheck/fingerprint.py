@@ -19,8 +19,9 @@ Where to look:
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -69,13 +70,9 @@ class Signature:
         return _compiled(self.pattern)
 
 
-_CACHE: dict[str, re.Pattern[str]] = {}
-
-
+@functools.cache  # a fixed table: each pattern compiled once
 def _compiled(pattern: str) -> re.Pattern[str]:
-    if pattern not in _CACHE:
-        _CACHE[pattern] = re.compile(pattern, re.IGNORECASE)
-    return _CACHE[pattern]
+    return re.compile(pattern, re.IGNORECASE)
 
 
 # Weights: 10 = product name (decisive), 6–8 = wording only this MTA uses, 3–5 = keyword or
@@ -232,28 +229,47 @@ class Match:
 
 
 def matches(banner: Reply | None, ehlo_keywords: Sequence[str], replies: Sequence[Reply]) -> list[Match]:
-    """Every signature that matches, in table order."""
-    texts: dict[Source, list[str]] = {
+    """Every signature that matches, in table order (each with the first text it matched)."""
+    texts: dict[Source, Iterable[str]] = {
         Source.BANNER: [banner.text] if banner is not None and not is_masked_banner(banner) else [],
         Source.EHLO: [k.strip() for k in ehlo_keywords if k.strip()],
         Source.EHLO_SEQUENCE: [" ".join(k.split()[0].upper() for k in ehlo_keywords if k.strip())],
         # A battery repeats the same few replies dozens of times: look at each text once.
-        Source.REPLY: list(dict.fromkeys(str(r) for r in replies)),
+        Source.REPLY: dict.fromkeys(str(r) for r in replies),
     }
+    first: dict[int, tuple[str, str | None]] = {}  # signature index -> (text, version) of its first hit
+    for source, items in texts.items():
+        for text in items:
+            for index, version in _hits(source, text):
+                first.setdefault(index, (text, version))
     found: list[Match] = []
     named: set[str] = set()  # families already named by a banner signature: one is enough
-    for signature in SIGNATURES:
-        if signature.source is Source.BANNER and signature.family in named:
-            continue
-        for text in texts[signature.source]:
-            hit = signature.regex.search(text)
-            if hit:
-                version = hit.groupdict().get("version")
-                found.append(Match(signature, text, version))
-                if signature.source is Source.BANNER:
-                    named.add(signature.family)
-                break  # a clue counts once, however many replies repeat it
+    for index in sorted(first):
+        signature = SIGNATURES[index]
+        if signature.source is Source.BANNER:
+            if signature.family in named:
+                continue
+            named.add(signature.family)
+        text, version = first[index]
+        found.append(Match(signature, text, version))
     return found
+
+
+_BY_SOURCE: dict[Source, tuple[tuple[int, re.Pattern[str]], ...]] = {
+    source: tuple((i, s.regex) for i, s in enumerate(SIGNATURES) if s.source is source) for source in Source
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def _hits(source: Source, text: str) -> tuple[tuple[int, str | None], ...]:
+    """The signatures of ``source`` that match ``text``, with the version each captured.
+
+    Memoised: a bulk scan meets the same refusal wordings on thousands of servers, and each text
+    would otherwise be searched with every pattern of the table again (the cache is bounded).
+    """
+    return tuple(
+        (index, hit.groupdict().get("version")) for index, regex in _BY_SOURCE[source] if (hit := regex.search(text))
+    )
 
 
 def fingerprint(banner: Reply | None, ehlo_keywords: Sequence[str], replies: Sequence[Reply]) -> Fingerprint:
