@@ -6,6 +6,7 @@ the verdict is a sequence of small, named decisions so that each rule has its ow
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,12 +50,18 @@ TLS_REQUIRED = re.compile(r"starttls|\btls\b|encrypt", re.IGNORECASE)
 GREYLIST_HINT = re.compile(r"greylist|graylist|try again|later|postgrey", re.IGNORECASE)
 
 
+# The reply tests below are pure functions of an immutable Reply, and a scan meets the same
+# replies on thousands of servers: each is worked out once (bounded cache).
+_memo = functools.lru_cache(maxsize=4096)
+
+
 # Refusals about the sender, even when they come at RCPT (smtpd_delay_reject, Exim's
 # "require verify = sender"): the server will not take this envelope at all.
 SENDER_CODES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8"})
 SENDER_TEXT = re.compile(r"\bsender\b", re.IGNORECASE)
 
 
+@_memo
 def is_sender_refusal(reply: Reply) -> bool:
     return reply.enhanced in SENDER_CODES or bool(SENDER_TEXT.search(_ECHOED.sub(" ", reply.text)))
 
@@ -65,6 +72,7 @@ SYNTAX_CODES = frozenset({"5.1.3", "5.5.2", "5.5.4"})
 SYNTAX_TEXT = re.compile(r"\bsyntax\b", re.IGNORECASE)
 
 
+@_memo
 def is_syntax_refusal(reply: Reply) -> bool:
     return reply.code == 501 or reply.enhanced in SYNTAX_CODES or bool(SYNTAX_TEXT.search(reply.text))
 
@@ -86,6 +94,7 @@ def is_policy_text(reply: Reply) -> bool:
     return any(p.search(text) for p in POLICY_PATTERNS)
 
 
+@_memo
 def is_relay_denied(reply: Reply) -> bool:
     """A refusal that is about relaying (policy), temporary or permanent.
 
@@ -106,6 +115,7 @@ class Classified:
     reason: str
 
 
+@_memo
 def classify_reply(stage: Stage, reply: Reply) -> Classified:
     """The outcome of one probe given the reply that ended it at ``stage``."""
     if reply.code == 421:

@@ -153,32 +153,35 @@ def plan_probes(
     """
     specs = load_catalogue() if specs is None else specs
     sender_domain = _split(slots.sender_ext)[1]
+    values_for = [  # the slot values with each outside recipient (built once, not per entry)
+        {
+            "u": u,
+            "ext": ext,
+            "sender_ext": slots.sender_ext,
+            "sender_domain": sender_domain,
+            "s": slots.spoof_local_part,
+            "local_domain": slots.local_domain,
+            "host": slots.host,
+            "ip_literal": slots.ip_literal,
+            "random_user": slots.random_user,
+        }
+        for u, ext in map(_split, slots.outside)
+    ]
     planned: list[PlannedProbe] = []
     for spec in specs:
         if not (optional or spec.default):
             continue
-        recipients = slots.outside if spec.per_outside else slots.outside[:1]
-        for number, recipient in enumerate(recipients):
-            u, ext = _split(recipient)
-            values = {
-                "u": u,
-                "ext": ext,
-                "sender_ext": slots.sender_ext,
-                "sender_domain": sender_domain,
-                "s": slots.spoof_local_part,
-                "local_domain": slots.local_domain,
-                "host": slots.host,
-                "ip_literal": slots.ip_literal,
-                "random_user": slots.random_user,
-            }
+        for number in range(len(slots.outside) if spec.per_outside else 1):
+            values = values_for[number]
+            ext = values["ext"]
             suffix = "" if number == 0 else chr(ord("a") + number)
             planned.append(
                 PlannedProbe(
                     id=spec.id + suffix,
                     kind=spec.kind,
                     title=spec.title if not suffix else f"{spec.title} (outside domain {number + 1})",
-                    mail_from=spec.mail.format(**values),
-                    rcpt_to=spec.rcpt.format(**values),
+                    mail_from=spec.mail.format_map(values),
+                    rcpt_to=spec.rcpt.format_map(values),
                     outside_domain=ext if spec.kind is ProbeKind.RELAY else None,
                     local_part_trick=spec.form == "trick",
                     domain_check=spec.per_outside,
