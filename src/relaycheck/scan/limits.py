@@ -117,8 +117,9 @@ class Prepaid:
 current_target: contextvars.ContextVar[Prepaid | None] = contextvars.ContextVar("relaycheck_target", default=None)
 
 
-class GatedEventLoop(asyncio.SelectorEventLoop):
-    """A selector loop whose TCP connects are rate-limited and accounted per target."""
+class ConnectGate:
+    """The connect gate, mixed into an event loop class: TCP connects are rate-limited and
+    accounted per target."""
 
     limiter: RateLimiter | None = None
 
@@ -132,7 +133,7 @@ class GatedEventLoop(asyncio.SelectorEventLoop):
         if stats is not None:
             stats.attempts += 1
         try:
-            transport, protocol = await super().create_connection(*args, **kwargs)
+            transport, protocol = await super().create_connection(*args, **kwargs)  # type: ignore[misc]
         except OSError as exc:
             if stats is not None and exc.errno is not None:
                 stats.errnos.append(exc.errno)
@@ -140,3 +141,20 @@ class GatedEventLoop(asyncio.SelectorEventLoop):
         if stats is not None:
             stats.opened += 1
         return transport, protocol
+
+
+class GatedEventLoop(ConnectGate, asyncio.SelectorEventLoop):
+    """The standard library's selector loop, gated."""
+
+
+def gated_loop_factory(fast: bool = True) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The loop class a scan runs on: gated uvloop when installed (libuv does the socket work in C:
+    a scan spends much of its time in the event loop), else the gated selector loop."""
+    if fast:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return type("GatedUvloop", (ConnectGate, uvloop.Loop), {"__doc__": "uvloop's loop, gated."})
+    return GatedEventLoop

@@ -23,7 +23,7 @@ from relaycheck.errors import DnsError, RelaycheckError
 from relaycheck.model import Target
 from relaycheck.scan.addresses import subnet_of
 from relaycheck.scan.excludes import ExcludeList
-from relaycheck.scan.limits import GatedEventLoop, KeyedLimiter, Prepaid, RateLimiter, current_target
+from relaycheck.scan.limits import ConnectGate, KeyedLimiter, Prepaid, RateLimiter, current_target, gated_loop_factory
 from relaycheck.scan.records import ConnectStats, error_record, excluded_record, report_record
 from relaycheck.scan.targets import Item, Kind, target_key
 
@@ -101,7 +101,7 @@ class Scanner:
         """Test every item; return when all are done. Cancelling stops at once (resume redoes the
         targets in flight: their records were never written)."""
         loop = asyncio.get_running_loop()
-        if isinstance(loop, GatedEventLoop):
+        if isinstance(loop, ConnectGate):
             loop.limiter = self.limiter
         workers = max(1, self.config.concurrency)
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -234,10 +234,11 @@ class Scanner:
 
 
 def run_scan(items: Iterable[Item], config: ScanConfig, sink: RecordSink,
-             on_record: Callable[[dict[str, Any]], None] | None = None) -> Scanner:
-    """Run a whole scan on this thread's own loop (embedded mode, and each Dask chunk)."""
-    scanner = Scanner(config, sink, on_record)
-    with asyncio.Runner(loop_factory=GatedEventLoop) as runner:
+             on_record: Callable[[dict[str, Any]], None] | None = None,
+             scanner_type: type[Scanner] | None = None) -> Scanner:
+    """Run a whole scan on this thread's own loop (embedded mode, a Dask chunk, a local worker)."""
+    scanner = (scanner_type or Scanner)(config, sink, on_record)
+    with asyncio.Runner(loop_factory=gated_loop_factory()) as runner:
         runner.run(scanner.run(items))
     return scanner
 
