@@ -1,0 +1,367 @@
+"""The embedded scan on every core: ``--workers N`` local processes, one JSONL file.
+
+One asyncio loop uses one core, and a scan is CPU-bound long before the network is busy
+(bench/scan.py). With ``--workers N`` the command's process stays the *front*: it reads the
+inputs, filters them at the sink (resume, duplicates, excluded and invalid inputs), routes each
+target to one of N worker processes and writes every record the workers send back. Each worker
+runs the very ``Scanner`` of the single-process scan on its own loop, with 1/N of ``--rate`` and
+``--concurrency``.
+
+- Routing keeps the politeness caps exact: an address always goes to the same worker (its /24 or
+  /64 when ``--per-subnet`` caps subnets, so one worker holds the whole subnet's count). A name
+  goes by its hash; two names with one MX host in different workers are tested twice at worst,
+  and the sink keeps one record.
+- Flow control: each worker has at most ``2 x its concurrency`` targets sent and not finished;
+  the front reads inputs only as fast as workers take them (memory stays bounded for any input).
+- Records travel as they are produced; the front writes them at once (same guarantees as the
+  single-process scan: one line per record, resumable). A worker that dies is started again and
+  given its unfinished targets; the sink drops a record it already has, so each target is
+  written exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any, NoReturn
+
+from relaycheck.scan.records import error_record, excluded_record
+from relaycheck.scan.runner import ScanConfig, Scanner, run_scan
+from relaycheck.scan.sink import JsonlSink
+from relaycheck.scan.targets import Item, Kind
+
+MAX_RESTARTS = 3  # per worker slot: a worker that keeps dying is a bug, not bad luck
+_BATCH = 64  # targets per message to a worker
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class WorkerStats:
+    workers: int = 0
+    restarts: int = 0
+    duplicates: int = 0
+    peak_in_flight: int = 0  # sum of the workers' peaks
+
+
+# -- the worker process ----------------------------------------------------------------------
+
+
+class _PipeSink:
+    """A worker's sink: claims are local (``skip``: keys the front already has), records go to the
+    front as soon as they are made."""
+
+    def __init__(self, out: Connection) -> None:
+        self.out = out
+        self.keys: set[str] = set()
+
+    def claim(self, key: str) -> bool:
+        if key in self.keys:
+            return False
+        self.keys.add(key)
+        return True
+
+    def release(self, key: str) -> None:
+        self.keys.discard(key)
+
+    def write(self, record: dict[str, Any]) -> bool:
+        self.send(("record", record))
+        return True
+
+    def send(self, message: tuple[str, Any]) -> None:
+        try:
+            self.out.send(message)
+        except OSError:
+            _front_gone()
+
+
+def _front_gone() -> NoReturn:
+    """The front died (killed): nobody can take our records; stop at once (resume redoes them)."""
+    os._exit(0)
+
+
+class _WorkerScanner(Scanner):
+    """Items arrive as ``(number, item, skip)``; the front hears when each is finished."""
+
+    sink: _PipeSink
+
+    async def handle(self, entry: Any) -> None:
+        number, item, skip = entry
+        self.sink.keys.update(skip)
+        await super().handle(item)
+        self.sink.send(("done", number))
+
+
+def _worker_main(config: ScanConfig, inbox: Connection, out: Connection, inherited: tuple[int, ...] = ()) -> None:
+    # A forked worker holds copies of the front's ends of the other workers' pipes: close them, or
+    # a worker would keep another's inbox open after the front died (no EOF: it would never stop).
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the front's to handle: it stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (a forked worker inherits the front's handler)
+
+    def entries() -> Iterator[Any]:
+        while True:
+            try:
+                batch = inbox.recv()
+            except (EOFError, OSError):
+                _front_gone()
+            if batch is None:
+                return
+            yield from batch
+
+    sink = _PipeSink(out)
+    scanner = run_scan(entries(), config, sink, scanner_type=_WorkerScanner)
+    sink.send(("stats", {"duplicates": scanner.duplicates, "peak_in_flight": scanner.peak_in_flight}))
+    out.close()
+
+
+# -- the front -------------------------------------------------------------------------------
+
+
+Entry = tuple[int, Item, tuple[str, ...]]  # (number, target, keys already written for its name)
+
+
+@dataclass
+class _Slot:
+    """One worker process and what it owes the front."""
+
+    index: int
+    process: Any = None
+    inbox: Connection | None = None  # our end: targets to the worker
+    out: Connection | None = None  # our end: records from the worker
+    queued: deque[Entry] = field(default_factory=deque)  # routed here, not sent yet
+    sent: dict[int, Entry] = field(default_factory=dict)  # sent, not finished
+    told_end: bool = False  # sent "no more targets"
+    finished: bool = False  # sent its stats, or given up on
+    restarts: int = 0
+
+
+_END = object()
+
+
+class WorkerPool:
+    """``--workers N``: start the processes early (before any other thread, so that they can be
+    forked rather than spawned), then ``run`` the scan on them once."""
+
+    sink: JsonlSink
+    on_record: Callable[[dict[str, Any]], None] | None = None
+
+    def __init__(self, config: ScanConfig, count: int) -> None:
+        count = max(1, count)
+        self.shared = config.share(count)
+        self.by_subnet = config.per_subnet > 0
+        # what one worker may hold: its Scanner takes 2 x concurrency before it stops reading
+        self.window = 2 * self.shared.concurrency
+        self.stats = WorkerStats(workers=count)
+        self.slots = [_Slot(i) for i in range(count)]
+        # fork is fast (no re-import), but only safe while this process runs no other thread
+        self.context: Any = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
+        self.numbers = 0
+        self.exhausted = False
+        for slot in self.slots:
+            self._start(slot)
+
+    # -- workers
+
+    def _start(self, slot: _Slot) -> None:
+        their_inbox, our_inbox = self.context.Pipe(duplex=False)  # (reader, writer)
+        our_out, their_out = self.context.Pipe(duplex=False)
+        inherited = (
+            tuple(c.fileno() for c in (our_inbox, our_out, *self._connections()))
+            if self.context.get_start_method() == "fork" else ()
+        )
+        process = self.context.Process(target=_worker_main, args=(self.shared, their_inbox, their_out, inherited),
+                                       name=f"relaycheck-scan-{slot.index}", daemon=True)
+        process.start()
+        their_inbox.close()
+        their_out.close()
+        slot.process, slot.inbox, slot.out = process, our_inbox, our_out
+        slot.told_end = slot.finished = False
+
+    def _connections(self) -> list[Connection]:
+        return [c for s in self.slots for c in (s.inbox, s.out) if c is not None]
+
+    def _stop_all(self) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                slot.process.terminate()
+        for slot in self.slots:
+            if slot.process is not None:
+                slot.process.join(timeout=10)
+            for conn in (slot.inbox, slot.out):
+                if conn is not None:
+                    conn.close()
+
+    def _lost(self, slot: _Slot) -> None:
+        """A worker died: start another and give it the targets the dead one had not finished."""
+        for conn in (slot.inbox, slot.out):
+            if conn is not None:
+                conn.close()
+        slot.inbox = slot.out = None
+        slot.process.join(timeout=10)
+        unfinished = list(slot.sent.values())
+        slot.sent.clear()
+        slot.queued.extendleft(reversed(unfinished))
+        if slot.restarts < MAX_RESTARTS:
+            slot.restarts += 1
+            self.stats.restarts += 1
+            self._start(slot)
+            return
+        reason = f"the scan's worker process died {slot.restarts + 1} times (exit code {slot.process.exitcode})"
+        for _, item, _ in slot.queued:  # a claimed target always ends as a record
+            if self.sink.is_pending(item.key) or (item.kind is Kind.NAME and self.sink.claim(item.key)):
+                self._write(error_record(item, reason))
+        slot.queued.clear()
+        slot.finished = True
+
+    # -- targets out
+
+    def _route(self, item: Item) -> _Slot:
+        if item.ip is not None:
+            address = ipaddress.ip_address(item.ip)
+            value = int(address)
+            if self.by_subnet:  # a whole /24 (/64) in one worker: its per-subnet cap holds
+                value >>= 8 if address.version == 4 else 64
+            return self.slots[value % len(self.slots)]
+        return self.slots[zlib.crc32((item.name or item.given).encode()) % len(self.slots)]
+
+    def _take(self, item: Item) -> None:
+        """Filter one input at the sink; a target to test is routed to its worker."""
+        if item.kind is Kind.EXCLUDED:
+            if self.sink.claim(item.key):
+                self._write(excluded_record(item, item.reason or "excluded"))
+            return
+        if item.kind is Kind.INVALID:
+            if self.sink.claim(item.key):
+                self._write(error_record(item, f"invalid input: {item.reason}"))
+            return
+        skip: tuple[str, ...] = ()
+        if item.kind is Kind.ADDRESS:
+            if not self.sink.claim(item.key):
+                self.stats.duplicates += 1
+                return
+        else:
+            assert item.name is not None
+            skip = tuple(self.sink.keys_for_name(item.name))
+        self.numbers += 1
+        self._route(item).queued.append((self.numbers, item, skip))
+
+    def _send(self) -> None:
+        for slot in self.slots:
+            if slot.inbox is None or slot.finished:
+                continue
+            room = min(self.window - len(slot.sent), _BATCH, len(slot.queued))
+            if room > 0:
+                batch = [slot.queued.popleft() for _ in range(room)]
+                slot.sent.update((entry[0], entry) for entry in batch)
+                with contextlib.suppress(OSError):  # it died: _lost() hands these to its successor
+                    slot.inbox.send(batch)
+            if self.exhausted and not slot.queued and not slot.told_end:
+                with contextlib.suppress(OSError):
+                    slot.inbox.send(None)
+                slot.told_end = True
+
+    # -- records in
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.sink.write(record):
+            if self.on_record is not None:
+                self.on_record(record)
+        else:
+            self.stats.duplicates += 1
+
+    def _receive(self, slot: _Slot) -> None:
+        assert slot.out is not None
+        try:
+            while slot.out.poll():
+                kind, value = slot.out.recv()
+                if kind == "record":
+                    self._write(value)
+                elif kind == "done":
+                    slot.sent.pop(value, None)
+                else:  # "stats": the worker has finished everything it was given
+                    self.stats.duplicates += value["duplicates"]
+                    self.stats.peak_in_flight += value["peak_in_flight"]
+                    slot.finished = True
+        except (EOFError, OSError):
+            if not slot.finished:
+                self._lost(slot)
+
+    # -- the loop
+
+    def run(self, items: Iterable[Item], sink: JsonlSink,
+            on_record: Callable[[dict[str, Any]], None] | None = None) -> WorkerStats:
+        """Scan ``items`` on the workers, writing every record to ``sink``; stop the workers."""
+        self.sink, self.on_record = sink, on_record
+        try:
+            self._loop(items)
+        finally:
+            self._stop_all()
+        return self.stats
+
+    def _loop(self, items: Iterable[Item]) -> None:
+        inbox: queue.Queue[Any] = queue.Queue(maxsize=4 * _BATCH)
+        stop = threading.Event()
+        failure: list[BaseException] = []
+
+        def offer(value: Any) -> bool:
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    inbox.put(value, timeout=0.5)
+                    return True
+            return False
+
+        def produce() -> None:
+            # A thread, so that a slow pipe (zmap | relaycheck scan -iL -) never stalls the front.
+            try:
+                for item in items:
+                    if not offer(item):
+                        return
+            except BaseException as exc:  # e.g. an unreadable list file: raised by the loop
+                failure.append(exc)
+            offer(_END)
+
+        producer = threading.Thread(target=produce, name="relaycheck-targets", daemon=True)
+        producer.start()
+        limit = len(self.slots) * _BATCH  # targets read ahead and not sent: bounded memory
+        try:
+            while True:
+                while not self.exhausted and sum(len(s.queued) for s in self.slots) < limit:
+                    idle = not any(s.sent or s.queued for s in self.slots)
+                    try:
+                        item = inbox.get(timeout=0.2) if idle else inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _END:
+                        self.exhausted = True
+                    else:
+                        self._take(item)
+                if failure:
+                    raise failure[0]
+                self._send()
+                if self.exhausted and all(s.finished for s in self.slots):
+                    return
+                listening = {s.out: s for s in self.slots if s.out is not None and not s.finished}
+                more_input = not self.exhausted and not inbox.empty()
+                for conn in wait(list(listening), timeout=0 if more_input else 0.05):
+                    self._receive(listening[conn])  # type: ignore[index]
+        finally:
+            stop.set()
