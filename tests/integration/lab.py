@@ -357,12 +357,14 @@ class Server:
                     return f"{self.name}: {line}"
         return None
 
+    @property
+    def postgrey_log(self) -> Path:
+        """postgrey's output (greylisting servers): its startup and one line per decision."""
+        return self.workdir / "postgrey.out"
+
     def log_size(self) -> int:
         """Current log length: pass it to ``read_log(since=...)`` to see one run's lines."""
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return file_size(self.log_path)
 
     def settled_log(self, since: int, client_ip: str = CLIENT_IP, timeout: float = 60) -> str:
         """The log since ``since``, once Postfix has logged every session of ``client_ip`` closed.
@@ -385,12 +387,24 @@ class Server:
         return text[0]
 
     def read_log(self, since: int = 0) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(since)
-                return log.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_from(self.log_path, since)
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def read_from(path: Path, offset: int = 0) -> str:
+    """What ``path`` holds past ``offset`` (nothing when it does not exist yet)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -564,8 +578,7 @@ def in_netns(namespace: str, fn: Callable[[], T]) -> T:
 def poll_until(check: Callable[[], bool], deadline: float, interval: float = 0.05) -> bool:
     """Call ``check`` until it returns True or ``deadline`` (time.monotonic()) passes.
 
-    Only for what no file tells us about: a daemon starting to listen, a greylist delay running
-    out. Whatever another process writes to a file is waited for with ``tests.waiting.wait_for``.
+    Only for a greylist delay running out: daemons are waited for on their own readiness lines.
     """
     while True:
         if check():
@@ -573,52 +586,6 @@ def poll_until(check: Callable[[], bool], deadline: float, interval: float = 0.0
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)  # polling interval under a deadline, not a synchronisation guess
-
-
-def wait_for_port(
-    namespace: str,
-    ip: str,
-    port: int,
-    deadline: float,
-    *,
-    banner: bytes | None = None,
-    alive: Callable[[], bool] = lambda: True,
-) -> None:
-    """Wait until ``ip:port`` accepts a TCP connection made from inside ``namespace``.
-
-    With ``banner``, the first line read must start with it (e.g. b"220"), and for SMTP a QUIT
-    is sent so the server logs a clean, error-free session. Raises TimeoutError at the deadline,
-    RuntimeError early when ``alive()`` says the server process died.
-    """
-    last_error: list[str] = ["no attempt"]
-
-    def attempt() -> bool:
-        if not alive():
-            raise RuntimeError(f"process for {ip}:{port} exited while starting")
-        try:
-            in_netns(namespace, lambda: _connect_once(ip, port, banner))
-        except OSError as exc:
-            last_error[0] = f"{type(exc).__name__}: {exc}"
-            return False
-        return True
-
-    if not poll_until(attempt, deadline):
-        raise TimeoutError(f"{ip}:{port} not ready from {namespace}: {last_error[0]}")
-
-
-def _connect_once(ip: str, port: int, banner: bytes | None) -> None:
-    with socket.create_connection((ip, port), timeout=2) as sock:
-        if banner is None:
-            return
-        reader = sock.makefile("rb")
-        line = reader.readline(4096)
-        if not line.startswith(banner):
-            raise ConnectionError(f"unexpected greeting {line!r}")
-        # A greeting may be multi-line ("220-..."): read it whole before QUIT.
-        while line[3:4] == b"-":
-            line = reader.readline(4096)
-        sock.sendall(b"QUIT\r\n")
-        reader.readline(4096)
 
 
 def _ip(*argv: str) -> None:
@@ -703,14 +670,136 @@ class Network:
 # --------------------------------------------------------------------------------------------
 
 
+def _no_failure() -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The line a daemon writes to ``log`` once it accepts connections: what the lab waits for.
+
+    Only text past ``since`` counts, the log's length when the daemon was started, so that a
+    restarted daemon (postgrey, appending to the same file) is not taken for ready on the line of
+    its previous run.
+    """
+
+    log: Path
+    line: re.Pattern[str]
+    since: int
+
+    @classmethod
+    def starting_now(cls, log: Path, line: str) -> Readiness:
+        return cls(log, re.compile(line, re.MULTILINE), file_size(log))
+
+    def seen(self) -> bool:
+        return self.line.search(read_from(self.log, self.since)) is not None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a daemon is reached from, for the one connection that proves it ready."""
+
+    namespace: str  # connect from here
+    ip: str
+    port: int
+    banner: bytes | None = None  # the greeting must start with it (SMTP, LMTP: b"220")
+
+
 @dataclass
 class ManagedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     output: Path
+    ready: Readiness
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def check_running(self, failure: Callable[[], str | None] = _no_failure) -> None:
+        """Raise RuntimeError, with the daemon's own words, when it has exited or ``failure()``
+        names a fatal error it logged (Postfix's master outlives an smtpd that dies)."""
+        problem = failure()
+        if problem:
+            raise RuntimeError(problem)
+        if not self.alive():
+            last = read_from(self.output).strip().splitlines()[-5:]
+            raise RuntimeError(
+                f"{self.name} exited with status {self.popen.returncode} while starting: "
+                + (" | ".join(last) or f"nothing in {self.output}")
+            )
+
+    @contextlib.contextmanager
+    def exit_event(self) -> Iterator[list[int]]:
+        """A pidfd of the daemon: readable once it has exited, which ends any wait on it."""
+        try:
+            pidfd = os.pidfd_open(self.popen.pid)
+        except ProcessLookupError:  # already exited and reaped: check_running() says so
+            yield []
+            return
+        try:
+            yield [pidfd]
+        finally:
+            os.close(pidfd)
+
+    def wait_ready(self, deadline: float, failure: Callable[[], str | None] = _no_failure) -> None:
+        """Block until the daemon logs its readiness line: woken by each change to its log and by
+        its exit, never by a clock. TimeoutError at ``deadline`` (time.monotonic())."""
+
+        def ready() -> bool:
+            self.check_running(failure)
+            return self.ready.seen()
+
+        with self.exit_event() as exited:
+            if not wait_for(ready, deadline, self.ready.log, fds=exited):
+                raise TimeoutError(f"{self.name}: {self.ready.line.pattern!r} never appeared in {self.ready.log}")
+
+    def connect_once(
+        self, endpoint: Endpoint, deadline: float, failure: Callable[[], str | None] = _no_failure
+    ) -> None:
+        """One connection to the daemon, once it has said it listens: no retry, a refusal is an
+        error. With a banner, the greeting is awaited on the socket, the daemon's log and its exit
+        (an MTA starts its SMTP server per connection, and that one may die on its
+        configuration); then QUIT, so that the server logs a clean, error-free session."""
+        where = f"{self.name} at {endpoint.ip}:{endpoint.port} from {endpoint.namespace}"
+        timeout = max(0.1, deadline - time.monotonic())
+        address = (endpoint.ip, endpoint.port)
+        sock = in_netns(endpoint.namespace, lambda: socket.create_connection(address, timeout=timeout))
+        with sock:
+            if endpoint.banner is None:
+                return
+            greeting = self._greeting(sock, where, deadline, failure)
+            if not greeting.startswith(endpoint.banner):
+                raise ConnectionError(f"{where}: unexpected greeting {greeting!r}")
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.sendall(b"QUIT\r\n")
+            reply = b""
+            while b"\n" not in reply:  # each recv blocks until the reply's bytes arrive
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+
+    def _greeting(self, sock: socket.socket, where: str, deadline: float, failure: Callable[[], str | None]) -> bytes:
+        received = bytearray()
+        sock.setblocking(False)
+
+        def complete() -> bool:
+            self.check_running(failure)
+            try:
+                chunk = sock.recv(4096)
+            except BlockingIOError:
+                return False
+            if not chunk:
+                raise ConnectionError(f"{where}: connection closed before the greeting ({bytes(received)!r})")
+            received.extend(chunk)
+            # Whole greeting: the last line is complete and not a continuation ("220-...").
+            last = bytes(received).rstrip(b"\r\n").rpartition(b"\n")[2]
+            return received.endswith(b"\n") and last[3:4] != b"-"
+
+        with self.exit_event() as exited:
+            if not wait_for(complete, deadline, self.ready.log, fds=[sock.fileno(), *exited]):
+                raise TimeoutError(f"{where}: no greeting ({bytes(received)!r})")
+        return bytes(received)
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM the whole process group (MTAs fork workers), SIGKILL what is left."""
@@ -725,7 +814,21 @@ class ManagedProcess:
             self.popen.wait(timeout=grace)
 
 
-def spawn(name: str, namespace: str, argv: Sequence[str], output: Path) -> ManagedProcess:
+def wait_until_ready(
+    process: ManagedProcess,
+    deadline: float,
+    *endpoints: Endpoint,
+    failure: Callable[[], str | None] = _no_failure,
+) -> None:
+    """The daemon's readiness line, then one connection to each endpoint to confirm it."""
+    process.wait_ready(deadline, failure)
+    for endpoint in endpoints:
+        process.connect_once(endpoint, deadline, failure)
+
+
+def spawn(name: str, namespace: str, argv: Sequence[str], output: Path, ready: Readiness) -> ManagedProcess:
+    """Start a daemon in ``namespace``, in the foreground (its pid is the daemon's: ``ip netns
+    exec`` and the shells before it exec), stdout and stderr appended to ``output``."""
     with output.open("ab") as out:
         popen = subprocess.Popen(
             ["ip", "netns", "exec", namespace, *argv],
@@ -734,7 +837,7 @@ def spawn(name: str, namespace: str, argv: Sequence[str], output: Path) -> Manag
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return ManagedProcess(name, popen, output)
+    return ManagedProcess(name, popen, output, ready)
 
 
 def run_in(namespace: str, argv: Sequence[str], timeout: float = 60) -> str:
@@ -840,7 +943,11 @@ def prepare_postfix(server: Server, lab_root: Path) -> None:
 def start_postfix(server: Server) -> ManagedProcess:
     # master -d stays in the foreground (postfix start-fg only does that as PID 1).
     argv = [str(POSTFIX_MASTER), "-d", "-c", str(server.workdir / "etc")]
-    return spawn(f"postfix:{server.name}", server.namespace, argv, server.workdir / "master.out")
+    # master logs "daemon started" after master_config(), which has bound and listen()ed every
+    # inet service of master.cf; smtpd itself is started per connection, so the lab's one
+    # connection after this line sees it greet.
+    ready = Readiness.starting_now(server.log_path, r"postfix/master\[\d+\]: daemon started")
+    return spawn(f"postfix:{server.name}", server.namespace, argv, server.workdir / "master.out", ready)
 
 
 def make_self_signed_cert(hostname: str, directory: Path, ip: str | None = None) -> None:
@@ -885,7 +992,10 @@ def start_postgrey(server: Server) -> ManagedProcess:
         # Never whitelist the client after a few passes: every run must meet the greylist.
         "--auto-whitelist-clients=0",
     ]
-    return spawn(f"postgrey:{server.name}", server.namespace, argv, server.workdir / "postgrey.out")
+    # Net::Server logs "Binding to TCP port ..." before bind(), and "Setting uid to ..." after
+    # bind() and listen() (post_bind gives up root, which the lab runs it as).
+    ready = Readiness.starting_now(server.postgrey_log, r"^Setting uid to ")
+    return spawn(f"postgrey:{server.name}", server.namespace, argv, server.postgrey_log, ready)
 
 
 # --------------------------------------------------------------------------------------------
@@ -992,7 +1102,10 @@ def prepare_exim(server: Server) -> None:
 def start_exim(server: Server) -> ManagedProcess:
     # -bdf: daemon in the foreground; root may use -C with any file.
     argv = [str(EXIM_BIN), "-C", str(server.workdir / "exim.conf"), "-bdf"]
-    return spawn(f"exim:{server.name}", server.namespace, argv, server.workdir / "exim.out")
+    # daemon_go() binds and listen()s on every address first, then writes its pid file and
+    # logs "daemon started ... listening for SMTP on [ip]:port" to the mainlog.
+    ready = Readiness.starting_now(server.log_path, r"daemon started: pid=\d+, .*listening for SMTP on ")
+    return spawn(f"exim:{server.name}", server.namespace, argv, server.workdir / "exim.out", ready)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1047,13 +1160,17 @@ def start_opensmtpd(server: Server) -> ManagedProcess:
         "private",
         "sh",
         "-c",
-        f'{binds} && exec "$2" -d -f "$3"',
+        f'{binds} && exec "$2" -d -v -f "$3"',
         "sh",
         str(root),
         str(OPENSMTPD_BIN),
         str(server.workdir / "smtpd.conf"),
     ]
-    return spawn(f"opensmtpd:{server.name}", server.namespace, argv, server.log_path)
+    # Nothing at the default log level follows listen(): the pony process logs "smtp: listen on"
+    # just before listen() and "will accept at most N clients" just after, both at debug level,
+    # hence -v above (and its pid file is written earlier still, by the parent).
+    ready = Readiness.starting_now(server.log_path, r"^debug: smtp: will accept at most \d+ clients")
+    return spawn(f"opensmtpd:{server.name}", server.namespace, argv, server.log_path, ready)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1126,6 +1243,10 @@ class Dovecot:
     def config(self) -> Path:
         return self.workdir / "dovecot.conf"
 
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "dovecot.log"  # log_path in DOVECOT_CONF
+
     def home(self, user: str) -> Path:
         return self.workdir / "home" / user
 
@@ -1161,7 +1282,10 @@ def prepare_dovecot(dovecot: Dovecot) -> None:
 
 def start_dovecot(dovecot: Dovecot) -> ManagedProcess:
     argv = [DOVECOT, "-c", str(dovecot.config), "-F"]
-    return spawn("dovecot", dovecot.namespace, argv, dovecot.workdir / "dovecot.out")
+    # The master binds and listen()s on every service's sockets (services_listen) before
+    # main_init() logs "starting up"; imap-login and lmtp are started per connection.
+    ready = Readiness.starting_now(dovecot.log_path, r"master: Info: Dovecot v\S+ .*starting up")
+    return spawn("dovecot", dovecot.namespace, argv, dovecot.workdir / "dovecot.out", ready)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1198,6 +1322,19 @@ def dnsmasq_argv(servers: Sequence[Server]) -> list[str]:
         argv.append(f"--host-record={server.hostname},{server.ip}")
         argv.append(f"--mx-host={server.domain},{server.hostname},10")
     return argv
+
+
+def start_dnsmasq(namespace: str, servers: Sequence[Server], output: Path) -> ManagedProcess:
+    # dnsmasq creates its UDP and TCP listeners (bind, listen) before it logs "started".
+    ready = Readiness.starting_now(output, r"dnsmasq\[\d+\]: started, version ")
+    return spawn("dnsmasq", namespace, dnsmasq_argv(servers), output, ready)
+
+
+def start_sink(namespace: str, record: Path, output: Path) -> ManagedProcess:
+    argv = [sys.executable, str(SINK_SCRIPT), "--listen", SINK_IP, "--port", str(SMTP_PORT), "--record", str(record)]
+    # sink.py prints this once its server is listening.
+    ready = Readiness.starting_now(output, r"^sink listening on ")
+    return spawn("sink", namespace, argv, output, ready)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1250,13 +1387,8 @@ class Lab:
         key = f"postgrey:{name}"
         self.processes.pop(key).stop()
         self.processes[key] = process = start_postgrey(server)
-        wait_for_port(
-            server.namespace,
-            "127.0.0.1",
-            POSTGREY_PORT,
-            time.monotonic() + timeout,
-            alive=process.alive,
-        )
+        endpoint = Endpoint(server.namespace, "127.0.0.1", POSTGREY_PORT)
+        wait_until_ready(process, time.monotonic() + timeout, endpoint)
 
     def dead_processes(self) -> list[str]:
         return [name for name, proc in self.processes.items() if not proc.alive()]
@@ -1282,22 +1414,6 @@ def _allocate_servers(prefix: str, root: Path, specs: Sequence[ServerSpec]) -> d
             workdir=root / spec.name,
         )
     return servers
-
-
-def _mta_alive(server: Server, process: ManagedProcess) -> Callable[[], bool]:
-    """Liveness for wait_for_port that fails fast with the MTA's own error message.
-
-    Postfix's master keeps running when smtpd dies on a bad configuration (it only throttles
-    the service), so the process being alive is not enough.
-    """
-
-    def alive() -> bool:
-        failure = server.startup_failure()
-        if failure:
-            raise RuntimeError(failure)
-        return process.alive()
-
-    return alive
 
 
 PREPARE: dict[str, Callable[[Server, Path], None]] = {
@@ -1328,22 +1444,8 @@ def _build(lab: Lab, deadline: float) -> None:
         prepared = [pool.submit(PREPARE[s.spec.mta], s, lab.root) for s in servers]
         prepared.append(pool.submit(prepare_dovecot, lab.dovecot))
         procs = lab.processes
-        procs["dns"] = spawn("dnsmasq", lab.dns_ns, dnsmasq_argv(servers), lab.root / "dns.out")
-        procs["sink"] = spawn(
-            "sink",
-            lab.sink_ns,
-            [
-                sys.executable,
-                str(SINK_SCRIPT),
-                "--listen",
-                SINK_IP,
-                "--port",
-                str(SMTP_PORT),
-                "--record",
-                str(lab.sink_record),
-            ],
-            lab.root / "sink.out",
-        )
+        procs["dns"] = start_dnsmasq(lab.dns_ns, servers, lab.root / "dns.out")
+        procs["sink"] = start_sink(lab.sink_ns, lab.sink_record, lab.root / "sink.out")
         for future in prepared:
             future.result()
         for server in servers:
@@ -1352,47 +1454,29 @@ def _build(lab: Lab, deadline: float) -> None:
             procs[f"mta:{server.name}"] = START[server.spec.mta](server)
         procs["dovecot"] = start_dovecot(lab.dovecot)
 
-        waits = [
-            pool.submit(wait_for_port, lab.client_ns, DNS_IP, 53, deadline, alive=procs["dns"].alive),
-            pool.submit(
-                wait_for_port, lab.client_ns, SINK_IP, SMTP_PORT, deadline, banner=b"220", alive=procs["sink"].alive
-            ),
-            # Dovecot's master binds every listener before it forks: LMTP greeting, IMAP port.
-            pool.submit(
-                wait_for_port,
-                lab.client_ns,
-                DOVECOT_IP,
-                LMTP_PORT,
-                deadline,
-                banner=b"220",
-                alive=procs["dovecot"].alive,
-            ),
-            pool.submit(wait_for_port, lab.client_ns, DOVECOT_IP, IMAP_PORT, deadline, alive=procs["dovecot"].alive),
+    client = lab.client_ns
+    waits: list[tuple[ManagedProcess, list[Endpoint], Callable[[], str | None]]] = [
+        (procs["dns"], [Endpoint(client, DNS_IP, 53)], _no_failure),
+        (procs["sink"], [Endpoint(client, SINK_IP, SMTP_PORT, banner=b"220")], _no_failure),
+        (
+            procs["dovecot"],
+            [Endpoint(client, DOVECOT_IP, LMTP_PORT, banner=b"220"), Endpoint(client, DOVECOT_IP, IMAP_PORT)],
+            _no_failure,
+        ),
+    ]
+    for server in servers:
+        if server.spec.greylist:
+            policy = Endpoint(server.namespace, "127.0.0.1", POSTGREY_PORT)
+            waits.append((procs[f"postgrey:{server.name}"], [policy], _no_failure))
+        endpoint = Endpoint(client, server.ip, server.port, banner=b"220")
+        waits.append((procs[f"mta:{server.name}"], [endpoint], server.startup_failure))
+    # One thread per daemon, each blocked on that daemon's own events.
+    with ThreadPoolExecutor(max_workers=len(waits)) as pool:
+        futures = [
+            pool.submit(wait_until_ready, process, deadline, *endpoints, failure=failure)
+            for process, endpoints, failure in waits
         ]
-        for server in servers:
-            if server.spec.greylist:
-                waits.append(
-                    pool.submit(
-                        wait_for_port,
-                        server.namespace,
-                        "127.0.0.1",
-                        POSTGREY_PORT,
-                        deadline,
-                        alive=procs[f"postgrey:{server.name}"].alive,
-                    )
-                )
-            waits.append(
-                pool.submit(
-                    wait_for_port,
-                    lab.client_ns,
-                    server.ip,
-                    server.port,
-                    deadline,
-                    banner=b"220",
-                    alive=_mta_alive(server, procs[f"mta:{server.name}"]),
-                )
-            )
-        for future in waits:
+        for future in futures:
             future.result()
 
 
