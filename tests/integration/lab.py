@@ -575,19 +575,6 @@ def in_netns(namespace: str, fn: Callable[[], T]) -> T:
     return outcome[0]
 
 
-def poll_until(check: Callable[[], bool], deadline: float, interval: float = 0.05) -> bool:
-    """Call ``check`` until it returns True or ``deadline`` (time.monotonic()) passes.
-
-    Only for a greylist delay running out: daemons are waited for on their own readiness lines.
-    """
-    while True:
-        if check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)  # polling interval under a deadline, not a synchronisation guess
-
-
 def _ip(*argv: str) -> None:
     subprocess.run(["ip", *argv], check=True, capture_output=True, text=True)
 
