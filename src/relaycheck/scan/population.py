@@ -4,8 +4,10 @@ Linux routes all of 127.0.0.0/8 to ``lo``, so ``127.1.0.1``, ``127.1.0.2``, … 
 hosts to a scanner (distinct /24s too). Every member listens on the same port of its own
 address; all of them run on ONE asyncio loop in one thread (a thousand ``ServerThread``s would
 be a thousand threads). SMTP members are the aiosmtpd behaviour servers of
-``relaycheck.testing.servers`` (``open``, ``closed``, …: Postfix's wording). Three more kinds
-make the status taxonomy testable:
+``relaycheck.testing.servers`` (``open``, ``closed``, …: Postfix's wording), or with
+``server="light"`` the ``relaycheck.testing.lightsmtp`` servers that say the same bytes for a
+fraction of the CPU (aiosmtpd costs milliseconds per connection: a benchmark would measure it
+more than the scanner). Three more kinds make the status taxonomy testable:
 
 - ``refused``: nothing listens (the kernel answers RST: status ``refused``);
 - ``silent``: accepts and never greets (status ``timeout``);
@@ -27,10 +29,12 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from relaycheck.testing.lightsmtp import LightHost, unsupported
 from relaycheck.testing.loopthread import LoopThread
 from relaycheck.testing.servers import BEHAVIOURS, BehaviourHandler, BehaviourSMTP
 
 SPECIAL = ("refused", "silent", "not-smtp")
+SERVERS = ("aiosmtpd", "light")
 
 
 def plan(count: int, mix: Mapping[str, int], base: str = "127.1.0.1") -> dict[str, str]:
@@ -101,13 +105,23 @@ class _Silent(asyncio.Protocol):
 class Population(LoopThread):
     """``with Population({"127.1.0.1": "open", ...}) as pop:`` then scan ``pop.port``."""
 
-    def __init__(self, members: Mapping[str, str], port: int = 0) -> None:
+    def __init__(self, members: Mapping[str, str], port: int = 0, server: str = "aiosmtpd") -> None:
+        """``server``: "aiosmtpd" (``BehaviourSMTP``) or "light" (``LightSMTP``, same replies, far
+        less CPU per connection; not every behaviour)."""
         unknown = {b for b in members.values() if b not in BEHAVIOURS and b not in SPECIAL}
         if unknown:
             raise ValueError(f"unknown behaviours: {sorted(unknown)}")
+        if server not in SERVERS:
+            raise ValueError(f"unknown server {server!r}: one of {', '.join(SERVERS)}")
+        if server == "light":
+            refused = {b: why for b in set(members.values()) if b in BEHAVIOURS and (why := unsupported(BEHAVIOURS[b]))}
+            if refused:
+                reasons = "; ".join(f"{b} {why}" for b, why in sorted(refused.items()))
+                raise ValueError(f"behaviours the light server does not support: {reasons}")
         super().__init__("smtp-population")
         self.members = dict(members)
         self.port = port
+        self.server = server
         self.stats = _Stats()
         self.handlers: dict[str, BehaviourHandler] = {}
         self._servers: list[asyncio.Server] = []
@@ -120,6 +134,8 @@ class Population(LoopThread):
             greeting = b"SSH-2.0-OpenSSH_9.6p1 Debian-3\r\n" if behaviour == "not-smtp" else None
             return lambda: _Silent(self.stats, greeting)
         handler = self.handlers[ip] = BehaviourHandler(BEHAVIOURS[behaviour], literal=f"[{ip}]")
+        if self.server == "light":
+            return LightHost(BEHAVIOURS[behaviour], handler, self.stats).protocol
 
         def make() -> _CountedSMTP:
             server = _CountedSMTP(handler, BEHAVIOURS[behaviour], loop=self._loop)
@@ -166,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix", default="open=5,closed=95", help="behaviour=weight,...")
     parser.add_argument("--base", default="127.1.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--server", choices=SERVERS, default="aiosmtpd",
+                        help="aiosmtpd: the behaviour servers; light: the same replies, much less CPU")
     args = parser.parse_args(argv)
     mix = {k: int(v) for k, v in (part.split("=") for part in args.mix.split(","))}
-    with Population(plan(args.count, mix, args.base), port=args.port) as population:
+    with Population(plan(args.count, mix, args.base), port=args.port, server=args.server) as population:
         print(json.dumps({"port": population.port}), flush=True)
         sys.stdin.read()
         stats = population.stats
