@@ -267,6 +267,8 @@ async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFact
             run.new_session, target.transport, facts.starttls_offered, slots.sender_ext, slots.outside[0]
         )
 
+    if not tls_battery and not hygiene.auth_bypass:  # the usual case: one task is all it takes
+        return _SecondPhase({}, await inspection(), (None, None))
     found, inspected, bypassed = await asyncio.gather(over_tls(), inspection(), bypass())
     return _SecondPhase(found, inspected, bypassed)
 

@@ -87,6 +87,12 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+def _cpu_seconds() -> dict[str, float]:
+    """CPU time of this process and of its reaped children (the --workers processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"front": round(own.ru_utime + own.ru_stime, 3), "workers": round(children.ru_utime + children.ru_stime, 3)}
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_json_safe(v) for v in value]
@@ -273,6 +279,7 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
         signal.signal(signal.SIGTERM, previous_term)
         run["end"] = datetime.now(UTC).isoformat(timespec="seconds")
         run["duration_s"] = round(time.monotonic() - started, 3)
+        run["cpu_s"] = _cpu_seconds()
         run["records_written"] = sink.written
         run["interrupted"] = interrupted
         sink.close()
