@@ -21,6 +21,7 @@ runs the very ``Scanner`` of the single-process scan on its own loop, with 1/N o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import multiprocessing
@@ -65,11 +66,12 @@ class WorkerStats:
 
 class _PipeSink:
     """A worker's sink: claims are local (``skip``: keys the front already has), records go to the
-    front as soon as they are made."""
+    front as soon as they are made: whatever the loop produced in one turn, in one message."""
 
     def __init__(self, out: Connection) -> None:
         self.out = out
         self.keys: set[str] = set()
+        self._outbox: list[tuple[str, Any]] = []
 
     def claim(self, key: str) -> bool:
         if key in self.keys:
@@ -81,12 +83,22 @@ class _PipeSink:
         self.keys.discard(key)
 
     def write(self, record: dict[str, Any]) -> bool:
-        self.send(("record", record))
+        self.post("record", record)
         return True
 
-    def send(self, message: tuple[str, Any]) -> None:
+    def post(self, kind: str, value: Any) -> None:
+        if not self._outbox:  # the first of this loop turn: send them all at the end of it
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._outbox.append((kind, value))
+
+    def flush(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if batch:
+            self.send(batch)
+
+    def send(self, batch: list[tuple[str, Any]]) -> None:
         try:
-            self.out.send(message)
+            self.out.send(batch)
         except OSError:
             _front_gone()
 
@@ -105,7 +117,7 @@ class _WorkerScanner(Scanner):
         number, item, skip = entry
         self.sink.keys.update(skip)
         await super().handle(item)
-        self.sink.send(("done", number))
+        self.sink.post("done", number)
 
 
 def _worker_main(config: ScanConfig, inbox: Connection, out: Connection, inherited: tuple[int, ...] = ()) -> None:
@@ -129,7 +141,8 @@ def _worker_main(config: ScanConfig, inbox: Connection, out: Connection, inherit
 
     sink = _PipeSink(out)
     scanner = run_scan(entries(), config, sink, scanner_type=_WorkerScanner)
-    sink.send(("stats", {"duplicates": scanner.duplicates, "peak_in_flight": scanner.peak_in_flight}))
+    sink.flush()
+    sink.send([("stats", {"duplicates": scanner.duplicates, "peak_in_flight": scanner.peak_in_flight})])
     out.close()
 
 
@@ -292,15 +305,15 @@ class WorkerPool:
         assert slot.out is not None
         try:
             while slot.out.poll():
-                kind, value = slot.out.recv()
-                if kind == "record":
-                    self._write(value)
-                elif kind == "done":
-                    slot.sent.pop(value, None)
-                else:  # "stats": the worker has finished everything it was given
-                    self.stats.duplicates += value["duplicates"]
-                    self.stats.peak_in_flight += value["peak_in_flight"]
-                    slot.finished = True
+                for kind, value in slot.out.recv():
+                    if kind == "record":
+                        self._write(value)
+                    elif kind == "done":
+                        slot.sent.pop(value, None)
+                    else:  # "stats": the worker has finished everything it was given
+                        self.stats.duplicates += value["duplicates"]
+                        self.stats.peak_in_flight += value["peak_in_flight"]
+                        slot.finished = True
         except (EOFError, OSError):
             if not slot.finished:
                 self._lost(slot)
