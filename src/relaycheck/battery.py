@@ -276,13 +276,23 @@ async def battery(
             del queue[: len(chunk)]
             return chunk
 
+    opening = 0  # workers waiting for their session: each will take up to per_connection probes
+
     async def worker() -> None:
-        nonlocal per_connection
+        nonlocal per_connection, opening
         while queue:
+            if not preopened and len(queue) <= opening * per_connection:
+                # The sessions being opened will carry what is left: a new one would only say
+                # EHLO and QUIT (seen under load, when the first chunk ends before they are up).
+                return
             index = len(run.sessions)
             chunk: list[PlannedProbe] = []
             try:
-                ready = await (preopened.pop(0) if preopened else open_for_battery(run))
+                opening += 1
+                try:
+                    ready = await (preopened.pop(0) if preopened else open_for_battery(run))
+                finally:
+                    opening -= 1
                 index = ready.session.index
                 chunk = await take(per_connection - ready.refusals)
                 if not chunk:

@@ -205,3 +205,43 @@ def test_starttls_required_is_found_before_any_pipelined_batch(smtp_server: Serv
         if e.reply is not None and e.reply.code == 530 and (e.sent or "").startswith(("MAIL", "RCPT"))
     ]
     assert len(replies_530) <= 2  # the preflight's one transaction, no batch of 530s against the error limit
+
+
+def test_no_spare_session_when_the_first_chunk_ends_before_the_others_are_up(smtp_server: ServerFactory) -> None:
+    """Under load the sessions opened ahead can come up after the preflight's chunk is done; the
+    worker that finished must not open one more session for probes the others will carry."""
+    import asyncio
+    import time
+
+    from relaycheck.battery import Ready, Run, battery, ready
+    from relaycheck.catalogue import Slots, plan_probes
+    from relaycheck.model import Target
+
+    from .conftest import BASE
+
+    server = smtp_server("closed")
+    host, port = server.address.rsplit(":", 1)
+
+    async def scenario() -> tuple[Run, int]:
+        first_quit = asyncio.get_running_loop().create_future()
+
+        def watch(index: int, exchange: object) -> None:
+            if index == 0 and getattr(exchange, "sent", None) == "QUIT" and not first_quit.done():
+                first_quit.set_result(None)
+
+        run = Run(Target(host=host, port=int(port)), BASE, time.monotonic() + 30, on_exchange=watch)
+        opened = [await run.open() for _ in range(3)]  # sessions 0, 1, 2, all connected
+
+        async def late(session_index: int) -> Ready:
+            await first_quit  # up only once session 0 has finished its chunk (and sent QUIT)
+            return Ready(opened[session_index][0], True)
+
+        slots = Slots(("relaytest@outside-a.test", "relaytest@outside-b.test"), "relaycheck@outside-b.test",
+                      "relay.test", "mx.relay.test", f"[{host}]", "rc-nouser-test")
+        probes = plan_probes(slots, optional=False)[:27]  # three chunks of nine refusals
+        results = await battery(run, probes, [ready(Ready(opened[0][0], True)), late(1), late(2)], {})
+        return run, len(results)
+
+    run, observed = asyncio.run(scenario())
+    assert observed == 27
+    assert len(run.sessions) == 3  # no fourth session that would only say EHLO and QUIT
