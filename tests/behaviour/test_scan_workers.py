@@ -107,7 +107,8 @@ def test_workers_write_what_one_process_writes(population: Population, target_li
     meta = json.loads((tmp_path / "three.jsonl.meta.json").read_text())
     run = meta["runs"][-1]
     assert meta["complete"] is True and run["mode"] == "workers"
-    assert run["workers"] == {"processes": 3, "restarts": 0} and run["peak_in_flight"] > 3
+    assert (run["workers"]["processes"], run["workers"]["restarts"]) == (3, 0) and run["peak_in_flight"] > 3
+    assert len(run["workers"]["peak_rss_mb"]) == 3 and run["cpu_s"]["workers"] > 0
 
 
 def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_repeated(population: Population,
@@ -124,7 +125,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_repeated(population:
     finish(process)
     assert_every_target_once(population, records(out))
     run = json.loads((tmp_path / "killed.jsonl.meta.json").read_text())["runs"][-1]
-    assert run["workers"] == {"processes": 2, "restarts": 1}
+    assert (run["workers"]["processes"], run["workers"]["restarts"]) == (2, 1)
 
 
 def test_sigterm_stops_every_worker_then_resume(population: Population, target_list: pathlib.Path,

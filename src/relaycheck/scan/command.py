@@ -90,7 +90,8 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 def _cpu_seconds() -> dict[str, float]:
     """CPU time of this process and of its reaped children (the --workers processes)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"front": round(own.ru_utime + own.ru_stime, 3), "workers": round(children.ru_utime + children.ru_stime, 3)}
+    return {"front": round(own.ru_utime + own.ru_stime, 3), "workers": round(children.ru_utime + children.ru_stime, 3),
+            "front_peak_rss_mb": round(own.ru_maxrss / 1024, 1)}
 
 
 def _json_safe(value: Any) -> Any:
@@ -265,7 +266,8 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
             run["duplicates_dropped"] = stats.duplicates
         elif pool is not None:
             local = pool.run(items, sink, on_record=progress.record)
-            run["workers"] = {"processes": local.workers, "restarts": local.restarts}
+            run["workers"] = {"processes": local.workers, "restarts": local.restarts,
+                              "peak_rss_mb": local.peak_rss_mb}
             run["duplicates_dropped"] = local.duplicates
             run["peak_in_flight"] = local.peak_in_flight
         else:

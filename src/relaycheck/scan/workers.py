@@ -27,6 +27,7 @@ import ipaddress
 import multiprocessing
 import os
 import queue
+import resource
 import signal
 import threading
 import zlib
@@ -59,6 +60,7 @@ class WorkerStats:
     restarts: int = 0
     duplicates: int = 0
     peak_in_flight: int = 0  # sum of the workers' peaks
+    peak_rss_mb: list[float] = field(default_factory=list)  # each worker's (forked: shares the front's pages)
 
 
 # -- the worker process ----------------------------------------------------------------------
@@ -142,7 +144,9 @@ def _worker_main(config: ScanConfig, inbox: Connection, out: Connection, inherit
     sink = _PipeSink(out)
     scanner = run_scan(entries(), config, sink, scanner_type=_WorkerScanner)
     sink.flush()
-    sink.send([("stats", {"duplicates": scanner.duplicates, "peak_in_flight": scanner.peak_in_flight})])
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sink.send([("stats", {"duplicates": scanner.duplicates, "peak_in_flight": scanner.peak_in_flight,
+                          "peak_rss_mb": round(peak_rss_mb, 1)})])
     out.close()
 
 
@@ -313,6 +317,7 @@ class WorkerPool:
                     else:  # "stats": the worker has finished everything it was given
                         self.stats.duplicates += value["duplicates"]
                         self.stats.peak_in_flight += value["peak_in_flight"]
+                        self.stats.peak_rss_mb.append(value["peak_rss_mb"])
                         slot.finished = True
         except (EOFError, OSError):
             if not slot.finished:
