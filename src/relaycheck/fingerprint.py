@@ -234,13 +234,15 @@ def matches(banner: Reply | None, ehlo_keywords: Sequence[str], replies: Sequenc
         Source.BANNER: [banner.text] if banner is not None and not is_masked_banner(banner) else [],
         Source.EHLO: [k.strip() for k in ehlo_keywords if k.strip()],
         Source.EHLO_SEQUENCE: [" ".join(k.split()[0].upper() for k in ehlo_keywords if k.strip())],
-        # A battery repeats the same few replies dozens of times: look at each text once.
-        Source.REPLY: dict.fromkeys(str(r) for r in replies),
+        # A battery repeats the same few replies dozens of times (the same objects: the parser
+        # interns them): look at each text once.
+        Source.REPLY: dict.fromkeys(str(r) for r in {id(r): r for r in replies}.values()),
     }
     first: dict[int, tuple[str, str | None]] = {}  # signature index -> (text, version) of its first hit
     for source, items in texts.items():
         for text in items:
-            for index, version in _hits(source, text):
+            key = _ADDRESS.sub("<>", text) if source is Source.REPLY else text
+            for index, version in _hits(source, key):
                 first.setdefault(index, (text, version))
     found: list[Match] = []
     named: set[str] = set()  # families already named by a banner signature: one is enough
@@ -254,6 +256,11 @@ def matches(banner: Reply | None, ehlo_keywords: Sequence[str], replies: Sequenc
         found.append(Match(signature, text, version))
     return found
 
+
+# The address a reply echoes ("<u%ext@[192.0.2.7]>: Recipient address rejected") differs from
+# server to server; no signature looks inside it (the Sendmail and OpenSMTPD ones need only the
+# brackets), so the memo is keyed on the text with it emptied, and a scan matches each wording once.
+_ADDRESS = re.compile(r"<[^<>]*>")
 
 _BY_SOURCE: dict[Source, tuple[tuple[int, re.Pattern[str]], ...]] = {
     source: tuple((i, s.regex) for i, s in enumerate(SIGNATURES) if s.source is source) for source in Source
