@@ -7,13 +7,26 @@ Python API::
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from relaycheck.api import CheckOptions, check
-
-try:
-    __version__ = version("relaycheck")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+if TYPE_CHECKING:
+    from relaycheck.api import CheckOptions, check
 
 __all__ = ["CheckOptions", "__version__", "check"]
+
+
+def __getattr__(name: str) -> Any:
+    """``check``, ``CheckOptions`` and ``__version__`` on first use (PEP 562): importing a
+    submodule (a scan worker, the CLI) should not pay for the whole API and package metadata."""
+    if name in ("check", "CheckOptions"):
+        from relaycheck import api
+
+        return getattr(api, name)
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("relaycheck")
+        except PackageNotFoundError:  # running from a source tree
+            return "0.0.0"
+    raise AttributeError(f"module 'relaycheck' has no attribute {name!r}")

@@ -21,10 +21,6 @@ from relaycheck.errors import RelaycheckError, UsageError
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
 from relaycheck.model import Report, Transport
-from relaycheck.render.html import render_html
-from relaycheck.render.json import render_json
-from relaycheck.render.markdown import render_markdown
-from relaycheck.render.text import render_text
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 
 
@@ -332,6 +328,12 @@ def _status(message: str) -> None:
 
 
 def _emit(report: Report, *, output_format: str, verbose: bool) -> None:
+    # The renderers (rich, the HTML templates) load here: `scan`, `audit` and the rest never need them.
+    from relaycheck.render.html import render_html
+    from relaycheck.render.json import render_json
+    from relaycheck.render.markdown import render_markdown
+    from relaycheck.render.text import render_text
+
     if output_format == "json":
         click.echo(render_json(report), nl=False)
     elif output_format == "markdown":

@@ -26,8 +26,6 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 import dns.reversename
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from relaycheck.errors import ProtocolError, TransportError
 from relaycheck.model import DnsblResult, Reply, TlsFacts, Transport
@@ -164,6 +162,9 @@ def tls_facts(ssl_object: ssl.SSLObject, host: str, *, offered: bool, verify_err
     )
     if not der:
         return base
+    from cryptography import x509  # only for servers that offer TLS: not imported by every scan
+    from cryptography.x509.oid import NameOID
+
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.policy import compat32
+from typing import TYPE_CHECKING
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+if TYPE_CHECKING:  # aiosmtpd is imported when a sink starts: the check and scan paths never need it
+    from aiosmtpd.smtp import SMTP, Envelope, Session
 
 TOKEN_HEADER = "X-Relaycheck-Token"
 TOKEN_PATTERN = re.compile(r"\brc-[0-9a-f]{24}\b")
@@ -104,6 +106,8 @@ class Sink:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Sink:
+        from aiosmtpd.smtp import SMTP
+
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: SMTP(self.handler, hostname=self.hostname, data_size_limit=MAX_MESSAGE, loop=loop),
