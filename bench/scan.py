@@ -1,14 +1,17 @@
 """Benchmark: ``relaycheck scan`` of a loopback population of 2,000 SMTP servers, full battery.
 
-The population (``relaycheck.scan.population``: aiosmtpd servers on 127.1.x.y, 5 % open relays,
-the rest closed with Postfix's replies) runs in its own process; the scanner runs as
-``python -m relaycheck scan`` in another, so its CPU time and peak RSS (``wait4``) are its own.
+The population (``relaycheck.scan.population``: 5 % open relays, the rest closed with Postfix's
+replies) runs in its own process, by default on the light asyncio server that answers byte for
+byte like the aiosmtpd behaviour servers (``--population aiosmtpd`` for those: they cost ~4x the
+CPU per host). The scanner runs as ``python -m relaycheck scan`` in another process (and its
+``--workers``), so its CPU time (``wait4``: its workers included) and memory are its own.
 Everything shares this machine's cores: the numbers include the population's load, as the goal
 says. Measured in the same run:
 
-- ``scan c=1000``: the embedded scan at ``--concurrency 1000`` targets (hosts/s, CPU s per host,
-  peak RSS, peak targets in flight); ``scan c=333``: about 1,000 concurrent SMTP sessions (each
-  target holds up to 3);
+- ``scan c=1000 w=N``: the scan with ``--workers N`` (default 2: one per core) at
+  ``--concurrency 1000`` targets (hosts/s, CPU s per host, memory, peak targets in flight);
+- ``scan c=333 w=N``: about 1,000 concurrent SMTP sessions (each target holds up to 3);
+- ``scan c=1000 w=1``: the one-process scan, the baseline the workers are compared with;
 - ``scan --dask local:2`` (with ``--dask``): the same on two local Dask worker processes;
 - ``check``: ``relaycheck.check`` (the API the ``check`` command uses) on every address, to
   compare verdicts: the scan's verdict, confidence and evidence must equal check's, host by host;
@@ -16,12 +19,18 @@ says. Measured in the same run:
   installed; ``--nmap-sample N`` limits it to the first N addresses), its verdicts compared with
   the ground truth.
 
+Memory: ``peak RSS`` is the largest single process (``wait4``); ``peak PSS`` sums the
+proportional set size of the scan and its workers, sampled every 50 ms from
+``/proc/PID/smaps_rollup`` (forked workers share the front's pages: summing their RSS would count
+those pages three times).
+
 No DNS: PTR lookups are off (``--no-ptr``; loopback addresses have no public PTR and the bench
 must not query anyone), DNSBL lookups are off by default in scans. Everything else of the battery
 runs (relay probes, controls, the inspection session: VRFY/EXPN, STARTTLS check).
 
-Usage: ``python bench/scan.py [--count 2000] [--concurrency 1000] [--dask] [--nmap-sample N]
-[--no-check]``. As root nmap does its SYN port scan first, as it would on a real network.
+Usage: ``python bench/scan.py [--count 2000] [--concurrency 1000] [--workers 2] [--population
+light|aiosmtpd] [--dask] [--nmap-sample N] [--no-check]``. As root nmap does its SYN port scan
+first, as it would on a real network.
 """
 
 from __future__ import annotations
@@ -61,9 +70,10 @@ class Measured:
         return self.hosts / self.wall if self.wall else 0.0
 
 
-def start_population(count: int, mix: str, base: str) -> tuple[subprocess.Popen[str], int]:
+def start_population(count: int, mix: str, base: str, server: str) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "relaycheck.scan.population", "--count", str(count), "--mix", mix, "--base", base],
+        [sys.executable, "-m", "relaycheck.scan.population", "--count", str(count), "--mix", mix, "--base", base,
+         "--server", server],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert process.stdout is not None
@@ -77,26 +87,55 @@ def stop_population(process: subprocess.Popen[str]) -> dict[str, Any]:
     return lines[-1] if lines else {}
 
 
+def _pss_kb(pid: int) -> int:
+    """Proportional set size of ``pid`` and its descendants, in KiB (0 once they are gone)."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += _pss_kb(int(child))
+    except (OSError, ValueError):
+        pass
+    return total
+
+
 def run_measured(name: str, command: list[str], hosts: int) -> tuple[Measured, str]:
-    """Run ``command``, return wall time, its CPU (user+sys, its reaped children included) and peak RSS."""
+    """Run ``command``, return wall time, its CPU (user+sys, its reaped children included), peak
+    RSS of its largest process and the peak PSS of its whole process tree."""
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.append(process.stdout.read() if process.stdout else ""))
     reader.start()
+    peak_pss = [0]
+    done = threading.Event()
+
+    def sample() -> None:  # a sampling interval is what a memory profile is: this is a bench, not a test
+        while not done.wait(0.05):
+            peak_pss[0] = max(peak_pss[0], _pss_kb(process.pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.monotonic() - started
+    done.set()
+    sampler.join()
     reader.join()
     process.returncode = os.waitstatus_to_exitcode(status)
     err = process.stderr.read() if process.stderr else ""
     if process.returncode not in (0, 1):
         raise SystemExit(f"{name} failed ({process.returncode}): {err[-2000:]}")
     cpu = usage.ru_utime + usage.ru_stime
-    return Measured(name, hosts, wall, cpu, usage.ru_maxrss / 1024, {}), out[0] if out else ""
+    measured = Measured(name, hosts, wall, cpu, usage.ru_maxrss / 1024, {})
+    measured.extra["peak_pss_mb"] = round(peak_pss[0] / 1024, 1)
+    return measured, out[0] if out else ""
 
 
 def scan_command(
-    targets: Path, port: int, output: Path, concurrency: int, dask: bool, extra: Sequence[str] = ()
+    targets: Path, port: int, output: Path, concurrency: int, dask: bool, workers: int, extra: Sequence[str] = ()
 ) -> list[str]:
     command = [
         sys.executable, "-m", "relaycheck", "scan", "-iL", str(targets), "-p", str(port), "-o", str(output),
@@ -107,6 +146,8 @@ def scan_command(
         command += ["--ext-recipient", address]
     if dask:
         command += ["--dask", "local:2", "--chunk-size", "250"]
+    else:
+        command += ["--workers", str(workers)]
     return command + list(extra)
 
 
@@ -168,6 +209,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--open-percent", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2, help="scan --workers for the main runs")
+    parser.add_argument("--population", choices=("light", "aiosmtpd"), default="light",
+                        help="the population's server implementation (same replies; aiosmtpd costs more CPU)")
     parser.add_argument("--dask", action="store_true", help="also measure --dask local:2")
     parser.add_argument("--nmap-sample", type=int, default=0, help="addresses nmap scans (0: all)")
     parser.add_argument("--no-check", action="store_true", help="skip the verdict comparison with check")
@@ -179,7 +223,7 @@ def main() -> int:
     mix = f"open={args.open_percent},closed={100 - args.open_percent}"
     workdir = Path(tempfile.mkdtemp(prefix="relaycheck-bench-"))
     results: list[Measured] = []
-    population, port = start_population(args.count, mix, "127.1.0.1")
+    population, port = start_population(args.count, mix, "127.1.0.1", args.population)
     try:
         from relaycheck.scan.population import plan
 
@@ -189,19 +233,23 @@ def main() -> int:
         targets.write_text("".join(f"{a}\n" for a in addresses))
         # --concurrency counts targets; each holds up to 3 sessions (--max-connections), so the second
         # run is "about 1,000 concurrent SMTP sessions"
-        runs = [(f"scan c={args.concurrency}", args.concurrency, False),
-                (f"scan c={args.concurrency // 3}", args.concurrency // 3, False)]
+        w = args.workers
+        runs = [(f"scan c={args.concurrency} w={w}", args.concurrency, False, w),
+                (f"scan c={args.concurrency // 3} w={w}", args.concurrency // 3, False, w),
+                (f"scan c={args.concurrency} w=1", args.concurrency, False, 1)]
         if args.dask:
-            runs.append((f"scan c={args.concurrency} dask:2", args.concurrency, True))
+            runs.append((f"scan c={args.concurrency} dask:2", args.concurrency, True, 1))
         scanned: dict[str, dict[str, Any]] = {}
-        for name, concurrency, dask in runs:
-            output = workdir / f"{len(scanned)}-{concurrency}-{int(dask)}.jsonl"
-            command = scan_command(targets, port, output, concurrency, dask, args.scan_args.split())
+        for number, (name, concurrency, dask, workers) in enumerate(runs):
+            output = workdir / f"{number}.jsonl"
+            command = scan_command(targets, port, output, concurrency, dask, workers, args.scan_args.split())
             measured, _ = run_measured(name, command, args.count)
             meta = json.loads(Path(f"{output}.meta.json").read_text())
             run = meta["runs"][-1]
+            connections = Counter(r["connections_opened"] for r in read_records(output).values())
             measured.extra.update(verdicts=meta["counts"]["by_verdict"], statuses=meta["counts"]["by_status"],
-                                  peak_in_flight=run.get("peak_in_flight"))
+                                  peak_in_flight=run.get("peak_in_flight"),
+                                  connections_per_host=dict(sorted(connections.items())))
             results.append(measured)
             scanned = scanned or read_records(output)
             output.unlink()
@@ -223,7 +271,8 @@ def main() -> int:
             results.append(nmap)
     finally:
         served = stop_population(population)
-    print(f"population: {args.count} servers ({mix}) in one process: peak {served.get('peak_connections')} "
+    print(f"population ({args.population}): {args.count} servers ({mix}) in one process: peak "
+          f"{served.get('peak_connections')} "
           f"connections at once, {served.get('accepted')} in all, {served.get('cpu_s')} CPU s in all runs")
     header = f"{'run':<22} {'hosts':>6} {'wall s':>8} {'hosts/s':>8} {'CPU s/host':>11} {'peak RSS MB':>12}  notes"
     print(header)
@@ -232,6 +281,8 @@ def main() -> int:
         notes = ", ".join(f"{k}={v}" for k, v in m.extra.items() if v is not None)
         print(f"{m.name:<22} {m.hosts:>6} {m.wall:>8.2f} {m.rate:>8.1f} {m.cpu / m.hosts:>11.4f} "
               f"{m.peak_rss_mb:>12.1f}  {notes}")
+    single = next(m for m in results if m.name.endswith(" w=1"))
+    print(f"scan w={args.workers} / w=1 speed ratio (hosts/s): {results[0].rate / single.rate:.2f}x")
     if len(results) > 1 and results[-1].name.startswith("nmap"):
         print(f"scan / nmap speed ratio (hosts/s): {results[0].rate / results[-1].rate:.1f}x")
     return 0
