@@ -30,7 +30,7 @@ from relaycheck.scan.progress import make_progress
 from relaycheck.scan.runner import ScanConfig, run_scan
 from relaycheck.scan.sink import JsonlSink
 from relaycheck.scan.targets import Item, estimate, expand, in_shard, parse_inputs, validate_args
-from relaycheck.scan.workers import WorkerPool, default_workers
+from relaycheck.scan.workers import WorkerPool, default_workers, peak_rss_mb
 
 EXIT_INTERRUPTED = 130
 
@@ -90,8 +90,7 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 def _cpu_seconds() -> dict[str, float]:
     """CPU time of this process and of its reaped children (the --workers processes)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"front": round(own.ru_utime + own.ru_stime, 3), "workers": round(children.ru_utime + children.ru_stime, 3),
-            "front_peak_rss_mb": round(own.ru_maxrss / 1024, 1)}
+    return {"front": round(own.ru_utime + own.ru_stime, 3), "workers": round(children.ru_utime + children.ru_stime, 3)}
 
 
 def _json_safe(value: Any) -> Any:
@@ -282,6 +281,7 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
         run["end"] = datetime.now(UTC).isoformat(timespec="seconds")
         run["duration_s"] = round(time.monotonic() - started, 3)
         run["cpu_s"] = _cpu_seconds()
+        run["peak_rss_mb"] = peak_rss_mb()
         run["records_written"] = sink.written
         run["interrupted"] = interrupted
         sink.close()

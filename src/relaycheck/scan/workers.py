@@ -46,6 +46,19 @@ MAX_RESTARTS = 3  # per worker slot: a worker that keeps dying is a bug, not bad
 _BATCH = 64  # targets per message to a worker
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ``ru_maxrss``: after an exec that one keeps
+    the high-water mark of the process that forked us (a benchmark's, a shell's)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def default_workers() -> int:
     """The CPUs this process may run on."""
     try:
@@ -144,9 +157,8 @@ def _worker_main(config: ScanConfig, inbox: Connection, out: Connection, inherit
     sink = _PipeSink(out)
     scanner = run_scan(entries(), config, sink, scanner_type=_WorkerScanner)
     sink.flush()
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sink.send([("stats", {"duplicates": scanner.duplicates, "peak_in_flight": scanner.peak_in_flight,
-                          "peak_rss_mb": round(peak_rss_mb, 1)})])
+                          "peak_rss_mb": peak_rss_mb()})])
     out.close()
 
 
