@@ -390,7 +390,10 @@ class WorkerPool:
                 if self.exhausted and all(s.finished for s in self.slots):
                     return
                 listening = {s.out: s for s in self.slots if s.out is not None and not s.finished}
-                more_input = not self.exhausted and not inbox.empty()
+                # Do not wait when inputs are ready and there is room for them; otherwise block until
+                # a worker reports (never spin: the workers need the CPU).
+                room = sum(len(s.queued) for s in self.slots) < limit
+                more_input = room and not self.exhausted and not inbox.empty()
                 for conn in wait(list(listening), timeout=0 if more_input else 0.05):
                     self._receive(listening[conn])  # type: ignore[index]
         finally:
