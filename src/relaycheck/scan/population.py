@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mix = {k: int(v) for k, v in (part.split("=") for part in args.mix.split(","))}
     with Population(plan(args.count, mix, args.base), port=args.port, server=args.server) as population:
+        for handler in population.handlers.values():
+            handler.keep_commands = False  # serving until told to stop: no ever-growing command log
         print(json.dumps({"port": population.port}), flush=True)
         sys.stdin.read()
         stats = population.stats

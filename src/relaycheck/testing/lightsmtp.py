@@ -295,7 +295,7 @@ class LightSMTP(asyncio.Protocol):
 
     def _count(self, verb: str, arg: str | None) -> bool:
         """BehaviourSMTP._count: record the command; False when the behaviour drops the connection."""
-        self._host.book.commands.append(f"{verb} {arg}" if arg else verb)
+        self._host.book.note(f"{verb} {arg}" if arg else verb)
         self._counted += 1
         limit = self._host.behaviour.drop_after_commands
         if limit is not None and self._counted > limit:
@@ -397,12 +397,12 @@ class LightSMTP(asyncio.Protocol):
         self._out.append(_B[RSET_OK])
 
     def _vrfy(self, arg: str | None) -> None:
-        self._host.book.commands.append(f"VRFY {arg}")
+        self._host.book.note(f"VRFY {arg}")
         self._reply(vrfy_reply(self._host.behaviour, arg))
 
     def _data(self, arg: str | None) -> None:
         book = self._host.book
-        book.commands.append("DATA")
+        book.note("DATA")
         if self._mail is None or not self._rcpts:
             self._reply(NEED_RCPT)
             return
