@@ -335,7 +335,7 @@ class SmtpSession:
             raise TlsError(self.error) from None
         if new_transport is None:
             raise TlsError("TLS handshake failed: connection closed")
-        assert isinstance(new_transport, asyncio.Transport)
+        # Any event loop's TLS transport (uvloop's is not an asyncio.Transport subclass).
         protocol.transport = new_transport
         protocol.discard_buffered()
         self.tls = True
