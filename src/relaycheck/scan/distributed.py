@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaycheck.errors import UsageError
-from relaycheck.scan.records import error_record, excluded_record
+from relaycheck.scan.records import admit, error_record
 from relaycheck.scan.runner import ScanConfig, scan_chunk
 from relaycheck.scan.sink import JsonlSink
 from relaycheck.scan.targets import Item, Kind
@@ -161,27 +161,19 @@ class _Driver:
             self.stats.duplicates += 1
 
     def _take(self, item: Item) -> None:
-        """Filter one input item on the client; targets to test join the current batch."""
-        if item.kind is Kind.EXCLUDED:
-            if self.sink.claim(item.key):
-                self._write(excluded_record(item, item.reason or "excluded"))
+        """Filter one input on the client; targets to test join the current batch."""
+        skip = admit(item, self.sink, self._write, self._duplicate)
+        if skip is None:
             return
-        if item.kind is Kind.INVALID:
-            if self.sink.claim(item.key):
-                self._write(error_record(item, f"invalid input: {item.reason}"))
-            return
-        if item.kind is Kind.ADDRESS:
-            if not self.sink.claim(item.key):
-                self.stats.duplicates += 1
-                return
-        else:
-            assert item.name is not None
-            self.skip |= self.sink.keys_for_name(item.name)
+        self.skip.update(skip)
         if not self.batch:
             self.batch_started = time.monotonic()
         self.batch.append(item)
         if len(self.batch) >= self.chunk_size:
             self._submit()
+
+    def _duplicate(self) -> None:
+        self.stats.duplicates += 1
 
     def _submit(self) -> None:
         if not self.batch:

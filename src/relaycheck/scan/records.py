@@ -10,14 +10,18 @@ on zgrab2's: ``ok`` (SMTP conversation held; the verdict stands), ``excluded``, 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relaycheck.model import ConnectionLog, TargetReport
 from relaycheck.render.json import target_report_dict
 from relaycheck.scan.targets import Item, Kind, target_key
+
+if TYPE_CHECKING:
+    from relaycheck.scan.sink import JsonlSink
 
 RECORD_VERSION = 1
 
@@ -159,3 +163,30 @@ def error_record(item: Item, message: str, *, ip: str | None = None) -> dict[str
     record = _base(key, item, ip=ip if ip is not None else item.ip, host=None, domain=item.name)
     record.update(status=str(Status.ERROR), verdict=None, error=message, time=now(), v=RECORD_VERSION)
     return record
+
+
+def admit(
+    item: Item, sink: JsonlSink, write: Callable[[dict[str, Any]], None], duplicate: Callable[[], None]
+) -> tuple[str, ...] | None:
+    """The front's filter for one input, before a target is sent to a worker (``--workers``, Dask).
+
+    Excluded and invalid inputs are written here (``write``); an address already in the file or
+    in flight is dropped (``duplicate`` counts it). Returns ``None`` when there is nothing to test,
+    else the keys already written for the item's name (``()`` for an address), which the worker
+    must not test again.
+    """
+    if item.kind is Kind.EXCLUDED:
+        if sink.claim(item.key):
+            write(excluded_record(item, item.reason or "excluded"))
+        return None
+    if item.kind is Kind.INVALID:
+        if sink.claim(item.key):
+            write(error_record(item, f"invalid input: {item.reason}"))
+        return None
+    if item.kind is Kind.ADDRESS:
+        if not sink.claim(item.key):
+            duplicate()
+            return None
+        return ()
+    assert item.name is not None
+    return tuple(sink.keys_for_name(item.name))

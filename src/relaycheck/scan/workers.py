@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, NoReturn
 
-from relaycheck.scan.records import error_record, excluded_record
+from relaycheck.scan.records import admit, error_record
 from relaycheck.scan.runner import ScanConfig, Scanner, run_scan
 from relaycheck.scan.sink import JsonlSink
 from relaycheck.scan.targets import Item, Kind
@@ -274,24 +274,13 @@ class WorkerPool:
 
     def _take(self, item: Item) -> None:
         """Filter one input at the sink; a target to test is routed to its worker."""
-        if item.kind is Kind.EXCLUDED:
-            if self.sink.claim(item.key):
-                self._write(excluded_record(item, item.reason or "excluded"))
-            return
-        if item.kind is Kind.INVALID:
-            if self.sink.claim(item.key):
-                self._write(error_record(item, f"invalid input: {item.reason}"))
-            return
-        skip: tuple[str, ...] = ()
-        if item.kind is Kind.ADDRESS:
-            if not self.sink.claim(item.key):
-                self.stats.duplicates += 1
-                return
-        else:
-            assert item.name is not None
-            skip = tuple(self.sink.keys_for_name(item.name))
-        self.numbers += 1
-        self._route(item).queued.append((self.numbers, item, skip))
+        skip = admit(item, self.sink, self._write, self._duplicate)
+        if skip is not None:
+            self.numbers += 1
+            self._route(item).queued.append((self.numbers, item, skip))
+
+    def _duplicate(self) -> None:
+        self.stats.duplicates += 1
 
     def _send(self) -> None:
         for slot in self.slots:
