@@ -244,9 +244,11 @@ def main() -> int:
         if args.dask:
             runs.append((f"scan c={args.concurrency} dask:2", args.concurrency, True, 1))
         scanned: dict[str, dict[str, Any]] = {}
-        for number, (name, concurrency, dask, workers) in enumerate(runs):
-            trials = []
-            for trial in range(args.repeat):  # the median of a few: two cores shared by 4 processes are noisy
+        # Trials round-robin over the configurations, so that whatever the machine accumulates
+        # from run to run (TIME_WAIT sockets: ~8,000 per run) weighs on every configuration alike.
+        trials: dict[int, list[Measured]] = {number: [] for number in range(len(runs))}
+        for trial in range(args.repeat):
+            for number, (name, concurrency, dask, workers) in enumerate(runs):
                 output = workdir / f"{number}-{trial}.jsonl"
                 command = scan_command(targets, port, output, concurrency, dask, workers, args.scan_args.split())
                 measured, _ = run_measured(name, command, args.count)
@@ -258,12 +260,13 @@ def main() -> int:
                 measured.extra.update(verdicts=meta["counts"]["by_verdict"], statuses=meta["counts"]["by_status"],
                                       peak_in_flight=run.get("peak_in_flight"),
                                       connections_per_host=dict(sorted(connections.items())))
-                trials.append(measured)
+                trials[number].append(measured)
                 scanned = scanned or read_records(output)
                 output.unlink()
-            trials.sort(key=lambda m: m.wall)
-            median = trials[len(trials) // 2]
-            median.extra["trials_hosts_per_s"] = [round(m.rate) for m in trials]
+        for number in range(len(runs)):  # the median of a few: two cores shared by 4 processes are noisy
+            ordered = sorted(trials[number], key=lambda m: m.wall)
+            median = ordered[len(ordered) // 2]
+            median.extra["trials_hosts_per_s"] = [round(m.rate) for m in trials[number]]
             results.append(median)
         if not args.no_check:
             reference, took = check_verdicts(addresses, port)
