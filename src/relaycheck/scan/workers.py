@@ -201,8 +201,6 @@ class WorkerPool:
         self.window = 2 * self.shared.concurrency
         self.stats = WorkerStats(workers=count)
         self.slots = [_Slot(i) for i in range(count)]
-        # fork is fast (no re-import), but only safe while this process runs no other thread
-        self.context: Any = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
         self.numbers = 0
         self.exhausted = False
         for slot in self.slots:
@@ -211,13 +209,16 @@ class WorkerPool:
     # -- workers
 
     def _start(self, slot: _Slot) -> None:
-        their_inbox, our_inbox = self.context.Pipe(duplex=False)  # (reader, writer)
-        our_out, their_out = self.context.Pipe(duplex=False)
+        # fork is fast (no re-import), but only safe while this process runs no other thread: a
+        # worker restarted mid-scan (the input thread is running) is spawned
+        context: Any = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
+        their_inbox, our_inbox = context.Pipe(duplex=False)  # (reader, writer)
+        our_out, their_out = context.Pipe(duplex=False)
         inherited = (
             tuple(c.fileno() for c in (our_inbox, our_out, *self._connections()))
-            if self.context.get_start_method() == "fork" else ()
+            if context.get_start_method() == "fork" else ()
         )
-        process = self.context.Process(target=_worker_main, args=(self.shared, their_inbox, their_out, inherited),
+        process = context.Process(target=_worker_main, args=(self.shared, their_inbox, their_out, inherited),
                                        name=f"relaycheck-scan-{slot.index}", daemon=True)
         process.start()
         their_inbox.close()
