@@ -173,3 +173,54 @@ def test_routing_keeps_a_subnet_in_one_worker_and_spreads_addresses() -> None:
 def test_the_pool_shares_rate_and_concurrency() -> None:
     config = ScanConfig(concurrency=100, rate=90.0)
     assert (config.share(3).concurrency, config.share(3).rate) == (34, 30.0)
+
+
+def test_names_excludes_and_bad_lines_through_the_workers(population: Population, tmp_path: pathlib.Path) -> None:
+    """Domains (every MX), a pinned CSV line, an MX in an excluded block, NXDOMAIN, null MX and a bad
+    line: the front writes what needs no test, the workers resolve and test the rest; the file is
+    the one-process scan's."""
+    from relaycheck.testing.dnsserver import DnsServerThread
+
+    a, b, c = [ip for ip, behaviour in population.members.items() if behaviour in ("open", "closed")][:3]
+    port = population.port
+    zone = {
+        ("example.test", "MX"): ["10 mx1.example.test.", "20 mx2.example.test."],
+        ("mx1.example.test", "A"): [a],
+        ("mx2.example.test", "A"): [b],
+        ("other.test", "MX"): ["10 mx1.example.test."],  # the same MX host under a second name
+        ("internal.test", "MX"): ["10 mx.internal.test."],
+        ("mx.internal.test", "A"): [c],
+        ("nullmx.test", "MX"): ["0 ."],
+    }
+    targets = tmp_path / "names.txt"
+    targets.write_text("example.test\nother.test\ninternal.test\nnxdomain.test\nnullmx.test\n"
+                       f"{a},pinned.test,tagged,{port}\nnot/a/target\n")
+
+    def fields(path: pathlib.Path) -> dict[str, tuple[Any, ...]]:
+        return {r["key"]: (r["status"], r["verdict"], r["host"], r["domain"], r["tag"]) for r in records(path)}
+
+    outputs = {}
+    with DnsServerThread(zone) as dns:
+        for workers in ("1", "2"):
+            out = tmp_path / f"names-{workers}.jsonl"
+            process = scan(targets, out, port, "--workers", workers, "--resolver", dns.address, "--exclude", c,
+                           "--rate", "0", "--per-subnet", "0")
+            _, err = process.communicate(timeout=120)
+            assert process.returncode in (0, 1), err.decode()
+            outputs[workers] = fields(out)
+        # resumed: the names' keys in the file (and an invalid line's key, which has no fields) are
+        # found again; nothing is tested or written twice
+        again = scan(targets, tmp_path / "names-2.jsonl", port, "--workers", "2", "--resolver", dns.address,
+                     "--exclude", c, "--rate", "0", "--per-subnet", "0", "--resume")
+        _, err = again.communicate(timeout=120)
+        assert again.returncode in (0, 1), err.decode()
+        assert b"0 records written" in err
+    assert Counter(r["key"] for r in records(tmp_path / "names-2.jsonl")) == dict.fromkeys(outputs["2"], 1)
+    assert outputs["2"] == outputs["1"]
+    got = outputs["2"]
+    assert got[f"{a}|{port}|example.test"][2:4] == ("mx1.example.test", "example.test")
+    assert got[f"{a}|{port}|other.test"][0] == "ok"  # one host, two names: a record for each name
+    assert got[f"{c}|{port}|internal.test"][0] == "excluded"
+    assert got[f"|{port}|nxdomain.test"][0] == "error" and got["!not/a/target"][0] == "error"
+    assert got[f"{a}|{port}|pinned.test"][3:] == ("pinned.test", "tagged")
+    assert len(got) == 8

@@ -98,9 +98,8 @@ class JsonlSink:
         if self._names is None:
             self._names = {}
             for key in self.keys:
-                tail = key.rsplit("|", 1)[1]
-                if tail:
-                    self._names.setdefault(tail, set()).add(key)
+                if written_for := _name_of(key):
+                    self._names.setdefault(written_for, set()).add(key)
         return self._names.get(name, set())
 
     # -- writing -----------------------------------------------------------------------------
@@ -145,8 +144,8 @@ class JsonlSink:
                 self._last_sync = time.monotonic()
         self.written += 1
         self._count(record)
-        if self._names is not None and key.rsplit("|", 1)[1]:
-            self._names.setdefault(key.rsplit("|", 1)[1], set()).add(key)
+        if self._names is not None and (written_for := _name_of(key)):
+            self._names.setdefault(written_for, set()).add(key)
         return True
 
     def _count(self, record: dict[str, Any]) -> None:
@@ -173,3 +172,10 @@ class JsonlSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _name_of(key: str) -> str:
+    """The input name in a record key (``ip|port|name``); "" for none, and for the keys of invalid
+    inputs (``!line``), which have no fields at all."""
+    _, separator, name = key.rpartition("|")
+    return name if separator else ""
