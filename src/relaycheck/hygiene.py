@@ -224,12 +224,18 @@ async def inspect_session(
     starttls_offered: bool,
     options: HygieneOptions,
     local_domain: str,
+    tls_required: bool = False,
 ) -> SessionInspection:
-    """One session: VRFY/EXPN in clear text, then TLS with a verifying context."""
+    """One session: VRFY/EXPN in clear text, then TLS with a verifying context.
+
+    A server that requires STARTTLS refuses VRFY before it (530): then VRFY/EXPN are asked over
+    TLS, where they get their real answer.
+    """
     implicit = transport is Transport.TLS
     vrfy: tuple[Reply | None, Reply | None, Reply | None] = (None, None, None)
     verify_error: str | None = None
     will_tls = options.tls and (implicit or starttls_offered)
+    vrfy_over_tls = tls_required and will_tls and not implicit
     context: ssl.SSLContext | None = verifying_tls_context() if will_tls else None
     for attempt in range(2):  # the second time without verification, to read the certificate
         session = new_session(transport, context if implicit else None)
@@ -239,7 +245,7 @@ async def inspect_session(
                 await session.quit()
                 return SessionInspection(None, (), *vrfy)
             _, ehlo = await session.ehlo()
-            if options.vrfy and attempt == 0:
+            if options.vrfy and attempt == 0 and not vrfy_over_tls:
                 vrfy = await _vrfy(session, local_domain)
             if not options.tls or not (implicit or starttls_offered):
                 await session.quit()
@@ -251,6 +257,8 @@ async def inspect_session(
                     await session.quit()
                     return SessionInspection(TlsFacts(offered=True, error=f"STARTTLS refused: {reply}"), (), *vrfy)
                 _, ehlo = await session.ehlo()
+                if options.vrfy and vrfy_over_tls:
+                    vrfy = await _vrfy(session, local_domain)
             ssl_object = session.ssl_object
             facts = (
                 tls_facts(ssl_object, host, offered=True, verify_error=verify_error)

@@ -50,6 +50,16 @@ def test_vrfy_answers_are_collected(smtp_server: ServerFactory) -> None:
     assert report.hygiene.vrfy_random is not None and report.hygiene.vrfy_random.code == 550
 
 
+def test_vrfy_is_asked_over_tls_when_the_server_requires_starttls(smtp_server: ServerFactory) -> None:
+    # before STARTTLS such a server says 530 to everything: VRFY asked then would miss the leak
+    report = check_one(smtp_server("starttls-required", vrfy_enabled=True).address)
+    assert report.facts.tls_required and report.hygiene is not None
+    assert report.hygiene.vrfy_postmaster is not None and report.hygiene.vrfy_postmaster.code == 250
+    assert report.hygiene.vrfy_random is not None and report.hygiene.vrfy_random.code == 550
+    assert any(f.code == "vrfy-enabled" for f in report.findings)
+    assert report.hygiene.tls is not None and report.hygiene.tls.established
+
+
 def test_vrfy_check_can_be_turned_off(smtp_server: ServerFactory) -> None:
     server = smtp_server("closed", vrfy_enabled=True)
     report = check_one(server.address, hygiene=HygieneOptions(ptr=False, dnsbl=False, vrfy=False))
