@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -147,14 +148,12 @@ class GatedEventLoop(ConnectGate, asyncio.SelectorEventLoop):
     """The standard library's selector loop, gated."""
 
 
-def gated_loop_factory(fast: bool = True) -> Callable[[], asyncio.AbstractEventLoop]:
+@functools.cache  # one class per process (every Dask chunk and worker asks for it)
+def gated_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     """The loop class a scan runs on: gated uvloop when installed (libuv does the socket work in C:
     a scan spends much of its time in the event loop), else the gated selector loop."""
-    if fast:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return type("GatedUvloop", (ConnectGate, uvloop.Loop), {"__doc__": "uvloop's loop, gated."})
-    return GatedEventLoop
+    try:
+        import uvloop
+    except ImportError:
+        return GatedEventLoop
+    return type("GatedUvloop", (ConnectGate, uvloop.Loop), {"__doc__": "uvloop's loop, gated."})
