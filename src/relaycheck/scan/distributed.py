@@ -23,11 +23,9 @@ Imported only for ``--dask`` (Dask is the optional ``relaycheck[dask]`` extra). 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -35,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaycheck.errors import UsageError
+from relaycheck.scan.inputs import END, InputThread
 from relaycheck.scan.records import admit, error_record
 from relaycheck.scan.runner import ScanConfig, scan_chunk
 from relaycheck.scan.sink import JsonlSink
@@ -132,8 +131,6 @@ def _check_workers(client: Any) -> None:
         raise UsageError(f"Dask workers run other relaycheck versions than this client ({__version__}): {wrong}")
 
 
-_END = object()
-
 
 class _Driver:
     def __init__(self, client: Any, config: ScanConfig, sink: JsonlSink, stats: DaskStats, chunk_size: int,
@@ -206,48 +203,23 @@ class _Driver:
             self.on_chunk(self.stats.chunks)
 
     def run(self, items: Iterable[Item]) -> None:
-        inbox: queue.Queue[Any] = queue.Queue(maxsize=4 * self.chunk_size)
-        stop = threading.Event()
-        failure: list[BaseException] = []
-
-        def offer(value: Any) -> bool:
-            """Put ``value`` however long the driver is busy with chunks; False when stopped.
-            (The end marker must never be dropped: the driver would wait for it forever.)"""
-            while not stop.is_set():
-                with contextlib.suppress(queue.Full):
-                    inbox.put(value, timeout=0.5)
-                    return True
-            return False
-
-        def produce() -> None:
-            try:
-                for item in items:
-                    if not offer(item):
-                        return
-            except BaseException as exc:
-                failure.append(exc)
-            offer(_END)
-
-        producer = threading.Thread(target=produce, name="relaycheck-targets", daemon=True)
-        producer.start()
+        inputs = InputThread(items, maxsize=4 * self.chunk_size)
         exhausted = False
         try:
             while True:
                 while not exhausted and len(self.pending) < self.slots:
                     try:
-                        item = inbox.get(timeout=0.05 if (self.pending or self.batch) else 0.5)
+                        item = inputs.get(timeout=0.05 if (self.pending or self.batch) else 0.5)
                     except queue.Empty:
                         idle = len(self.pending) < self.stats.threads
                         if self.batch and idle and time.monotonic() - self.batch_started > FLUSH_PARTIAL_AFTER:
                             self._submit()
                         break
-                    if item is _END:
+                    if item is END:
                         exhausted = True
                         self._submit()
                         break
                     self._take(item)
-                if failure:
-                    raise failure[0]
                 if not self.pending:
                     if exhausted:
                         return
@@ -264,7 +236,7 @@ class _Driver:
                     except queue.Empty:
                         break
         finally:
-            stop.set()
+            inputs.stop()
             for future in list(self.pending):
                 future.cancel()
             for items in self.pending.values():

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, NoReturn
 
+from relaycheck.scan.inputs import END, InputThread
 from relaycheck.scan.records import admit, error_record
 from relaycheck.scan.runner import ScanConfig, Scanner, run_scan
 from relaycheck.scan.sink import JsonlSink
@@ -183,8 +184,6 @@ class _Slot:
     finished: bool = False  # sent its stats, or given up on
     restarts: int = 0
 
-
-_END = object()
 
 
 class WorkerPool:
@@ -342,44 +341,20 @@ class WorkerPool:
         return self.stats
 
     def _loop(self, items: Iterable[Item]) -> None:
-        inbox: queue.Queue[Any] = queue.Queue(maxsize=4 * _BATCH)
-        stop = threading.Event()
-        failure: list[BaseException] = []
-
-        def offer(value: Any) -> bool:
-            while not stop.is_set():
-                with contextlib.suppress(queue.Full):
-                    inbox.put(value, timeout=0.5)
-                    return True
-            return False
-
-        def produce() -> None:
-            # A thread, so that a slow pipe (zmap | relaycheck scan -iL -) never stalls the front.
-            try:
-                for item in items:
-                    if not offer(item):
-                        return
-            except BaseException as exc:  # e.g. an unreadable list file: raised by the loop
-                failure.append(exc)
-            offer(_END)
-
-        producer = threading.Thread(target=produce, name="relaycheck-targets", daemon=True)
-        producer.start()
+        inputs = InputThread(items, maxsize=4 * _BATCH)
         limit = len(self.slots) * _BATCH  # targets read ahead and not sent: bounded memory
         try:
             while True:
                 while not self.exhausted and sum(len(s.queued) for s in self.slots) < limit:
                     idle = not any(s.sent or s.queued for s in self.slots)
                     try:
-                        item = inbox.get(timeout=0.2) if idle else inbox.get_nowait()
+                        item = inputs.get(timeout=0.2 if idle else 0.0)
                     except queue.Empty:
                         break
-                    if item is _END:
+                    if item is END:
                         self.exhausted = True
                     else:
                         self._take(item)
-                if failure:
-                    raise failure[0]
                 self._send()
                 if self.exhausted and all(s.finished for s in self.slots):
                     return
@@ -387,8 +362,8 @@ class WorkerPool:
                 # Do not wait when inputs are ready and there is room for them; otherwise block until
                 # a worker reports (never spin: the workers need the CPU).
                 room = sum(len(s.queued) for s in self.slots) < limit
-                more_input = room and not self.exhausted and not inbox.empty()
+                more_input = room and not self.exhausted and inputs.ready()
                 for conn in wait(list(listening), timeout=0 if more_input else 0.05):
                     self._receive(listening[conn])  # type: ignore[index]
         finally:
-            stop.set()
+            inputs.stop()
