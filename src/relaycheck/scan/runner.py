@@ -55,12 +55,12 @@ class RecordSink(Protocol):
     def write(self, record: dict[str, Any]) -> bool: ...
 
 
-class ListSink:
-    """Records kept in memory (a Dask chunk); ``skip`` keys are already in the client's file."""
+class LocalClaims:
+    """The claim half of a sink whose file is elsewhere (a Dask chunk, a --workers process):
+    claims are kept here; ``skip`` keys are already in the file."""
 
     def __init__(self, skip: Iterable[str] = ()) -> None:
         self.keys = set(skip)
-        self.records: list[dict[str, Any]] = []
 
     def claim(self, key: str) -> bool:
         if key in self.keys:
@@ -70,6 +70,14 @@ class ListSink:
 
     def release(self, key: str) -> None:
         self.keys.discard(key)
+
+
+class ListSink(LocalClaims):
+    """Records kept in memory (a Dask chunk)."""
+
+    def __init__(self, skip: Iterable[str] = ()) -> None:
+        super().__init__(skip)
+        self.records: list[dict[str, Any]] = []
 
     def write(self, record: dict[str, Any]) -> bool:
         self.records.append(record)

@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 
 from relaycheck.scan.inputs import END, InputThread
 from relaycheck.scan.records import admit, error_record
-from relaycheck.scan.runner import ScanConfig, Scanner, run_scan
+from relaycheck.scan.runner import LocalClaims, ScanConfig, Scanner, run_scan
 from relaycheck.scan.sink import JsonlSink
 from relaycheck.scan.targets import Item, Kind
 
@@ -81,23 +81,14 @@ class WorkerStats:
 # -- the worker process ----------------------------------------------------------------------
 
 
-class _PipeSink:
+class _PipeSink(LocalClaims):
     """A worker's sink: claims are local (``skip``: keys the front already has), records go to the
     front as soon as they are made: whatever the loop produced in one turn, in one message."""
 
     def __init__(self, out: Connection) -> None:
+        super().__init__()
         self.out = out
-        self.keys: set[str] = set()
         self._outbox: list[tuple[str, Any]] = []
-
-    def claim(self, key: str) -> bool:
-        if key in self.keys:
-            return False
-        self.keys.add(key)
-        return True
-
-    def release(self, key: str) -> None:
-        self.keys.discard(key)
 
     def write(self, record: dict[str, Any]) -> bool:
         self.post("record", record)
