@@ -292,6 +292,10 @@ class WorkerPool:
                     slot.inbox.send(None)
                 slot.told_end = True
 
+    def _backlog(self) -> int:
+        """Targets routed to a worker and not sent to it yet."""
+        return sum(len(s.queued) for s in self.slots)
+
     # -- records in
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -336,7 +340,7 @@ class WorkerPool:
         limit = len(self.slots) * _BATCH  # targets read ahead and not sent: bounded memory
         try:
             while True:
-                while not self.exhausted and sum(len(s.queued) for s in self.slots) < limit:
+                while not self.exhausted and self._backlog() < limit:
                     idle = not any(s.sent or s.queued for s in self.slots)
                     try:
                         item = inputs.get(timeout=0.2 if idle else 0.0)
@@ -352,7 +356,7 @@ class WorkerPool:
                 listening = {s.out: s for s in self.slots if s.out is not None and not s.finished}
                 # Do not wait when inputs are ready and there is room for them; otherwise block until
                 # a worker reports (never spin: the workers need the CPU).
-                room = sum(len(s.queued) for s in self.slots) < limit
+                room = self._backlog() < limit
                 more_input = room and not self.exhausted and inputs.ready()
                 for conn in wait(list(listening), timeout=0 if more_input else 0.05):
                     self._receive(listening[conn])  # type: ignore[index]
