@@ -104,7 +104,7 @@ def dnsbl_zone_names(options: HygieneOptions, address: str) -> tuple[str, ...]:
         chosen = list(options.dnsbl_zones)
     else:
         chosen = [z.name for z in dnsbl.load_zones() if ":" not in address or z.ipv6]
-    return tuple(dict.fromkeys([*chosen, *options.extra_dnsbl_zones]))
+    return tuple(dict.fromkeys(chosen))
 
 
 async def dns_facts(
