@@ -31,6 +31,7 @@ from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arriva
 from relaycheck.dns import make_resolver
 from relaycheck.errors import RelaycheckError
 from relaycheck.findings import hygiene_findings, with_remediation
+from relaycheck.findings.fixes import fix_for
 from relaycheck.fingerprint import fingerprint
 from relaycheck.hygiene import SessionInspection, auth_bypass_check, dns_facts, inspect_session
 from relaycheck.model import (
@@ -51,7 +52,6 @@ from relaycheck.model import (
     VerdictKind,
 )
 from relaycheck.options import DEFAULT_OUTSIDE, EngineOptions, default_helo, ip_literal
-from relaycheck.remediation import fix_for
 from relaycheck.smtp.wire import banner_host
 from relaycheck.verdict import decide, is_tls_required, relay_domains_of
 

@@ -7,7 +7,7 @@
 - ``auth_bypass_check``: with ``--auth-bypass-check`` only, exactly ONE AUTH attempt with a
   random user and password, then one relay RCPT. Never more: no credential guessing.
 
-What the facts mean is decided elsewhere (``findings.py``, pure).
+What the facts mean is decided elsewhere (``findings/hygiene.py``, pure).
 """
 
 from __future__ import annotations

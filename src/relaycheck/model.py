@@ -65,6 +65,11 @@ class Severity(StrEnum):
     LOW = "low"
     INFO = "info"
 
+    @property
+    def rank(self) -> int:
+        """0 for critical, 4 for info: the one order of findings in every report."""
+        return _SEVERITY_RANK[self]
+
 
 @dataclass(frozen=True)
 class Target:
@@ -187,6 +192,9 @@ class Verdict:
     advice: str | None = None  # what to do next (fix, retry, confirm)
 
 
+_SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}  # declared most severe first
+
+
 @dataclass(frozen=True)
 class Finding:
     code: str  # stable, e.g. "relay-domain", "catch-all", "tls-required"
@@ -254,7 +262,7 @@ class DnsblResult:
 
 @dataclass(frozen=True)
 class HygieneFacts:
-    """Everything the hygiene checks collected about one target (pure data for findings.py).
+    """Everything the hygiene checks collected about one target (pure data for findings/hygiene.py).
 
     ``None`` means "not checked" (turned off, or not applicable), as opposed to an empty answer.
     """

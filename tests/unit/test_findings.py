@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from relaycheck.findings import CATALOGUE, hygiene_findings, with_remediation
+from relaycheck.findings import hygiene_findings, registry, with_remediation
+from relaycheck.findings.fixes import fix_for
+from relaycheck.findings.registry import Source
 from relaycheck.model import DnsblResult, Finding, HygieneFacts, Reply, SessionFacts, Severity, TlsFacts
-from relaycheck.remediation import fix_for
 from relaycheck.smtp.wire import parse_enhanced
 
+CATALOGUE = {c.code: c for c in registry.of_source(Source.HYGIENE)}
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 HOST = "mx.example.com"
 

@@ -21,13 +21,12 @@ AUDITORS: dict[Family, Callable[[Sequence[SourceFile]], FamilyResult]] = {
     Family.SENDMAIL: audit_sendmail,
     Family.OPENSMTPD: audit_opensmtpd,
 }
-SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}  # critical first
 
 
 def _sorted(findings: Sequence[Finding]) -> tuple[Finding, ...]:
     """Relay paths first, then by severity; the parser's order (file, line) within a tier."""
     return tuple(
-        sorted(findings, key=lambda f: (not opens_relay(f.code), SEVERITY_ORDER[f.severity], f.code == "unparsed-line"))
+        sorted(findings, key=lambda f: (not opens_relay(f.code), f.severity.rank, f.code == "unparsed-line"))
     )
 
 
