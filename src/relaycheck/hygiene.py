@@ -27,7 +27,7 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
-from relaycheck.errors import ProtocolError, TransportError
+from relaycheck.errors import CertificateUnverified, ProtocolError, TransportError
 from relaycheck.model import DnsblResult, Reply, TlsFacts, Transport
 from relaycheck.names import is_hostname
 from relaycheck.options import HygieneOptions
@@ -269,9 +269,9 @@ async def inspect_session(
             return SessionInspection(facts, _auth_mechanisms(ehlo), *vrfy)
         except _FAILURES as exc:
             session.abort()
-            if context is not None and "certificate verify failed" in str(exc).lower():
+            if context is not None and isinstance(exc, CertificateUnverified):
                 # Untrusted (self-signed, expired, unknown CA): note why, then look without verifying.
-                verify_error = str(exc).split("verify failed:", 1)[-1].strip()
+                verify_error = exc.reason
                 context = None
                 continue
             return SessionInspection(TlsFacts(offered=True, error=str(exc)), (), *vrfy)

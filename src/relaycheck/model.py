@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
+from relaycheck.errors import ErrorKind
+
 SCHEMA_VERSION = 1
 
 
@@ -293,6 +295,7 @@ class TargetReport:
     duration: float = 0.0
     error: str | None = None  # the target could not be tested at all (refused, timeout…)
     hygiene: HygieneFacts | None = None
+    error_kind: ErrorKind | None = None  # what kind of failure ``error`` is, set where it was raised
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,7 @@ def target_report_dict(t: TargetReport) -> dict[str, Any]:
         "target": target_dict(t.target),
         "verdict": verdict_dict(t.verdict),
         "error": t.error,
+        "error_kind": str(t.error_kind) if t.error_kind is not None else None,
         "tls_required": t.facts.tls_required,
         "server": facts_dict(t.facts),
         "connections": len(t.connections),

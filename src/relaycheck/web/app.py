@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relaycheck.api import parse_target
-from relaycheck.errors import DnsError, UsageError
+from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
 from relaycheck.web import store as st
 from relaycheck.web.guard import Refused, target_key
 from relaycheck.web.limits import RateLimiter, client_key, retry_after
@@ -156,7 +156,11 @@ class ErrorOut(BaseModel):
     message: str
 
 
-class ApiError(Exception):
+class ApiError(RelaycheckError):
+    """What the JSON API answers instead of a result: HTTP ``status`` and a stable ``code``."""
+
+    kind = ErrorKind.USAGE
+
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}

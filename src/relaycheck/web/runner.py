@@ -22,7 +22,7 @@ from typing import Any
 
 from relaycheck.catalogue import Slots, plan_probes
 from relaycheck.engine import EngineOptions, check_target
-from relaycheck.errors import DnsError, UsageError
+from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
 from relaycheck.model import Exchange, Report, Target, TargetReport
 from relaycheck.render.json import report_dict, target_dict
 from relaycheck.report import EXIT_OK, EXIT_OPEN, summarize
@@ -37,8 +37,10 @@ LINES_KEPT = 6  # recent transcript lines shown per target while a check runs
 LINE_CAP = 240  # characters of one progress line (server text can be long)
 
 
-class Limited(Exception):
+class Limited(RelaycheckError):
     """Refused for now by a rate or capacity limit: HTTP ``status`` with ``Retry-After``."""
+
+    kind = ErrorKind.LIMITED
 
     def __init__(self, status: int, message: str, retry_after: float) -> None:
         super().__init__(message)
