@@ -18,6 +18,7 @@ import click
 from relaycheck.api import CheckOptions, check
 from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
 from relaycheck.errors import RelaycheckError, UsageError
+from relaycheck.extras import MissingExtra, import_feature, is_own_module, split_spec
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
 from relaycheck.model import Report, Transport
@@ -40,20 +41,37 @@ def _one_address(_ctx: click.Context, _param: click.Parameter, value: str | None
 
 
 # Commands that live in their own packages, imported only when used (the web UI and Dask are
-# heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute".
+# heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute", plus
+# " [extra]" when the command needs an optional extra (the entry-point syntax).
 LAZY_COMMANDS = {
     "audit": "relaycheck.audit.command:audit_command",
     "scan": "relaycheck.scan.command:scan_command",
     "report": "relaycheck.scan.command:report_command",
-    "serve": "relaycheck.web.command:serve_command",
+    "serve": "relaycheck.web.command:serve_command [web]",
 }
 
 
 def _importable(name: str) -> bool:
     try:
-        return importlib.util.find_spec(LAZY_COMMANDS[name].split(":")[0]) is not None
-    except ModuleNotFoundError:  # the parent package is not there either
-        return False
+        return importlib.util.find_spec(split_spec(LAZY_COMMANDS[name])[0]) is not None
+    except ModuleNotFoundError as exc:  # importing the parent package failed
+        return not is_own_module(exc.name)  # it is there, but needs an extra that is not
+
+
+def _missing_extra_command(name: str, missing: MissingExtra) -> click.Command:
+    """Stands in for a command whose extra is not installed: listed in --help with the extra to
+    install, and whatever it is given, it says that in one line (exit 2)."""
+
+    def refuse() -> None:
+        raise missing
+
+    return click.Command(
+        name,
+        callback=refuse,
+        short_help=f"(needs relaycheck[{missing.extra}]: not installed)",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 class LazyGroup(click.Group):
@@ -62,11 +80,11 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS:
-            module_name, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            module_name, attribute, extra = split_spec(LAZY_COMMANDS[cmd_name])
             try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError:
-                return None
+                module = import_feature(module_name, f"'{cmd_name}'", extra)
+            except MissingExtra as missing:
+                return _missing_extra_command(cmd_name, missing)
             command = getattr(module, attribute)
             assert isinstance(command, click.Command)
             return command
