@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import BinaryIO
 
-from relaycheck.errors import UsageError
+from relaycheck.errors import RelaycheckError, UsageError
 
 CHUNK = 64 * 1024
 STDIN = "-"
@@ -37,6 +37,16 @@ class InputProblem(StrEnum):
 
 
 class InputError(UsageError):
+    """The input cannot be used at all (exit 2)."""
+
+    def __init__(self, kind: InputProblem, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class UnexpectedContent(RelaycheckError):
+    """The input was read, but it is not what the command reads (exit 3)."""
+
     def __init__(self, kind: InputProblem, message: str) -> None:
         self.kind = kind
         super().__init__(message)
@@ -57,6 +67,8 @@ def shorten(text: str, limit: int = 80) -> str:
 
 
 def size_text(count: int) -> str:
+    if count >= 1024**3:
+        return f"{count // 1024**3} GB"
     return f"{count // (1024 * 1024)} MB" if count >= 1024 * 1024 else f"{count // 1024} KB"
 
 
@@ -116,20 +128,32 @@ class LongLine:
     length: int
 
 
-def capped_lines(stream: BinaryIO, max_line: int) -> Iterator[bytes | LongLine]:
+MAX_SKIPPED_LINE = 1024 * 1024 * 1024
+
+
+def capped_lines(
+    stream: BinaryIO, max_line: int, *, name: str = STDIN, what: str = "text"
+) -> Iterator[bytes | LongLine]:
     """Lines of ``stream`` without their end of line; one over ``max_line`` bytes is a ``LongLine``.
 
-    Memory stays near ``max_line`` + one block whatever the input: an endless line (``/dev/zero``)
-    is read and dropped block by block, so the caller decides when to give up."""
+    Memory stays near ``max_line`` + one block whatever the input: an over-long line is read and
+    dropped block by block. A first block with NUL bytes is ``BINARY`` and a line that goes on past
+    ``MAX_SKIPPED_LINE`` is ``TOO_LARGE``, so that an endless stream (``/dev/zero`` through a pipe)
+    ends with an error instead of being read forever."""
     pending = bytearray()
     dropping = 0  # bytes of an over-long line read so far (its content is not kept)
+    first = True
     while True:
         try:
             block = stream.read(CHUNK)
         except OSError as exc:
-            raise InputError(InputProblem.UNREADABLE, f"read failed: {exc.strerror or exc}") from None
+            message = f"cannot read {display_name(name)}: {exc.strerror or exc}"
+            raise InputError(InputProblem.UNREADABLE, message) from None
         if not block:
             break
+        if first and looks_binary(block):
+            raise InputError(InputProblem.BINARY, f"{display_name(name)} looks binary, not {what}")
+        first = False
         start = 0
         while True:
             end = block.find(b"\n", start)
@@ -142,6 +166,11 @@ def capped_lines(stream: BinaryIO, max_line: int) -> Iterator[bytes | LongLine]:
                     pending.clear()
                 else:
                     pending += piece
+                if dropping > MAX_SKIPPED_LINE:
+                    raise InputError(
+                        InputProblem.TOO_LARGE,
+                        f"{display_name(name)} has a line longer than {size_text(MAX_SKIPPED_LINE)}, not {what}",
+                    )
                 break
             piece = block[start:end]
             if dropping:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import click
 
 from relaycheck.api import CheckOptions
+from relaycheck.boundedio import sniff
 from relaycheck.cli import _addresses, _one_address
 from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
 from relaycheck.errors import UsageError
@@ -189,8 +190,7 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
     ports = parse_ports(port_list)
     validate_args(targets, ports)
     for path in lists:  # before the output is created: a typo must not leave an empty scan behind
-        if path != "-" and not os.access(path, os.R_OK):
-            raise UsageError(f"cannot read target list {path}")
+        sniff(path, what="a target list")
     address = workers = None
     local_workers = workers_wanted or default_workers()
     if dask_spec is not None and workers_wanted != 1:
