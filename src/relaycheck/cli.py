@@ -23,6 +23,7 @@ from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
 from relaycheck.model import Report, Transport
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
+from relaycheck.stopping import stop_on_signals
 
 
 def _address(value: str) -> str:
@@ -427,7 +428,8 @@ def sink_command(domain: str, listen: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and ``entry_point``)."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="relaycheck", standalone_mode=False)
+        with stop_on_signals():
+            cli.main(args=list(argv) if argv is not None else None, prog_name="relaycheck", standalone_mode=False)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except click.exceptions.Abort:

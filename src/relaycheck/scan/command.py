@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
-import signal
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,12 +77,6 @@ def parse_ports(text: str) -> tuple[int, ...]:
     if not ports or not all(0 < p < 65536 for p in ports):
         raise UsageError(f"-p takes port numbers from 1 to 65535, not {text!r}")
     return tuple(dict.fromkeys(ports))
-
-
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM does what Ctrl-C does: asyncio's runner cancels the scan cleanly on SIGINT (raising
-    KeyboardInterrupt at an arbitrary point of the event loop instead can leave it wedged)."""
-    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _cpu_seconds() -> dict[str, float]:
@@ -252,7 +243,6 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
     pool = WorkerPool(config, local_workers) if local_workers > 1 and dask_spec is None else None
     started = time.monotonic()
     interrupted = False
-    previous_term = signal.signal(signal.SIGTERM, _interrupt)
     progress.start()
     try:
         if dask_spec is not None:
@@ -273,11 +263,10 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
             scanner = run_scan(items, config, sink, on_record=progress.record)
             run["duplicates_dropped"] = scanner.duplicates
             run["peak_in_flight"] = scanner.peak_in_flight
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # SIGINT or SIGTERM (relaycheck.stopping): stop, keep what was done
         interrupted = True
     finally:
         progress.stop()
-        signal.signal(signal.SIGTERM, previous_term)
         run["end"] = datetime.now(UTC).isoformat(timespec="seconds")
         run["duration_s"] = round(time.monotonic() - started, 3)
         run["cpu_s"] = _cpu_seconds()
