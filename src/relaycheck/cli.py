@@ -15,7 +15,9 @@ from collections.abc import Sequence
 
 import click
 
+from relaycheck import validate
 from relaycheck.api import CheckOptions, check
+from relaycheck.boundedio import shorten
 from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
 from relaycheck.errors import RelaycheckError, UsageError
 from relaycheck.extras import MissingExtra, import_feature, is_own_module, split_spec
@@ -26,19 +28,16 @@ from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 from relaycheck.stopping import stop_on_signals
 
 
-def _address(value: str) -> str:
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain or any(c in value for c in " <>\r\n"):
-        raise click.BadParameter(f"not a mail address: {value!r}")
-    return value
+def _option_name(param: click.Parameter) -> str:
+    return param.opts[0] if param.opts else str(param.name)
 
 
-def _addresses(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(_address(v) for v in values)
+def _addresses(_ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(validate.address(v, _option_name(param)) for v in values)
 
 
-def _one_address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    return None if value is None else _address(value)
+def _one_address(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else validate.address(value, _option_name(param))
 
 
 # Commands that live in their own packages, imported only when used (the web UI and Dask are
@@ -259,6 +258,8 @@ def check_command(
     max_connections: int,
 ) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
+    if as_json and output_format not in ("text", "json"):
+        raise UsageError(f"--json and --format {output_format} contradict each other: choose one")
     outside = ext_recipients or DEFAULT_OUTSIDE
     watcher = _watcher(confirm, sink_listen, imap_url, imap_keep, imap_cafile)
     if not confirm and len({a.rpartition("@")[2].lower() for a in outside}) < 2:
@@ -292,10 +293,11 @@ def check_command(
             auth_bypass=auth_bypass_check,
         ),
     )
+    engine = validate.wire_ready(engine)  # before any target is touched
     options = CheckOptions(
         engine=engine,
         transport=Transport(transport) if transport else None,
-        resolver=resolver,
+        resolver=engine.resolver,
         use_mx=not no_mx,
         port=port,
         ports=(25, 465, 587) if all_ports else _ports(ports),
@@ -407,6 +409,7 @@ def sink_command(domain: str, listen: str) -> None:
     from relaycheck.sink import Arrival, Sink
 
     host, port = split_host_port(listen, default_port=25)
+    domain = validate.domain(domain, "--domain")
 
     def show(arrival: Arrival) -> None:
         path = " <- ".join(arrival.received) or "(no Received headers)"
@@ -425,6 +428,17 @@ def sink_command(domain: str, listen: str) -> None:
     asyncio.run(serve())
 
 
+def click_error_line(exc: click.ClickException) -> str:
+    """Click's usage errors in one line (click prints the usage and a hint on three), naming the
+    command and where its help is."""
+    message = shorten(" ".join(exc.format_message().split()), 300)
+    context = getattr(exc, "ctx", None)
+    if context is None:
+        return message
+    path = context.command_path
+    return f"{message} (see '{path} --help')"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and ``entry_point``)."""
     try:
@@ -436,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo("relaycheck: interrupted", err=True)
         return 130
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"relaycheck: {click_error_line(exc)}", err=True)
         return EXIT_USAGE
     except UsageError as exc:
         click.echo(f"relaycheck: {exc}", err=True)

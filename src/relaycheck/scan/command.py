@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from relaycheck import validate
 from relaycheck.api import CheckOptions
 from relaycheck.boundedio import sniff
 from relaycheck.cli import _addresses, _one_address
@@ -207,7 +208,8 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
             tls=not no_tls_check, tls_battery=not no_tls_battery, vrfy=not no_vrfy,
         ),
     )
-    check = CheckOptions(engine=engine, transport=Transport(transport) if transport else None, resolver=resolver,
+    engine = validate.wire_ready(engine)  # before any target is touched or the output created
+    check = CheckOptions(engine=engine, transport=Transport(transport) if transport else None, resolver=engine.resolver,
                          use_mx=not no_mx, port=ports[0], ports=ports if len(ports) > 1 else None)
     config = ScanConfig(check=check, excludes=exclude_list, concurrency=concurrency, rate=rate,
                         per_subnet=per_subnet, full=full)
@@ -217,7 +219,7 @@ def scan_command(ctx: click.Context, targets: tuple[str, ...], lists: tuple[str,
     metadata_path = metadata or (f"{output}.meta.json" if output != "-" else None)
     previous = meta.load(metadata_path) if (metadata_path and resume) else {}
     parameters = {k: _json_safe(v) for k, v in ctx.params.items()}
-    parameters["helo_sent"] = ehlo
+    parameters["helo_sent"] = engine.helo
     run: dict[str, Any] = {
         "id": uuid.uuid4().hex[:12],
         "start": datetime.now(UTC).isoformat(timespec="seconds"),
