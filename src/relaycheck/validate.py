@@ -27,17 +27,24 @@ def _shown(value: str) -> str:
     return f"'{shorten(value)}'"  # control characters made visible once (repr would escape them again)
 
 
+def idna_ascii(name: str) -> str:
+    """``mañana.example`` -> ``xn--maana-pta.example``; ASCII names and names that cannot be
+    converted are returned as they are (the host-name check that follows refuses the latter)."""
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
+
+
 def ascii_domain(text: str) -> str:
     """``text`` as a lower-case ASCII domain name (IDN converted, a final dot dropped); raises
     ``ValueError`` when it is not one."""
     name = text.strip().rstrip(".").lower()
     if not name or not name.isprintable():
         raise ValueError(text)
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise ValueError(text) from None
+    name = idna_ascii(name)
     if not is_hostname(name):
         raise ValueError(text)
     return name

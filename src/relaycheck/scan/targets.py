@@ -25,6 +25,7 @@ from relaycheck.errors import UsageError
 from relaycheck.names import is_hostname
 from relaycheck.scan.addresses import Block, looks_like_block, parse_block, parse_ip
 from relaycheck.scan.excludes import ExcludeList
+from relaycheck.validate import idna_ascii
 
 
 class Kind(StrEnum):
@@ -94,7 +95,7 @@ def parse_token(token: str, ports: Ports) -> Parsed:
     if looks_like_block(token):
         return _BlockSpec(parse_block(token), token, ports, None, None)
     host, given_port = split_host_port(token, default_port=None)
-    host = host.rstrip(".").lower()
+    host = idna_ascii(host.rstrip(".").lower())
     ip = parse_ip(host)
     if ip is not None:
         return _BlockSpec(Block(ip.version, int(ip), int(ip)), token, (given_port or ports[0],), None, None)
