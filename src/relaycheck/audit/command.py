@@ -161,7 +161,7 @@ def audit_command(
 ) -> None:
     """Audit mail server configuration FILEs for open relay paths, offline ('-' reads stdin).
 
-    Exit codes: 0 no open relay path, 1 open relay possible, 2 usage error, 3 nothing understood.
+    Exit codes: 0 no open relay path, 1 open relay possible, 2 usage error, 3 (mostly) not understood.
     """
     forced = [
         f for f, on in zip(Family, (is_postfix, is_exim, is_exchange, is_sendmail, is_opensmtpd), strict=True) if on
