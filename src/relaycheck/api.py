@@ -26,6 +26,7 @@ from relaycheck.errors import DnsError, UsageError
 from relaycheck.model import Exchange, InputProblem, Report, Target, TargetReport, Transport
 from relaycheck.options import CheckOptions
 from relaycheck.sink import Sink
+from relaycheck.validate import idna_ascii
 
 __all__ = ["CheckOptions", "check", "expand", "parse_target"]
 
@@ -46,7 +47,7 @@ def parse_target(text: str) -> TargetSpec:
     if not text.strip():
         raise UsageError("empty target")
     host, port = split_host_port(text, default_port=None)
-    host = host.rstrip(".").lower()
+    host = idna_ascii(host.rstrip(".").lower())
     if not (is_ip(host) or valid_hostname(host)):
         raise UsageError(f"not a host name, IP address or domain: {text!r}")
     return TargetSpec(given=text, host=host, port=port)

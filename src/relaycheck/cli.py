@@ -17,30 +17,51 @@ from typing import Any
 
 import click
 
+from relaycheck import validate
 from relaycheck.api import CheckOptions, check
+from relaycheck.boundedio import shorten
 from relaycheck.engine import EngineOptions
 from relaycheck.errors import RelaycheckError, UsageError
+from relaycheck.extras import MissingExtra, import_feature, is_own_module, split_spec
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
 from relaycheck.model import Report
 from relaycheck.options.table import build_check, command_options, sections_of
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
+from relaycheck.stopping import stop_on_signals
 
 # Commands that live in their own packages, imported only when used (the web UI and Dask are
-# heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute".
+# heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute", plus
+# " [extra]" when the command needs an optional extra (the entry-point syntax).
 LAZY_COMMANDS = {
     "audit": "relaycheck.audit.command:audit_command",
     "scan": "relaycheck.scan.command:scan_command",
     "report": "relaycheck.scan.command:report_command",
-    "serve": "relaycheck.web.command:serve_command",
+    "serve": "relaycheck.web.command:serve_command [web]",
 }
 
 
 def _importable(name: str) -> bool:
     try:
-        return importlib.util.find_spec(LAZY_COMMANDS[name].split(":")[0]) is not None
-    except ModuleNotFoundError:  # the parent package is not there either
-        return False
+        return importlib.util.find_spec(split_spec(LAZY_COMMANDS[name])[0]) is not None
+    except ModuleNotFoundError as exc:  # importing the parent package failed
+        return not is_own_module(exc.name)  # it is there, but needs an extra that is not
+
+
+def _missing_extra_command(name: str, missing: MissingExtra) -> click.Command:
+    """Stands in for a command whose extra is not installed: listed in --help with the extra to
+    install, and whatever it is given, it says that in one line (exit 2)."""
+
+    def refuse() -> None:
+        raise missing
+
+    return click.Command(
+        name,
+        callback=refuse,
+        short_help=f"(needs relaycheck[{missing.extra}]: not installed)",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 class LazyGroup(click.Group):
@@ -49,11 +70,11 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS:
-            module_name, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            module_name, attribute, extra = split_spec(LAZY_COMMANDS[cmd_name])
             try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError:
-                return None
+                module = import_feature(module_name, f"'{cmd_name}'", extra)
+            except MissingExtra as missing:
+                return _missing_extra_command(cmd_name, missing)
             command = getattr(module, attribute)
             assert isinstance(command, click.Command)
             return command
@@ -88,6 +109,8 @@ CHECK_OPTIONS = (
 @command_options(CHECK_OPTIONS, sections_of(CheckOptions()))
 def check_command(targets: tuple[str, ...], **values: Any) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
+    if values["as_json"] and values["output_format"] not in ("text", "json"):
+        raise UsageError(f"--json and --format {values['output_format']} contradict each other: choose one")
     options = build_check(values)
     confirm = options.engine.confirm_address
     watcher = _watcher(confirm, options.sink_listen, values["imap_url"], values["imap_keep"], values["imap_cafile"])
@@ -191,6 +214,7 @@ def sink_command(domain: str, listen: str) -> None:
     from relaycheck.sink import Arrival, Sink
 
     host, port = split_host_port(listen, default_port=25)
+    domain = validate.domain(domain, "--domain")
 
     def show(arrival: Arrival) -> None:
         path = " <- ".join(arrival.received) or "(no Received headers)"
@@ -209,17 +233,29 @@ def sink_command(domain: str, listen: str) -> None:
     asyncio.run(serve())
 
 
+def click_error_line(exc: click.ClickException) -> str:
+    """Click's usage errors in one line (click prints the usage and a hint on three), naming the
+    command and where its help is."""
+    message = shorten(" ".join(exc.format_message().split()), 300)
+    context = getattr(exc, "ctx", None)
+    if context is None:
+        return message
+    path = context.command_path
+    return f"{message} (see '{path} --help')"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and ``entry_point``)."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="relaycheck", standalone_mode=False)
+        with stop_on_signals():
+            cli.main(args=list(argv) if argv is not None else None, prog_name="relaycheck", standalone_mode=False)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except click.exceptions.Abort:
         click.echo("relaycheck: interrupted", err=True)
         return 130
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"relaycheck: {click_error_line(exc)}", err=True)
         return EXIT_USAGE
     except UsageError as exc:
         click.echo(f"relaycheck: {exc}", err=True)

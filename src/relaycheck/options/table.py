@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import click
 
+from relaycheck import validate
 from relaycheck.errors import UsageError
 from relaycheck.model import Transport
 from relaycheck.options import CheckOptions, EngineOptions
@@ -293,7 +294,9 @@ def build_check(values: Mapping[str, Any], base: CheckOptions | None = None) -> 
     check = apply("check", replace(base, engine=engine), values)
     if check.ports is not None:  # --port: one port is `port`; `ports` only holds a list
         check = replace(check, port=check.ports[0], ports=check.ports if len(check.ports) > 1 else None)
-    return check
+    # Every value that reaches a server or a resolver, checked before any target is touched.
+    engine = validate.wire_ready(check.engine)
+    return replace(check, engine=engine, resolver=engine.resolver)
 
 
 def build_engine(values: Mapping[str, Any], base: EngineOptions) -> EngineOptions:

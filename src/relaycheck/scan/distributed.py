@@ -24,6 +24,7 @@ Imported only for ``--dask`` (Dask is the optional ``relaycheck[dask]`` extra). 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import queue
 import time
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaycheck.errors import UsageError
+from relaycheck.extras import MissingExtra
 from relaycheck.scan.inputs import END, InputThread
 from relaycheck.scan.records import admit, error_record
 from relaycheck.scan.runner import ScanConfig, scan_chunk
@@ -44,7 +46,11 @@ FLUSH_PARTIAL_AFTER = 0.3  # seconds: an incomplete chunk is sent when workers w
 
 
 def parse_dask(spec: str) -> tuple[str | None, int | None]:
-    """``tcp://host:8786`` (a running scheduler) or ``local`` / ``local:N`` (N worker processes)."""
+    """``tcp://host:8786`` (a running scheduler) or ``local`` / ``local:N`` (N worker processes).
+
+    Checked before anything is opened: Dask itself must be installed (the dask extra)."""
+    if not all(importlib.util.find_spec(m) for m in ("dask", "distributed")):
+        raise MissingExtra("--dask", "dask")
     if spec == "local" or spec.startswith("local:"):
         count = spec.partition(":")[2]
         if count and not (count.isdigit() and int(count) > 0):
@@ -85,7 +91,7 @@ def run_distributed(
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise UsageError("--dask needs Dask: pip install 'relaycheck[dask]'") from None
+        raise MissingExtra("--dask", "dask") from None
 
     stats = DaskStats()
     cluster = None

@@ -8,15 +8,18 @@ import json
 import os
 from typing import Any
 
+from relaycheck.boundedio import InputError, read_capped
 from relaycheck.scan.records import RECORD_VERSION
 from relaycheck.scan.sink import JsonlSink
 
+MAX_BYTES = 16 * 1024 * 1024
+
 
 def load(path: str) -> dict[str, Any]:
+    """The metadata of an earlier run; {} when there is none (a resumed scan starts a new one)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
+        data = json.loads(read_capped(path, MAX_BYTES, what="scan metadata"))
+    except (InputError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -17,7 +17,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from relaycheck.errors import UsageError
+from relaycheck.boundedio import (
+    STDIN,
+    InputError,
+    InputFault,
+    LongLine,
+    UnexpectedContent,
+    capped_lines,
+    display_name,
+    open_input,
+    read_capped,
+    shorten,
+    sniff,
+)
 
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
 _IPV6 = re.compile(r"\[?\b[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}\b\]?")
@@ -133,37 +145,55 @@ def _open_entry(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+MAX_RECORD_BYTES = 4 * 1024 * 1024  # a record with every transcript (--full) is far smaller
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+# A file whose first lines are all unreadable is not scan results: stop instead of reading on
+# (an endless pipe of anything else would otherwise be read forever).
+GIVE_UP_AFTER_UNREADABLE = 10_000
+
+
 def load_summary(path: str, metadata_path: str | None = None, *, limit: int = 200) -> ScanSummary:
     summary = ScanSummary(path=path, limit=limit)
-    if metadata_path is None and path != "-" and os.path.exists(f"{path}.meta.json"):
+    if metadata_path is None and path != STDIN and os.path.exists(f"{path}.meta.json"):
         metadata_path = f"{path}.meta.json"
     if metadata_path:
+        raw = read_capped(metadata_path, MAX_METADATA_BYTES, what="scan metadata")
         try:
-            with open(metadata_path, encoding="utf-8") as handle:
-                loaded = json.load(handle)
-            summary.metadata = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read metadata {metadata_path}: {exc}") from None
-    try:
-        handle = open(  # noqa: SIM115 - closed by the with below
-            0 if path == "-" else path, encoding="utf-8", errors="replace", closefd=path != "-"
-        )
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                summary.unreadable_lines += 1  # e.g. a torn last line of a scan still running
-                continue
-            if isinstance(record, dict):
-                summary.add(record)
-            else:
+            loaded = json.loads(raw)
+        except ValueError as exc:
+            raise InputError(InputFault.UNREADABLE, f"cannot read metadata {shorten(metadata_path)}: {exc}") from None
+        summary.metadata = loaded if isinstance(loaded, dict) else {}
+    sniff(path, what="scan results (JSON Lines)")
+    with open_input(path) as stream:
+        for line in capped_lines(stream, MAX_RECORD_BYTES, name=path, what="scan results (JSON Lines)"):
+            if isinstance(line, LongLine):
                 summary.unreadable_lines += 1
+            elif line.strip():
+                _add_line(summary, line)
+            if not summary.records and summary.unreadable_lines >= GIVE_UP_AFTER_UNREADABLE:
+                break
+    if not summary.records:
+        count = summary.unreadable_lines
+        unreadable = f" ({count:,} unreadable line{'s' if count != 1 else ''})" if count else ""
+        raise UnexpectedContent(
+            InputFault.NOT_WHAT_IT_CLAIMS, f"{display_name(path)} holds no scan records{unreadable}"
+        )
     return summary
+
+
+def _add_line(summary: ScanSummary, line: bytes) -> None:
+    if b"\0" in line:
+        summary.unreadable_lines += 1
+        return
+    try:
+        record = json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError:
+        summary.unreadable_lines += 1  # e.g. a torn last line of a scan still running
+        return
+    if isinstance(record, dict):
+        summary.add(record)
+    else:
+        summary.unreadable_lines += 1
 
 
 # -- renderers -------------------------------------------------------------------------------
