@@ -20,7 +20,7 @@ from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
 from relaycheck.errors import RelaycheckError, UsageError
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
-from relaycheck.model import Report, Transport
+from relaycheck.model import Report, Severity, Transport
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 
 
@@ -73,9 +73,7 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(
-    cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
-)
+@click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="relaycheck")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -93,10 +91,16 @@ def cli(ctx: click.Context) -> None:
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["text", "json", "markdown", "html"]),
+    type=click.Choice(["text", "json", "markdown", "html", "nagios"]),
     default="text",
     show_default=True,
-    help="Output format; markdown and html make a shareable report (html is self-contained).",
+    help="Output format; markdown and html make a shareable report (html is self-contained); nagios: "
+    "a Monitoring Plugins status line with perfdata and exit codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+)
+@click.option(
+    "--warn-severity",
+    type=click.Choice([s.value for s in Severity]),
+    help="With --format nagios: findings of this severity or higher make the state WARNING (default: off).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show every probe and the full SMTP transcripts.")
 @click.option(
@@ -238,8 +242,11 @@ def check_command(
     no_mx: bool,
     timeout: float,
     max_connections: int,
+    warn_severity: str | None = None,
 ) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
+    if warn_severity and output_format != "nagios":
+        raise UsageError("--warn-severity is for --format nagios")
     outside = ext_recipients or DEFAULT_OUTSIDE
     watcher = _watcher(confirm, sink_listen, imap_url, imap_keep, imap_cafile)
     if not confirm and len({a.rpartition("@")[2].lower() for a in outside}) < 2:
@@ -284,6 +291,12 @@ def check_command(
         watcher=watcher,
     )
     report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
+    if output_format == "nagios":
+        from relaycheck.render.nagios import render_nagios
+
+        text, state = render_nagios(report, Severity(warn_severity) if warn_severity else None)
+        click.echo(text, nl=False)
+        raise SystemExit(int(state))
     _emit(report, output_format="json" if as_json else output_format, verbose=verbose)
     raise SystemExit(summarize(report).exit_code)
 
@@ -408,38 +421,52 @@ def sink_command(domain: str, listen: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and ``entry_point``)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    code, message = _run(args)
+    if message is not None:
+        if _nagios(args):  # a monitoring system reads stdout and knows 3 as UNKNOWN, not 2
+            from relaycheck.render.nagios import State, unknown
+
+            click.echo(unknown(message.removeprefix("relaycheck: ")), nl=False)
+            return int(State.UNKNOWN)
+        click.echo(message, err=True)
+    return code
+
+
+def _nagios(args: list[str]) -> bool:
+    """``check --format nagios`` was asked for: errors then follow the plugin conventions."""
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return "check" in args and ("--format=nagios" in args or ("--format", "nagios") in pairs)
+
+
+def _run(args: list[str]) -> tuple[int, str | None]:
+    """The exit code, and the one line to show when the command failed."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="relaycheck", standalone_mode=False)
+        cli.main(args=args, prog_name="relaycheck", standalone_mode=False)
     except SystemExit as exit_:
-        return int(exit_.code or 0)
+        return int(exit_.code or 0), None
     except click.exceptions.Abort:
-        click.echo("relaycheck: interrupted", err=True)
-        return 130
+        return 130, "relaycheck: interrupted"
     except click.ClickException as exc:
-        exc.show()
-        return EXIT_USAGE
+        if not _nagios(args):
+            exc.show()
+            return EXIT_USAGE, None
+        return EXIT_USAGE, exc.format_message()
     except UsageError as exc:
-        click.echo(f"relaycheck: {exc}", err=True)
-        return EXIT_USAGE
+        return EXIT_USAGE, f"relaycheck: {exc}"
     except RelaycheckError as exc:
-        click.echo(f"relaycheck: {exc}", err=True)
-        return EXIT_INCONCLUSIVE
+        return EXIT_INCONCLUSIVE, f"relaycheck: {exc}"
     except KeyboardInterrupt:
-        click.echo("relaycheck: interrupted", err=True)
-        return 130
+        return 130, "relaycheck: interrupted"
     except Exception as exc:  # a bug: one line for the user, the traceback on request
         if os.environ.get("RELAYCHECK_DEBUG"):
             raise
-        click.echo(
+        return EXIT_INCONCLUSIVE, (
             f"relaycheck: internal error: {type(exc).__name__}: {exc} "
-            "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)",
-            err=True,
+            "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)"
         )
-        return EXIT_INCONCLUSIVE
-    return EXIT_OK
+    return EXIT_OK, None
 
 
 def entry_point() -> None:
     sys.exit(main())
-
-
