@@ -47,6 +47,8 @@ LAZY_COMMANDS = {
     "report": "relaycheck.scan.command:report_command",
     "serve": "relaycheck.web.command:serve_command",
     "exporter": "relaycheck.monitor.command:exporter_command",
+    "watch": "relaycheck.monitor.watch_command:watch_command",
+    "history": "relaycheck.monitor.watch_command:history_command",
 }
 
 

@@ -255,7 +255,13 @@ class Service:
                 max_targets=settings.max_targets,
             )
             row = await asyncio.to_thread(
-                self.store.create, target=key, given=text.strip(), port=chosen, mode=mode, plan=plan_dict(plan)
+                self.store.create,
+                target=key,
+                given=text.strip(),
+                port=chosen,
+                mode=mode,
+                plan=plan_dict(plan),
+                client=client,
             )
             self._start(row, plan, client)  # from here the task owns the client's slot
             future.set_result(row.id)
@@ -311,9 +317,7 @@ class Service:
             if entry.users == 0:
                 del self._locks[key]
 
-    async def _run(
-        self, row: st.CheckRow, plan: Plan, client: str, options: EngineOptions, progress: Progress
-    ) -> None:
+    async def _run(self, row: st.CheckRow, plan: Plan, client: str, options: EngineOptions, progress: Progress) -> None:
         from relaycheck import __version__
 
         started_wall = datetime.now(UTC).isoformat(timespec="seconds")
