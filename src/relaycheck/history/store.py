@@ -286,15 +286,13 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def previous_done(self, target: str, before: datetime) -> CheckRow | None:
+    def previous_done(self, target: str, before: datetime, *, client: str | None = None) -> CheckRow | None:
         """The newest finished check of ``target`` created before ``before``, with its report."""
+        query = select(checks).where(checks.c.target == target, checks.c.status == DONE, checks.c.created < before)
+        if client is not None:
+            query = query.where(checks.c.client == client)
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(checks)
-                .where(checks.c.target == target, checks.c.status == DONE, checks.c.created < before)
-                .order_by(checks.c.created.desc())
-                .limit(1)
-            ).first()
+            row = conn.execute(query.order_by(checks.c.created.desc()).limit(1)).first()
         return _row(row) if row is not None else None
 
     def record(

@@ -106,6 +106,11 @@ def _networks(_ctx: click.Context, _param: click.Parameter, values: tuple[str, .
     is_flag=True,
     help="Let API clients ask for mode data-probe (DATA, then hang up on 354). Off: probe mode only.",
 )
+@click.option(
+    "--public-history",
+    is_flag=True,
+    help="Show every test of a target to everyone (history pages, API). Off: a client sees only its own tests.",
+)
 def serve_command(
     listen: tuple[str, int],
     db: str,
@@ -120,6 +125,7 @@ def serve_command(
     helo: str | None,
     ext_recipients: tuple[str, ...],
     allow_data_probe: bool,
+    public_history: bool,
 ) -> None:
     """Serve the web UI and the JSON API (/api/v1) for testing mail servers."""
     import uvicorn
@@ -145,6 +151,7 @@ def serve_command(
         max_running=max_running,
         cooldown=cooldown,
         trusted_proxies=trusted_proxies,
+        public_history=public_history,
     )
     host, port = listen
     if allow_private:

@@ -196,8 +196,10 @@ class Service:
     async def get(self, check_id: str) -> st.CheckRow | None:
         return await asyncio.to_thread(self.store.get, check_id)
 
-    async def history(self, target: str) -> list[st.CheckRow]:
-        return list(await asyncio.to_thread(self.store.history, target, self.settings.history_length))
+    async def history(self, target: str, client: str) -> list[st.CheckRow]:
+        """Recent checks of ``target``: only ``client``'s own unless the operator made history public."""
+        only = None if self.settings.public_history else client
+        return list(await asyncio.to_thread(self.store.history, target, self.settings.history_length, client=only))
 
     def retest_after(self, row: st.CheckRow) -> datetime | None:
         """When the target of ``row`` may be tested again (None: now, or not this row's business)."""
