@@ -25,7 +25,7 @@ from relaycheck.errors import RelaycheckError, UsageError
 from relaycheck.extras import MissingExtra, import_feature, is_own_module, split_spec
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
-from relaycheck.model import Report
+from relaycheck.model import Report, Severity
 from relaycheck.options.table import build_check, command_options, sections_of
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 from relaycheck.stopping import stop_on_signals
@@ -38,6 +38,9 @@ LAZY_COMMANDS = {
     "scan": "relaycheck.scan.command:scan_command",
     "report": "relaycheck.scan.command:report_command",
     "serve": "relaycheck.web.command:serve_command [web]",
+    "exporter": "relaycheck.monitor.command:exporter_command [monitor]",
+    "watch": "relaycheck.monitor.watch_command:watch_command [monitor]",
+    "history": "relaycheck.monitor.watch_command:history_command [monitor]",
 }
 
 
@@ -81,9 +84,7 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(
-    cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
-)
+@click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="relaycheck")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -96,8 +97,8 @@ def cli(ctx: click.Context) -> None:
 
 
 CHECK_OPTIONS = (
-    "as_json", "output_format", "verbose", "ext_recipients", "sender", "local_domain", "helo", "resolver",
-    "retry_budget", "data_probe", "confirm", "sink_listen", "imap_url", "imap_keep", "imap_cafile",
+    "as_json", "output_format", "warn_severity", "verbose", "ext_recipients", "sender", "local_domain", "helo",
+    "resolver", "retry_budget", "data_probe", "confirm", "sink_listen", "imap_url", "imap_keep", "imap_cafile",
     "confirm_timeout", "transport", "port", "all_ports", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check",
     "no_tls_battery", "no_vrfy", "auth_bypass_check", "all_probes", "no_mx", "connect_timeout", "timeout",
     "max_connections",
@@ -111,6 +112,8 @@ def check_command(targets: tuple[str, ...], **values: Any) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
     if values["as_json"] and values["output_format"] not in ("text", "json"):
         raise UsageError(f"--json and --format {values['output_format']} contradict each other: choose one")
+    if values["warn_severity"] and values["output_format"] != "nagios":
+        raise UsageError("--warn-severity is for --format nagios")
     options = build_check(values)
     confirm = options.engine.confirm_address
     watcher = _watcher(confirm, options.sink_listen, values["imap_url"], values["imap_keep"], values["imap_cafile"])
@@ -122,6 +125,13 @@ def check_command(targets: tuple[str, ...], **values: Any) -> None:
         )
     options = replace(options, watcher=watcher)
     report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
+    if values["output_format"] == "nagios":
+        from relaycheck.render.nagios import render_nagios
+
+        warn = values["warn_severity"]
+        text, state = render_nagios(report, Severity(warn) if warn else None)
+        click.echo(text, nl=False)
+        raise SystemExit(int(state))
     _emit(report, output_format="json" if values["as_json"] else values["output_format"], verbose=values["verbose"])
     raise SystemExit(summarize(report).exit_code)
 
@@ -246,39 +256,51 @@ def click_error_line(exc: click.ClickException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and ``entry_point``)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    code, message = _run(args)
+    if message is not None:
+        if _nagios(args):  # a monitoring system reads stdout and knows 3 as UNKNOWN, not 2
+            from relaycheck.render.nagios import State, unknown
+
+            click.echo(unknown(message.removeprefix("relaycheck: ")), nl=False)
+            return int(State.UNKNOWN)
+        click.echo(message, err=True)
+    return code
+
+
+def _nagios(args: list[str]) -> bool:
+    """``check --format nagios`` was asked for: errors then follow the plugin conventions."""
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return "check" in args and ("--format=nagios" in args or ("--format", "nagios") in pairs)
+
+
+def _run(args: list[str]) -> tuple[int, str | None]:
+    """The exit code, and the one line to show when the command failed."""
     try:
         with stop_on_signals():
-            cli.main(args=list(argv) if argv is not None else None, prog_name="relaycheck", standalone_mode=False)
+            cli.main(args=args, prog_name="relaycheck", standalone_mode=False)
     except SystemExit as exit_:
-        return int(exit_.code or 0)
+        return int(exit_.code or 0), None
     except click.exceptions.Abort:
-        click.echo("relaycheck: interrupted", err=True)
-        return 130
+        return 130, "relaycheck: interrupted"
     except click.ClickException as exc:
-        click.echo(f"relaycheck: {click_error_line(exc)}", err=True)
-        return EXIT_USAGE
+        line = f"relaycheck: {click_error_line(exc)}"
+        return EXIT_USAGE, line
     except UsageError as exc:
-        click.echo(f"relaycheck: {exc}", err=True)
-        return EXIT_USAGE
+        return EXIT_USAGE, f"relaycheck: {exc}"
     except RelaycheckError as exc:
-        click.echo(f"relaycheck: {exc}", err=True)
-        return EXIT_INCONCLUSIVE
+        return EXIT_INCONCLUSIVE, f"relaycheck: {exc}"
     except KeyboardInterrupt:
-        click.echo("relaycheck: interrupted", err=True)
-        return 130
+        return 130, "relaycheck: interrupted"
     except Exception as exc:  # a bug: one line for the user, the traceback on request
         if os.environ.get("RELAYCHECK_DEBUG"):
             raise
-        click.echo(
+        return EXIT_INCONCLUSIVE, (
             f"relaycheck: internal error: {type(exc).__name__}: {exc} "
-            "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)",
-            err=True,
+            "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)"
         )
-        return EXIT_INCONCLUSIVE
-    return EXIT_OK
+    return EXIT_OK, None
 
 
 def entry_point() -> None:
     sys.exit(main())
-
-

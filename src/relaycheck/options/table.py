@@ -26,7 +26,7 @@ import click
 
 from relaycheck import validate
 from relaycheck.errors import UsageError
-from relaycheck.model import Transport
+from relaycheck.model import Severity, Transport
 from relaycheck.options import CheckOptions, EngineOptions
 from relaycheck.options import values as v
 
@@ -62,8 +62,11 @@ OPTIONS: dict[str, Option] = {
     "as_json": Option(("--json",), "Print the versioned JSON report (same as --format json).", switch=True,
                       default=False),
     "output_format": Option(("--format",), "Output format; markdown and html make a shareable report (html is "
-                            "self-contained).", type=click.Choice(["text", "json", "markdown", "html"]),
-                            default="text"),
+                            "self-contained); nagios: a Monitoring Plugins status line with perfdata and exit codes "
+                            "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+                            type=click.Choice(["text", "json", "markdown", "html", "nagios"]), default="text"),
+    "warn_severity": Option(("--warn-severity",), "With --format nagios: findings of this severity or higher make "
+                            "the state WARNING (default: off).", type=click.Choice([s.value for s in Severity])),
     "verbose": Option(("-v", "--verbose"), "Show every probe and the full SMTP transcripts.", switch=True,
                       default=False),
     # -- what to connect to -------------------------------------------------------------------
@@ -198,6 +201,8 @@ OPTIONS: dict[str, Option] = {
                               metavar="ADDRESS|NETWORK"),
     "allow_data_probe": Option(("--allow-data-probe",), "Let API clients ask for mode data-probe (DATA, then hang "
                                "up on 354). Off: probe mode only.", to=("web.allow_data_probe",), switch=True),
+    "public_history": Option(("--public-history",), "Show every test of a target to everyone (history pages, API). "
+                             "Off: a client sees only its own tests.", to=("web.public_history",), switch=True),
 }
 
 

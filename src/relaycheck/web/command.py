@@ -14,6 +14,7 @@ from relaycheck.web.settings import DEFAULT_PORTS, Settings
 SERVE_OPTIONS = (
     "listen", "db", "allow_private", "allow_ports", "resolver", "requests_per_minute", "max_per_client",
     "max_running", "cooldown", "trusted_proxies", "helo", "ext_recipients", "allow_data_probe",
+    "public_history",
 )  # fmt: skip
 
 

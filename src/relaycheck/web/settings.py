@@ -33,4 +33,5 @@ class Settings:
     max_event_streams: int = 200  # open server-sent-event connections at once
     # Pages
     refresh_seconds: int = 3  # progress page reload interval without JavaScript
-    history_length: int = 20  # earlier tests shown per target
+    history_length: int = 20  # earlier tests shown per target (a history page's length)
+    public_history: bool = False  # everyone sees every test of a target; off: a client sees its own
