@@ -46,6 +46,7 @@ LAZY_COMMANDS = {
     "scan": "relaycheck.scan.command:scan_command",
     "report": "relaycheck.scan.command:report_command",
     "serve": "relaycheck.web.command:serve_command",
+    "honeypot": "relaycheck.honeypot.command:honeypot_command",
 }
 
 
