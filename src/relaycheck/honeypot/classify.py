@@ -73,20 +73,22 @@ def is_relay_test(facts: MessageFacts, relay_recipients: int) -> bool:
 @dataclass(frozen=True)
 class Tool:
     name: str
-    helo: str | None = None  # regex on the HELO/EHLO name
-    address: str | None = None  # regex on any MAIL/RCPT path
-    header: str | None = None  # regex on the message's header block (a tool's own marker)
+    helo: str | None = None  # regex on the HELO/EHLO name (case matters unless the pattern says (?i))
+    address: str | None = None  # regex on any MAIL/RCPT path, case-insensitive
 
 
 TOOLS: tuple[Tool, ...] = (
     # nmap's smtp-open-relay and smtp-* scripts: EHLO and addresses at nmap.scanme.org by default.
-    Tool("nmap", helo=r"^nmap\.scanme\.org$", address=r"@nmap\.scanme\.org>?$"),
+    Tool("nmap", helo=r"(?i)^nmap\.scanme\.org$", address=r"@nmap\.scanme\.org>?$"),
     # Metasploit's auxiliary/scanner/smtp/smtp_relay: "EHLO X", then a headerless random word.
     Tool("metasploit", helo=r"^X$"),
     # relaycheck: its catch-all control (rc-nouser-…), its default sender and recipients.
-    Tool("relaycheck", helo=r"(?:^|\.)relaycheck\.invalid$", address=r"(?:^<?rc-nouser-[0-9a-f]{10}@|^<?relaycheck@|relaycheck-probe@)"),
-    Tool("zgrab", helo=r"zgrab"),
-    Tool("swaks", header=r"^X-Mailer: swaks\b"),
+    Tool(
+        "relaycheck",
+        helo=r"(?i)(?:^|\.)relaycheck\.invalid$",
+        address=r"(?:^<?rc-nouser-[0-9a-f]{10}@|^<?relaycheck@|relaycheck-probe@)",
+    ),
+    Tool("zgrab", helo=r"(?i)zgrab"),
 )
 
 
@@ -102,7 +104,7 @@ def name_tool(record: SessionRecord) -> str | None:
     helo = record.helo or ""
     addresses = list(_addresses(record))
     for tool in TOOLS:
-        if tool.helo and re.search(tool.helo, helo, re.IGNORECASE if tool.name != "metasploit" else 0):
+        if tool.helo and re.search(tool.helo, helo):
             return tool.name
         if tool.address and any(re.search(tool.address, a, re.IGNORECASE) for a in addresses):
             return tool.name

@@ -8,6 +8,7 @@ recorded, exit status 0.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pwd
 import signal
@@ -148,6 +149,8 @@ def run(options: dict[str, Any]) -> int:
             listeners.append(Listener(bind(host, port), tls))
         except OSError as exc:
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    # aiosmtpd logs every unknown command a client sends as a warning: the records keep them.
+    logging.getLogger("mail.log").setLevel(logging.CRITICAL)
     if options["user"]:
         drop_privileges(options["user"], directory)
     asyncio.run(_serve(settings, listeners, cert, key))

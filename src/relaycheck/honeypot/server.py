@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import Any, AnyStr, cast
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 from relaycheck.catalogue.analysis import ServerNames, analyse_recipient, envelope_path
 from relaycheck.honeypot.classify import Identity, classify, is_relay_test, mentions
@@ -439,9 +439,7 @@ class HoneypotSMTP(SMTP):
         else:
             record.transactions_dropped += 1
 
-    def _check_login(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
+    def _check_login(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
         accepted = self.hp.config.auth_accept_any
         record = self.record
         if record is not None:
@@ -608,6 +606,15 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         return await self.server.accept_message(envelope.original_content or b"")
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A failed STARTTLS handshake or a broken connection: noted, never a traceback."""
+        own = self.server
+        if own.record is not None:
+            own.record.end_reason = f"error: {type(error).__name__}"
+        if isinstance(error, TLSSetupException):
+            return "454 4.7.0 TLS not available due to local problem"
+        return "451 4.3.0 Error: internal error"
 
 
 def bind(host: str, port: int) -> socket.socket:
