@@ -93,6 +93,10 @@ TOOLS: tuple[Tool, ...] = (
 
 
 def _addresses(record: SessionRecord) -> Iterable[str]:
+    for command in record.commands:  # VRFY/EXPN arguments name addresses too
+        verb, _, argument = command.partition(" ")
+        if verb.upper() in ("VRFY", "EXPN") and argument:
+            yield argument
     for t in record.transactions:
         yield t.mail_from
         for r in t.recipients:

@@ -20,6 +20,7 @@ import ssl
 import string
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +51,8 @@ from relaycheck.honeypot.record import SessionLog
 from relaycheck.honeypot.store import MessageStore
 
 MB = 1024 * 1024
+TOOL_MEMORY_SECONDS = 600.0  # a client's tool, remembered this long for its other sessions
+TOOL_MEMORY_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class Honeypot:
         self.sessions = 0
         self._finishing: set[asyncio.Task[None]] = set()
         self.live: set[HoneypotSMTP] = set()
+        self._recent_tools: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.domains = self._domains()
 
     def _domains(self) -> frozenset[str]:
@@ -186,12 +190,28 @@ class Honeypot:
         if pending:
             await asyncio.wait(pending, timeout=self.config.limits.finish_timeout)
         record.classification, record.tool, record.reasons = classify(record)
+        self._remember_tool(record)
         self._link_dropboxes(record)
         self.sessions += 1
         if not self.log.write(record, self.config.tags):
             print("relaycheck honeypot: a session record could not be written (disk full?)", file=sys.stderr)
         if self.on_record is not None:
             self.on_record(record)
+
+    def _remember_tool(self, record: SessionRecord) -> None:
+        """A tool spreads its work over several connections; those without its traces (a
+        STARTTLS check, a VRFY) are named after the same client's recent sessions."""
+        now = time.monotonic()
+        if record.tool is not None:
+            self._recent_tools[record.client_ip] = (record.tool, now)
+            self._recent_tools.move_to_end(record.client_ip)
+            while len(self._recent_tools) > TOOL_MEMORY_ENTRIES:
+                self._recent_tools.popitem(last=False)
+        elif record.classification == Classification.SCANNER:
+            recent = self._recent_tools.get(record.client_ip)
+            if recent is not None and now - recent[1] <= TOOL_MEMORY_SECONDS:
+                record.tool = recent[0]
+                record.reasons.append(f"same client as a {recent[0]} session {now - recent[1]:.0f} s earlier")
 
     def _link_dropboxes(self, record: SessionRecord) -> None:
         changed = False
@@ -315,17 +335,16 @@ class HoneypotSMTP(SMTP):
         if self.refused:
             return
         super().connection_lost(error)
-        record, self.record = self.record, None
-        if record is None:
+        if self.record is None:
             return
+        self._close_transaction()  # a transaction left open (QUIT after RCPT) is part of the record
+        record, self.record = self.record, None
         if self._session_timer is not None:
             self._session_timer.cancel()
         self.hp.release(self._address)
         self.hp.live.discard(self)
-        self._close_transaction()
         record.end = _now()
         record.duration_s = round(time.monotonic() - self._started, 3)
-        self.record = None
         self.hp.finish_later(self.hp.finish(record, self._pending))
         self.refused = True  # a second call (TLS teardown) has nothing left to do
 
