@@ -172,7 +172,7 @@ def test_implicit_tls_listener(honeypot: HoneypotThread) -> None:
     tls.check_hostname = False
     tls.verify_mode = ssl.CERT_NONE
     with smtplib.SMTP_SSL("127.0.0.1", honeypot.tls_port, context=tls, timeout=10) as client:
-        code, banner = client.noop()
+        code, _ = client.noop()
         assert code == 250
     record = honeypot.wait_records(1)[0]
     assert record.listener == "tls" and record.tls_version is not None
