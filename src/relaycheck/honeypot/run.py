@@ -128,7 +128,10 @@ async def _serve(settings: Settings, listeners: list[Listener], cert: Path, key:
     await stopping.wait()
     await stop(running)
     hp = running.honeypot
-    _say(f"stopped: {hp.sessions} session(s) recorded, {hp.refused_connections} connection(s) refused over the limits")
+    _say(
+        f"stopped: {hp.sessions} session(s) recorded, {hp.refused_connections} connection(s) refused over the "
+        f"limits; at most {hp.peak_total} open at once, {hp.peak_per_address} from one address"
+    )
 
 
 def run(options: dict[str, Any]) -> int:

@@ -123,6 +123,8 @@ class Honeypot:
         self.total = 0
         self.memory_in_use = 0
         self.refused_connections = 0
+        self.peak_total = 0  # most sessions open at once
+        self.peak_per_address = 0  # most sessions open at once from one address
         self.sessions = 0
         self._finishing: set[asyncio.Task[None]] = set()
         self.live: set[HoneypotSMTP] = set()
@@ -145,7 +147,9 @@ class Honeypot:
             self.refused_connections += 1
             return False
         self.total += 1
-        self.active[address] = self.active.get(address, 0) + 1
+        self.active[address] = count = self.active.get(address, 0) + 1
+        self.peak_total = max(self.peak_total, self.total)
+        self.peak_per_address = max(self.peak_per_address, count)
         return True
 
     def release(self, address: str) -> None:
