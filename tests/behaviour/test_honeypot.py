@@ -139,9 +139,7 @@ def test_simulated_spammer_relay_test_then_campaign(honeypot: HoneypotThread, tm
     assert main(["honeypot", "report", str(tmp_path), "--since", "1h", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["by_classification"]["relay-test"] == 1 and report["by_classification"]["spam-run"] == 1
-    assert [(d["address"], d["tests"], d["campaigns"]) for d in report["dropboxes"]] == [
-        ("drop@harvest.example", 1, 1)
-    ]
+    assert [(d["address"], d["tests"], d["campaigns"]) for d in report["dropboxes"]] == [("drop@harvest.example", 1, 1)]
     assert report["campaigns"][0]["recipients"] == 50
     assert main(["honeypot", "blocklist", str(tmp_path), "--since", "24h"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]

@@ -52,13 +52,14 @@ class Child:
 @pytest.fixture
 def honeypot_process(tmp_path: Path) -> Iterator[tuple[Child, int, Path]]:
     data = tmp_path / "data"
+    arguments = [
+        sys.executable, "-m", "relaycheck", "honeypot", "--listen", "127.0.0.1:0", "--data-dir", str(data),
+        "--hostname", "mail.honeypot.test", "--delay", "0:0", "--disk-quota", str(QUOTA_MB),
+        "--max-log", str(LOG_MB), "--max-message-size", str(512 * 1024), "--idle-timeout", "2",
+        "--session-limit", "4", "--max-per-address", "20", "--max-sessions", "100",
+    ]  # fmt: skip
     proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "relaycheck", "honeypot", "--listen", "127.0.0.1:0", "--data-dir", str(data),
-            "--hostname", "mail.honeypot.test", "--delay", "0:0", "--disk-quota", str(QUOTA_MB),
-            "--max-log", str(LOG_MB), "--max-message-size", str(512 * 1024), "--idle-timeout", "2",
-            "--session-limit", "4", "--max-per-address", "20", "--max-sessions", "100",
-        ],  # fmt: skip
+        arguments,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -143,8 +144,9 @@ def endless_data(port: int) -> int:
 def garbage(port: int) -> None:
     with connect(port) as s:
         reply(s)
-        for junk in (b"\x00\xff\xfe\r\n", b"\n\n\n", b".\r\n", b"MAIL FROM:<\x00>\r\n", b"RCPT TO:\r\n", b"\x16\x03\x01"):
-            s.sendall(junk)
+        junk = (b"\x00\xff\xfe\r\n", b"\n\n\n", b".\r\n", b"MAIL FROM:<\x00>\r\n", b"RCPT TO:\r\n", b"\x16\x03\x01")
+        for piece in junk:
+            s.sendall(piece)
         s.sendall(b"QUIT\r\n")
         until_closed(s)
 
