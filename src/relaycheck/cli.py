@@ -41,6 +41,7 @@ LAZY_COMMANDS = {
     "exporter": "relaycheck.monitor.command:exporter_command [monitor]",
     "watch": "relaycheck.monitor.watch_command:watch_command [monitor]",
     "history": "relaycheck.monitor.watch_command:history_command [monitor]",
+    "honeypot": "relaycheck.honeypot.command:honeypot_command [honeypot]",
 }
 
 
