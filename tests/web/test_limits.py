@@ -24,7 +24,9 @@ def test_requests_per_minute_per_client_get_429_with_retry_after(web: WebFactory
     page = app.client.get("/")
     assert page.status_code == 429
     assert 1 <= int(page.headers["retry-after"]) <= 12  # one request comes back every 12 s
-    assert "too many requests" in page.text and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Too many requests" in page.text and 'class="site"' in page.text  # inside the site layout
+    assert f"Try again in {page.headers['retry-after']} second" in page.text  # with the wait
     api = app.client.get("/api/v1/checks", params={"target": "example.com"})
     assert api.status_code == 429 and api.json()["error"] == "rate-limited"
     assert "retry-after" in api.headers
