@@ -153,7 +153,7 @@ def test_hostile_banner_and_replies_are_shown_as_text_never_run(
     expect(page.locator("table.probes")).to_contain_text("Relay access denied <script>window.pwned=1")
     for details in page.locator("details.transcript summary").all():
         details.click()
-    expect(page.locator("pre.smtp").first).to_contain_text(f"S: 220 mx.relay.test ESMTP {PAYLOAD}")
+    expect(page.locator("details.transcript pre.smtp").first).to_contain_text(f"S: 220 mx.relay.test ESMTP {PAYLOAD}")
     assert page.evaluate("typeof window.pwned") == "undefined"
     assert "pwned" not in page.title()
     assert page.locator("img").count() == 0  # the <img onerror> is text, not an element
@@ -194,6 +194,7 @@ def test_readable_on_a_phone(browser: Any, web: WebFactory, smtp: SmtpFactory) -
         page.goto(f"{app.url}/check/{done['id']}")
         expect(page.locator("h1[data-verdict]")).to_be_in_viewport()
         page.locator("details.transcript summary").first.click()  # long SMTP lines wrap, too
+        page.locator("details.probes-details summary").first.click()
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         box = page.locator("table.probes thead").bounding_box()
         assert box is None or box["x"] < 0  # the column headings are off screen: each cell has a label

@@ -123,7 +123,7 @@ def test_retest_after_the_cooldown_starts_a_new_test(web: WebFactory, smtp: Smtp
     new_id = retest.headers["location"].rsplit("/", 1)[1]
     app.wait(new_id)
     page = app.client.get(f"/check/{new_id}").text
-    assert f"Earlier tests of {server.address}" in page  # the history of the same target
+    assert f"Earlier tests of this server <span class=\"sub\">({server.address})</span>" in page  # same server
     assert f'<a href="/check/{done["id"]}">view</a>' in page and "this test" in page
 
 

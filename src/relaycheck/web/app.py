@@ -63,7 +63,9 @@ CSP = (
 SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # same-origin: our own posts carry our Origin (with no-referrer browsers send "Origin: null"),
+    # and no address of ours ever reaches another site
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cross-origin-opener-policy": "same-origin",
 }
@@ -343,14 +345,15 @@ def _host_header(value: str, scheme: str) -> str:
 def same_origin(headers: Headers, settings: Settings, peer: str | None) -> bool:
     """Whether a post comes from this site's own pages (or from no browser page at all).
 
-    ``Sec-Fetch-Site`` when the browser sends it; else ``Origin``; else ``Referer``. A client
-    that sends none of them (curl, scripts) is not a browser a foreign page could drive. The
+    ``Sec-Fetch-Site`` when the browser sends it (a page cannot forge it); else ``Origin``; else
+    ``Referer``. A client that sends none of them (curl, scripts) is not a browser a foreign page
+    could drive. The
     site's own address is the ``Host`` header (``X-Forwarded-Host`` from a trusted proxy); the
     scheme is not compared, as a TLS proxy in front talks plain HTTP to us.
     """
     fetch_site = headers.get("sec-fetch-site")
-    if fetch_site in ("cross-site", "same-site"):
-        return False
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
     origin = headers.get("origin")
     referer = headers.get("referer")
     if origin is None and referer is None:

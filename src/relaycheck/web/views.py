@@ -17,6 +17,8 @@ from fastapi.templating import Jinja2Templates
 
 from relaycheck.api import parse_target
 from relaycheck.errors import UsageError
+from relaycheck.fingerprint import FAMILY_NAMES
+from relaycheck.remediation import fix_for
 from relaycheck.web.guard import to_ascii, to_unicode
 
 
@@ -155,6 +157,27 @@ def for_the_web(text: str | None, retry_budget: float) -> str:
     return "".join(kept).strip()
 
 
+@dataclass(frozen=True)
+class Fix:
+    heading: str
+    text: str
+
+
+def open_relay_fix(target: dict[str, Any]) -> Fix | None:
+    """How to close an open relay on the MTA the server was recognised as (generic otherwise),
+    unless the verdict's advice already says it."""
+    if target.get("verdict", {}).get("verdict") != "open":
+        return None
+    fingerprint = (target.get("hygiene") or {}).get("fingerprint") or {}
+    family = str(fingerprint.get("family") or "unknown")
+    text = fix_for("open-relay", family)
+    advice = (target.get("verdict", {}).get("advice") or "").strip()
+    if not text or text.strip() == advice:
+        return None
+    name = FAMILY_NAMES.get(family)
+    return Fix(f"How to close it on {name}" if name else "How to close it", text)
+
+
 def key_evidence(target: dict[str, Any]) -> dict[str, Any] | None:
     """The one observation that best shows the verdict: an accepted relay attempt when open, the
     refused plain relay attempt when closed, else the first deferred or failed attempt."""
@@ -277,6 +300,7 @@ def make_templates() -> Jinja2Templates:
         blocks=blocks,
         for_the_web=for_the_web,
         key_evidence=key_evidence,
+        open_relay_fix=open_relay_fix,
     )
     env.filters.update(when=when, iso=iso, ago=ago, duration=duration)
     return Jinja2Templates(env=env)
