@@ -643,6 +643,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "description": "`progress` events, `ping` every 15 s, then `done`",
             },
             404: _error("No such check"),
+            422: _error("Invalid request"),
             **COMMON_ERRORS,
             429: _error("Too many open event streams or requests from this client (Retry-After)"),
             503: _error("Too many open event streams in all (Retry-After)"),
