@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the lab lives with the integration tests
+sys.path.insert(0, str(REPO))  # the lab package lives next to the integration tests
 
-from tests.integration.lab import SERVERS, Lab, Server, ServerSpec, postfix_error_stats, start_lab  # noqa: E402
-from tests.integration.relaycheck_cli import check_server  # noqa: E402
+# Only the lab package (servers, namespaces, the relaycheck runner), never a test module.
+from tests.integration.lab import ALL_SERVERS, Lab, Server, ServerSpec, postfix_error_stats, start_lab  # noqa: E402
+from tests.integration.lab.runner import check_server  # noqa: E402
 
 NMAP_TIMEOUT_S = 300
 RELAYCHECK_TIMEOUT_S = 300
@@ -217,7 +218,7 @@ def error_notes(rows: Sequence[Row]) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per tool and server")
-    names = [s.name for s in SERVERS]
+    names = [s.name for s in ALL_SERVERS]
     parser.add_argument("--server", action="append", choices=names, help="only these servers")
     parser.add_argument(
         "--retry-budget",
@@ -234,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("nmap") is None:
         print("nmap missing: run scripts/lab-deps", file=sys.stderr)
         return 2
-    specs = [s for s in SERVERS if not args.server or s.name in args.server]
+    specs = [s for s in ALL_SERVERS if not args.server or s.name in args.server]
     rows = []
     with start_lab(specs) as lab:
         print(f"lab up in {lab.setup_seconds:.1f}s; {args.runs} run(s) per tool and server")

@@ -40,7 +40,7 @@ from .lab import (
     ServerSpec,
     postfix_main_cf,
 )
-from .relaycheck_cli import RelaycheckRun, check_server
+from .lab.runner import RelaycheckRun, check_server
 
 AUDIT_EXIT = {"open": 1, "closed": 0, "inconclusive": 0}
 GREYLIST_RETRY_BUDGET = 30

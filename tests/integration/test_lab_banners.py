@@ -27,7 +27,7 @@ from relaycheck.model import Reply
 from relaycheck.smtp.wire import ReplyParser, parse_ehlo
 
 from .lab import EXIM_BIN, OPENSMTPD_BIN, Lab, Server
-from .relaycheck_cli import EXIT_CODES, RelaycheckRun, check_server
+from .lab.runner import EXIT_CODES, RelaycheckRun, check_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -34,7 +34,7 @@ from .lab import (
     file_size,
     read_from,
 )
-from .relaycheck_cli import run_relaycheck
+from .lab.runner import run_relaycheck
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -21,7 +21,7 @@ from .lab import (
     Verdict,
     postfix_error_stats,
 )
-from .relaycheck_cli import EXIT_CODES, RelaycheckRun, check_server, run_relaycheck
+from .lab.runner import EXIT_CODES, RelaycheckRun, check_server, run_relaycheck
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .lab import Lab, Server, Verdict
+from .core import Lab
+from .specs import Server, Verdict
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXIT_CODES: dict[Verdict, int] = {"closed": 0, "open": 1, "inconclusive": 3}
 EXIT_USAGE = 2
 
