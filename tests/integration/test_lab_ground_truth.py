@@ -41,9 +41,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 Reply = tuple[int, str]
 
 
-def _unique_sender(lab: Lab) -> str:
+def _unique_sender(lab: Lab, domain: str | None = None) -> str:
     # A fresh sender per conversation: a new greylisting triplet, and a token to find.
-    return f"gt-{uuid.uuid4().hex[:12]}@{lab.client_hostname}"
+    return f"gt-{uuid.uuid4().hex[:12]}@{domain or lab.client_hostname}"
 
 
 def _lab_tls_context() -> ssl.SSLContext:
@@ -62,6 +62,8 @@ def _reply(pair: tuple[int, bytes]) -> Reply:
 class Conversation:
     mail_before_tls: Reply | None
     mail: Reply
+    # MAIL FROM:<> when the sender was refused: the transaction the RCPT replies belong to.
+    null_sender: Reply | None
     outside: Reply
     postmaster: Reply
 
@@ -73,7 +75,7 @@ def _open_session(lab: Lab, server: Server) -> smtplib.SMTP:
 
 
 def _converse(lab: Lab, server: Server, sender: str) -> Conversation:
-    """EHLO, [MAIL; RSET; STARTTLS; EHLO], MAIL, RCPT outside, RCPT postmaster, QUIT."""
+    """EHLO, [MAIL; RSET; STARTTLS; EHLO], MAIL, [MAIL FROM:<>], RCPT outside, RCPT postmaster, QUIT."""
     with _open_session(lab, server) as smtp:
         before_tls = None
         if server.spec.tls_required:
@@ -82,16 +84,20 @@ def _converse(lab: Lab, server: Server, sender: str) -> Conversation:
             smtp.starttls(context=_lab_tls_context())
             smtp.ehlo()
         mail = _reply(smtp.mail(sender))
+        null_sender = None if mail[0] == 250 else _reply(smtp.mail(""))
         outside = _reply(smtp.rcpt(f"relaytest@{lab.outside_domains[0]}"))
         postmaster = _reply(smtp.rcpt(f"postmaster@{server.domain}"))
-    return Conversation(before_tls, mail, outside, postmaster)
+    return Conversation(before_tls, mail, null_sender, outside, postmaster)
 
 
 @pytest.mark.parametrize("spec", ALL_SERVERS, ids=[s.name for s in ALL_SERVERS])
 def test_raw_rcpt_replies(lab: Lab, spec: ServerSpec) -> None:
     server = lab.server(spec.name)
     talk = lab.in_client(lambda: _converse(lab, server, _unique_sender(lab)))
-    assert talk.mail[0] == 250, talk
+    assert talk.mail[0] == spec.outside_mail, talk
+    if spec.outside_mail != 250:
+        assert talk.null_sender is not None, talk
+        assert talk.null_sender[0] == 250, talk
     assert talk.outside[0] == spec.outside_rcpt, talk
     assert spec.outside_text in talk.outside[1], talk
     assert talk.postmaster[0] == spec.postmaster_rcpt, talk
@@ -161,7 +167,8 @@ OPEN_WITHOUT_RETRY = [s for s in SERVERS if s.expected == "open"]
 def test_open_relay_delivers_to_the_sink(lab: Lab, spec: ServerSpec) -> None:
     server = lab.server(spec.name)
     token = uuid.uuid4().hex
-    lab.in_client(lambda: _send_message(lab, server, _unique_sender(lab), token))
+    sender = _unique_sender(lab, server.domain if spec.relays_for_local_sender else None)
+    lab.in_client(lambda: _send_message(lab, server, sender, token))
 
     def arrived() -> bool:
         return any(token in str(m["content"]) for m in lab.sink_messages())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from .lab import (
     SERVERS,
@@ -36,16 +37,25 @@ class Case:
     server: str
     expected: Verdict
     retry_budget: int | None = None
+    engine_gap: str = ""  # see ServerSpec.engine_gap
 
 
 CASES: tuple[Case, ...] = (
-    *(Case(s.name, s.name, s.expected, 0 if s.greylist else None) for s in SERVERS),
+    *(Case(s.name, s.name, s.expected, 0 if s.greylist else None, s.engine_gap) for s in SERVERS),
     *(
         Case(f"{s.name}-retry", s.name, s.expected_with_retry, GREYLIST_RETRY_BUDGET)
         for s in SERVERS
         if s.expected_with_retry
     ),
 )
+
+
+def _verdict_param(case: Case) -> ParameterSet:
+    """The case, expected to fail (without insisting) while its engine rule is not built."""
+    marks = [pytest.mark.xfail(strict=False, reason=case.engine_gap)] if case.engine_gap else []
+    return pytest.param(case, id=case.id, marks=marks)
+
+
 POSTFIX_SERVERS = [s.name for s in SERVERS if s.mta == "postfix"]
 
 
@@ -90,7 +100,7 @@ def batch(lab: Lab, relaycheck_cli: None) -> Batch:
     return Batch(runs, logs)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", [_verdict_param(c) for c in CASES])
 def test_verdict_matches_ground_truth(lab: Lab, batch: Batch, case: Case) -> None:
     run = batch.runs[case.id]
     assert run.verdict == case.expected, run.describe()

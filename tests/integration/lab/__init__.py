@@ -49,6 +49,7 @@ from .logs import (
 )
 from .paths import EXIM_BIN, OPENSMTPD_BIN, SENDMAIL_BIN
 from .postfix import POSTFIX_MASTER_CF, postfix_main_cf
+from .sendmail import sendmail_mc
 from .specs import ALL_SERVERS, EXTRA_SERVERS, SERVERS, Server, ServerSpec, Verdict
 from .topology import FIRST_SERVER_HOST, GREYLIST_DELAY_S, IMAP_PORT, IMAPS_PORT, NET, SINK_IP, SMTP_PORT
 
@@ -81,5 +82,6 @@ __all__ = [
     "postfix_main_cf",
     "postfix_queued",
     "read_from",
+    "sendmail_mc",
     "start_lab",
 ]

@@ -19,9 +19,24 @@ from .dovecot import Dovecot, prepare_dovecot, start_dovecot
 from .exim import prepare_exim, start_exim
 from .netns import Network, T, cleanup_stale_labs, in_netns
 from .opensmtpd import prepare_opensmtpd, start_opensmtpd
-from .paths import DNSMASQ, DOVECOT, EXIM_BIN, OPENSMTPD_BIN, OPENSSL, POSTFIX, POSTFIX_MASTER, POSTGREY, UNSHARE
+from .paths import (
+    DNSMASQ,
+    DOVECOT,
+    EXIM_BIN,
+    M4,
+    OPENSMTPD_BIN,
+    OPENSSL,
+    POSTFIX,
+    POSTFIX_MASTER,
+    POSTGREY,
+    SENDMAIL_BIN,
+    SENDMAIL_CF_DIR,
+    STRACE,
+    UNSHARE,
+)
 from .postfix import prepare_postfix, start_postfix, start_postgrey
 from .processes import Endpoint, ManagedProcess, no_failure, wait_until_ready
+from .sendmail import prepare_sendmail, start_sendmail
 from .services import start_dnsmasq, start_sink
 from .specs import ALL_SERVERS, Server, ServerSpec
 from .topology import (
@@ -61,6 +76,10 @@ def missing_prerequisite() -> str | None:
         OPENSMTPD_BIN,
         Path(DOVECOT),
         Path(UNSHARE),
+        SENDMAIL_BIN,
+        SENDMAIL_CF_DIR / "m4/cf.m4",
+        Path(M4),
+        Path(STRACE),
     )
     absent = [str(path) for path in needed if not path.exists()]
     if absent:
@@ -146,11 +165,13 @@ PREPARE: dict[str, Callable[[Server, Path], None]] = {
     "postfix": prepare_postfix,
     "exim": lambda server, _root: prepare_exim(server),
     "opensmtpd": lambda server, _root: prepare_opensmtpd(server),
+    "sendmail": lambda server, _root: prepare_sendmail(server),
 }
 START: dict[str, Callable[[Server], ManagedProcess]] = {
     "postfix": start_postfix,
     "exim": start_exim,
     "opensmtpd": start_opensmtpd,
+    "sendmail": start_sendmail,
 }
 
 

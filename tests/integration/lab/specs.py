@@ -24,24 +24,33 @@ from .topology import (
 )
 
 Verdict = Literal["open", "closed", "inconclusive"]
+Mta = Literal["postfix", "exim", "opensmtpd", "sendmail"]
 
 
 @dataclass(frozen=True)
 class ServerSpec:
     """One lab mail server: how it is configured and what the truth about it is.
 
+    ``outside_mail`` is the raw MAIL reply code an outside sender (at the client's domain) gets;
+    when it is refused, the null sender's transaction is the one the RCPT codes are about.
     ``outside_rcpt`` / ``postmaster_rcpt`` are the raw RCPT reply codes an untrusted client gets
     for an outside recipient and for postmaster@<its domain> (after STARTTLS when
     ``tls_required``; on the first attempt for a greylisting server).
     """
 
     name: str
-    mta: Literal["postfix", "exim", "opensmtpd"]
+    mta: Mta
     expected: Verdict
     summary: str
     outside_rcpt: int
     outside_text: str  # a fragment of that reply's text
     postmaster_rcpt: int
+    outside_mail: int = 250
+    # Relays only for senders that claim the server's own domain (the ground truth sends so).
+    relays_for_local_sender: bool = False
+    # Why relaycheck's verdict misses ``expected`` today (an engine rule not yet built); the
+    # verdict tests expect a failure then, without insisting on it. Empty: no known gap.
+    engine_gap: str = ""
     postfix: Mapping[str, str] = field(default_factory=dict)
     # Extra files for the Postfix config directory (lookup tables named in ``postfix``).
     postfix_files: Mapping[str, str] = field(default_factory=dict)
@@ -52,9 +61,22 @@ class ServerSpec:
     greylist: bool = False
     # Verdict when relaycheck may retry 4xx long enough for the greylisting to clear.
     expected_with_retry: Verdict | None = None
+    # sendmail.mc lines after the stock ones (FEATUREs), without the trailing dnl.
+    sendmail_mc: tuple[str, ...] = ()
+    # False: Sendmail resolves names from its own hosts file only (a split-horizon resolver that
+    # does not know the outside world), so it cannot resolve an outside sender's domain.
+    sendmail_dns: bool = True
 
 
 DEBIAN_RELAY_RESTRICTIONS = "permit_mynetworks permit_sasl_authenticated reject_unauth_destination"
+
+# Sendmail's refusal idiom: "550 5.7.1 <rcpt>... Relaying denied" (plus " IP name lookup failed
+# [ip]" when the client's address has no name it can resolve).
+SENDMAIL_RELAY_DENIED = "Relaying denied"
+SENDMAIL_UNRESOLVABLE_SENDER_GAP = (
+    "the outside sender is refused at MAIL (553 5.1.8 domain of sender does not exist); relaycheck "
+    "does not yet re-run the battery with the null sender and local-domain senders"
+)
 
 SERVERS: tuple[ServerSpec, ...] = (
     ServerSpec(
@@ -166,6 +188,49 @@ SERVERS: tuple[ServerSpec, ...] = (
         postmaster_rcpt=250,
         exim_relay_from_hosts="0.0.0.0/0",
     ),
+    ServerSpec(
+        "sendmail-closed",
+        "sendmail",
+        "closed",
+        "Sendmail's stock generic-linux.mc: relays for local clients only",
+        outside_rcpt=550,
+        outside_text=SENDMAIL_RELAY_DENIED,
+        postmaster_rcpt=250,
+    ),
+    ServerSpec(
+        "sendmail-closed-nodns",
+        "sendmail",
+        "closed",
+        "stock generic-linux.mc behind a resolver that knows only the server's own names: "
+        "check_mail refuses every outside sender (553 5.1.8), the null sender gets 'Relaying denied'",
+        outside_mail=553,
+        outside_rcpt=550,
+        outside_text=SENDMAIL_RELAY_DENIED,
+        postmaster_rcpt=250,
+        sendmail_dns=False,
+        engine_gap=SENDMAIL_UNRESOLVABLE_SENDER_GAP,
+    ),
+    ServerSpec(
+        "sendmail-open-promiscuous",
+        "sendmail",
+        "open",
+        "FEATURE(`promiscuous_relay'): relays for anyone",
+        outside_rcpt=250,
+        outside_text="Recipient ok",
+        postmaster_rcpt=250,
+        sendmail_mc=("FEATURE(`promiscuous_relay')",),
+    ),
+    ServerSpec(
+        "sendmail-relay-local-from",
+        "sendmail",
+        "open",
+        "FEATURE(`relay_local_from'): relays when the sender claims the server's domain (spoofable)",
+        outside_rcpt=550,
+        outside_text=SENDMAIL_RELAY_DENIED,
+        postmaster_rcpt=250,
+        relays_for_local_sender=True,
+        sendmail_mc=("FEATURE(`relay_local_from')",),
+    ),
 )
 
 # Where the delivery servers send the confirmation domains (transport(5), texthash: no postmap):
@@ -269,6 +334,8 @@ class Server:
             return self.workdir / "postfix.log"
         if self.spec.mta == "opensmtpd":
             return self.workdir / "smtpd.out"  # smtpd -d logs to stderr
+        if self.spec.mta == "sendmail":
+            return self.workdir / "sendmail.out"  # syslog only: what it says on stderr at start-up
         return self.workdir / "log" / "mainlog"
 
     def startup_failure(self) -> str | None:
