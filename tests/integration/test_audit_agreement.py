@@ -28,17 +28,14 @@ from _pytest.mark import ParameterSet
 from relaycheck.cli import main
 
 from .lab import (
-    EXIM_BIN,
-    EXIM_CONF,
     FIRST_SERVER_HOST,
     NET,
     POSTFIX_MASTER_CF,
     SERVERS,
-    SINK_IP,
-    SMTP_PORT,
     Lab,
     Server,
     ServerSpec,
+    exim_conf,
     postfix_main_cf,
     sendmail_mc,
 )
@@ -68,18 +65,7 @@ def write_configuration(server: Server, lab_root: Path) -> list[Path]:
     if server.spec.mta == "sendmail":
         (work / "sendmail.mc").write_text(sendmail_mc(server))
         return audited_files(server)
-    conf = EXIM_CONF.format(
-        hostname=server.hostname,
-        exim_path=EXIM_BIN,
-        domain=server.domain,
-        relay_from_hosts=server.spec.exim_relay_from_hosts,
-        ip=server.ip,
-        port=server.port,
-        work=work,
-        sink_ip=SINK_IP,
-        sink_port=SMTP_PORT,
-    )
-    (work / "exim.conf").write_text(conf)
+    (work / "exim.conf").write_text(exim_conf(server))
     return audited_files(server)
 
 

@@ -103,6 +103,25 @@ def test_raw_rcpt_replies(lab: Lab, spec: ServerSpec) -> None:
     assert talk.postmaster[0] == spec.postmaster_rcpt, talk
 
 
+REFUSED_AT_DATA = [s for s in ALL_SERVERS if s.outside_data is not None]
+
+
+@pytest.mark.parametrize("spec", REFUSED_AT_DATA, ids=[s.name for s in REFUSED_AT_DATA])
+def test_relay_accepted_at_rcpt_is_refused_at_data(lab: Lab, spec: ServerSpec) -> None:
+    """The relay decision is made after RCPT: the outside recipient is accepted, DATA is not."""
+    server = lab.server(spec.name)
+
+    def talk() -> tuple[Reply, Reply]:
+        with _open_session(lab, server) as smtp:
+            smtp.mail(_unique_sender(lab))
+            rcpt = _reply(smtp.rcpt(f"relaytest@{lab.outside_domains[0]}"))
+            return rcpt, _reply(smtp.docmd("DATA"))
+
+    rcpt, data = lab.in_client(talk)
+    assert rcpt[0] == 250, rcpt
+    assert data[0] == spec.outside_data, data
+
+
 def test_tls_required_server_refuses_mail_before_starttls(lab: Lab) -> None:
     server = lab.server("postfix-tls-required")
     talk = lab.in_client(lambda: _converse(lab, server, _unique_sender(lab)))

@@ -37,7 +37,7 @@ Use as a library (the tests' conftest, bench/vs_nmap.py): ``with start_lab() as 
 from __future__ import annotations
 
 from .core import Lab, missing_prerequisite, start_lab
-from .exim import EXIM_CONF
+from .exim import EXIM_CONF, exim_conf
 from .logs import (
     PostfixDelivery,
     PostfixMessage,
@@ -75,6 +75,7 @@ __all__ = [
     "Server",
     "ServerSpec",
     "Verdict",
+    "exim_conf",
     "file_size",
     "missing_prerequisite",
     "postfix_deliveries",

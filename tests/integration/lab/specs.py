@@ -57,6 +57,13 @@ class ServerSpec:
     # Extra master.cf services (e.g. the lmtp client of the delivery servers).
     postfix_services: str = ""
     exim_relay_from_hosts: str = "127.0.0.1"
+    # Which Exim ACL refuses outside recipients: the stock RCPT ACL, or the predata ACL (run at
+    # DATA) behind a RCPT ACL that accepts everything.
+    exim_relay_decision: Literal["rcpt", "predata"] = "rcpt"
+    # relaycheck options the ground truth needs (a relay refused at DATA needs --data-probe).
+    check_args: tuple[str, ...] = ()
+    # The raw reply to DATA after an accepted outside recipient, when the server refuses there.
+    outside_data: int | None = None
     tls_required: bool = False
     greylist: bool = False
     # Verdict when relaycheck may retry 4xx long enough for the greylisting to clear.
@@ -187,6 +194,18 @@ SERVERS: tuple[ServerSpec, ...] = (
         outside_text="Accepted",
         postmaster_rcpt=250,
         exim_relay_from_hosts="0.0.0.0/0",
+    ),
+    ServerSpec(
+        "exim-closed-predata",
+        "exim",
+        "closed",
+        "acl_check_rcpt accepts every recipient; acl_smtp_predata refuses outside recipients at DATA",
+        outside_rcpt=250,
+        outside_text="Accepted",
+        postmaster_rcpt=250,
+        exim_relay_decision="predata",
+        check_args=("--data-probe",),
+        outside_data=550,
     ),
     ServerSpec(
         "sendmail-closed",
