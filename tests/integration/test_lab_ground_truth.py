@@ -8,6 +8,7 @@ greylisting test lets relaycheck's retry do the waiting, see there; its verdicts
 
 from __future__ import annotations
 
+import contextlib
 import email
 import imaplib
 import re
@@ -120,6 +121,61 @@ def test_relay_accepted_at_rcpt_is_refused_at_data(lab: Lab, spec: ServerSpec) -
     rcpt, data = lab.in_client(talk)
     assert rcpt[0] == 250, rcpt
     assert data[0] == spec.outside_data, data
+
+
+CONNECTION_LIMITED = [s for s in ALL_SERVERS if s.max_connections is not None]
+
+
+@pytest.mark.parametrize("spec", CONNECTION_LIMITED, ids=[s.name for s in CONNECTION_LIMITED])
+def test_connection_over_the_per_client_limit_gets_421(lab: Lab, spec: ServerSpec) -> None:
+    server = lab.server(spec.name)
+    assert spec.max_connections is not None
+
+    def talk() -> tuple[list[Reply], Reply]:
+        with contextlib.ExitStack() as held:
+            greetings = []
+            for _ in range(spec.max_connections or 0):
+                smtp = held.enter_context(smtplib.SMTP(local_hostname=lab.client_hostname, timeout=15))
+                greetings.append(_reply(smtp.connect(server.ip, server.port)))
+                greetings.append(_reply(smtp.noop()))  # the session is up, not merely queued
+            with pytest.raises(smtplib.SMTPConnectError) as refused:
+                smtplib.SMTP(server.ip, server.port, local_hostname=lab.client_hostname, timeout=15)
+            return greetings, (refused.value.smtp_code, refused.value.smtp_error.decode())
+
+    greetings, over = lab.in_client(talk)
+    assert all(code in {220, 250} for code, _ in greetings), greetings
+    assert over[0] == 421, over
+    assert "too many connections" in over[1], over
+
+
+STARTTLS_FAILING = [s for s in ALL_SERVERS if s.starttls_failure is not None]
+
+
+@pytest.mark.parametrize("spec", STARTTLS_FAILING, ids=[s.name for s in STARTTLS_FAILING])
+def test_starttls_is_offered_and_fails(lab: Lab, spec: ServerSpec) -> None:
+    """STARTTLS is advertised; it is refused (454) or the handshake after 220 fails, while the
+    plaintext session works."""
+    server = lab.server(spec.name)
+
+    def talk() -> tuple[bool, Reply, BaseException]:
+        with _open_session(lab, server) as smtp:
+            advertised = smtp.has_extn("starttls")
+            mail = _reply(smtp.mail(_unique_sender(lab)))
+            smtp.rset()
+            try:
+                smtp.starttls(context=_lab_tls_context())
+            except (smtplib.SMTPResponseException, ssl.SSLError) as exc:
+                return advertised, mail, exc
+        raise AssertionError("STARTTLS succeeded")
+
+    advertised, mail, failure = lab.in_client(talk)
+    assert advertised
+    assert mail[0] == 250, mail
+    if spec.starttls_failure == "454":
+        assert isinstance(failure, smtplib.SMTPResponseException), failure
+        assert failure.smtp_code == 454, failure
+    else:
+        assert isinstance(failure, ssl.SSLError), failure
 
 
 def test_tls_required_server_refuses_mail_before_starttls(lab: Lab) -> None:

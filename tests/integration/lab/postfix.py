@@ -67,7 +67,7 @@ def postfix_main_cf(server: Server, lab_root: Path) -> dict[str, str]:
         "append_dot_mydomain": "no",
         "readme_directory": "no",
     }
-    if server.spec.tls_required:
+    if server.spec.offers_tls:
         params["smtpd_tls_cert_file"] = str(work / "tls/cert.pem")
         params["smtpd_tls_key_file"] = str(work / "tls/key.pem")
     params.update(server.spec.postfix)
@@ -85,7 +85,7 @@ def prepare_postfix(server: Server, lab_root: Path) -> None:
     (work / "etc/local_recipients").write_text("postmaster root\nabuse root\n")
     for name, content in server.spec.postfix_files.items():
         (work / "etc" / name).write_text(content)
-    if server.spec.tls_required:
+    if server.spec.offers_tls:
         make_self_signed_cert(server.hostname, work / "tls")
     # `postfix check` creates the queue directories with the right owners and validates the
     # configuration; inside the namespace, so inet_interfaces resolves to a local address.

@@ -51,6 +51,8 @@ class ServerSpec:
     # Why relaycheck's verdict misses ``expected`` today (an engine rule not yet built); the
     # verdict tests expect a failure then, without insisting on it. Empty: no known gap.
     engine_gap: str = ""
+    # With that gap, relaycheck's battery runs into Postfix's soft error limit (every command refused).
+    gap_trips_error_limit: bool = False
     postfix: Mapping[str, str] = field(default_factory=dict)
     # Extra files for the Postfix config directory (lookup tables named in ``postfix``).
     postfix_files: Mapping[str, str] = field(default_factory=dict)
@@ -64,6 +66,16 @@ class ServerSpec:
     check_args: tuple[str, ...] = ()
     # The raw reply to DATA after an accepted outside recipient, when the server refuses there.
     outside_data: int | None = None
+    # Connections one client may hold at once; the next one is greeted with 421.
+    max_connections: int | None = None
+    # How STARTTLS (advertised) fails: "454" refused, "handshake" 220 then no TLS session.
+    starttls_failure: Literal["454", "handshake"] | None = None
+
+    @property
+    def offers_tls(self) -> bool:
+        """Postfix with STARTTLS on: the lab gives it a certificate (unless its settings say otherwise)."""
+        return self.postfix.get("smtpd_tls_security_level") in {"may", "encrypt"}
+
     tls_required: bool = False
     greylist: bool = False
     # Verdict when relaycheck may retry 4xx long enough for the greylisting to clear.
@@ -80,9 +92,18 @@ DEBIAN_RELAY_RESTRICTIONS = "permit_mynetworks permit_sasl_authenticated reject_
 # Sendmail's refusal idiom: "550 5.7.1 <rcpt>... Relaying denied" (plus " IP name lookup failed
 # [ip]" when the client's address has no name it can resolve).
 SENDMAIL_RELAY_DENIED = "Relaying denied"
-SENDMAIL_UNRESOLVABLE_SENDER_GAP = (
-    "the outside sender is refused at MAIL (553 5.1.8 domain of sender does not exist); relaycheck "
-    "does not yet re-run the battery with the null sender and local-domain senders"
+# Engine rules not built yet (see ServerSpec.engine_gap).
+SENDER_REFUSED_GAP = (
+    "the outside sender is refused at MAIL; relaycheck does not yet re-run the battery with the "
+    "null sender and local-domain senders"
+)
+CONNECTION_LIMIT_GAP = (
+    "a per-client connection limit answers 421; relaycheck does not yet back off to fewer "
+    "connections and finish the battery on the ones that work"
+)
+STARTTLS_REFUSED_GAP = (
+    "STARTTLS is refused (454); relaycheck does not yet judge from the plaintext battery and "
+    "report the TLS battery as not run"
 )
 
 SERVERS: tuple[ServerSpec, ...] = (
@@ -176,6 +197,71 @@ SERVERS: tuple[ServerSpec, ...] = (
         postfix={"smtpd_client_restrictions": "reject"},
     ),
     ServerSpec(
+        "postfix-closed-connlimit",
+        "postfix",
+        "closed",
+        "Debian defaults with smtpd_client_connection_count_limit = 1: anvil answers a second "
+        "connection at once with 421",
+        outside_rcpt=554,
+        outside_text="5.7.1 <relaytest@outside-a.test>: Relay access denied",
+        postmaster_rcpt=250,
+        postfix={"smtpd_relay_restrictions": DEBIAN_RELAY_RESTRICTIONS, "smtpd_client_connection_count_limit": "1"},
+        max_connections=1,
+        engine_gap=CONNECTION_LIMIT_GAP,
+    ),
+    ServerSpec(
+        "postfix-closed-tls-454",
+        "postfix",
+        "closed",
+        "Debian defaults, STARTTLS offered but its certificate missing: 454 4.7.0 TLS not available",
+        outside_rcpt=554,
+        outside_text="5.7.1 <relaytest@outside-a.test>: Relay access denied",
+        postmaster_rcpt=250,
+        postfix={
+            "smtpd_relay_restrictions": DEBIAN_RELAY_RESTRICTIONS,
+            "smtpd_tls_security_level": "may",
+            "smtpd_tls_cert_file": "$config_directory/missing-cert.pem",
+            "smtpd_tls_key_file": "$config_directory/missing-key.pem",
+        },
+        starttls_failure="454",
+        engine_gap=STARTTLS_REFUSED_GAP,
+    ),
+    ServerSpec(
+        "postfix-open-tls-handshake",
+        "postfix",
+        "open",
+        "mynetworks = 0.0.0.0/0; STARTTLS offered with every TLS 1.2 cipher excluded and TLS 1.3 "
+        "off: 220, then no cipher in common, the handshake fails",
+        outside_rcpt=250,
+        outside_text="2.1.5 Ok",
+        postmaster_rcpt=250,
+        postfix={
+            "mynetworks": "0.0.0.0/0",
+            "smtpd_tls_security_level": "may",
+            "smtpd_tls_protocols": "!SSLv2, !SSLv3, !TLSv1.3",
+            "smtpd_tls_exclude_ciphers": "ALL",
+        },
+        starttls_failure="handshake",
+    ),
+    ServerSpec(
+        "postfix-closed-sender-refused",
+        "postfix",
+        "closed",
+        "Debian defaults; outside senders refused at MAIL (smtpd_delay_reject = no, check_sender_access)",
+        outside_mail=554,
+        outside_rcpt=554,
+        outside_text="5.7.1 <relaytest@outside-a.test>: Relay access denied",
+        postmaster_rcpt=250,
+        postfix={
+            "smtpd_relay_restrictions": DEBIAN_RELAY_RESTRICTIONS,
+            "smtpd_delay_reject": "no",
+            "smtpd_sender_restrictions": "check_sender_access regexp:$config_directory/refused_senders",
+        },
+        postfix_files={"refused_senders": "/@(client\\.lab|outside-[ab])\\.test$/ REJECT\n"},
+        engine_gap=SENDER_REFUSED_GAP,
+        gap_trips_error_limit=True,
+    ),
+    ServerSpec(
         "exim-closed",
         "exim",
         "closed",
@@ -227,7 +313,7 @@ SERVERS: tuple[ServerSpec, ...] = (
         outside_text=SENDMAIL_RELAY_DENIED,
         postmaster_rcpt=250,
         sendmail_dns=False,
-        engine_gap=SENDMAIL_UNRESOLVABLE_SENDER_GAP,
+        engine_gap=SENDER_REFUSED_GAP,
     ),
     ServerSpec(
         "sendmail-open-promiscuous",
