@@ -24,6 +24,7 @@ from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
 from relaycheck.model import Report
 from relaycheck.options.table import build_check, command_options, sections_of
+from relaycheck.render import ReportKind, Style, chosen_format, render
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 
 # Commands that live in their own packages, imported only when used (the web UI and Dask are
@@ -99,7 +100,7 @@ def check_command(targets: tuple[str, ...], **values: Any) -> None:
         )
     options = replace(options, watcher=watcher)
     report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
-    _emit(report, output_format="json" if values["as_json"] else values["output_format"], verbose=values["verbose"])
+    _emit(report, output_format=chosen_format(values["output_format"], values["as_json"]), verbose=values["verbose"])
     raise SystemExit(summarize(report).exit_code)
 
 
@@ -131,20 +132,8 @@ def _status(message: str) -> None:
 
 
 def _emit(report: Report, *, output_format: str, verbose: bool) -> None:
-    # The renderers (rich, the HTML templates) load here: `scan`, `audit` and the rest never need them.
-    from relaycheck.render.html import render_html
-    from relaycheck.render.json import render_json
-    from relaycheck.render.markdown import render_markdown
-    from relaycheck.render.text import render_text
-
-    if output_format == "json":
-        click.echo(render_json(report), nl=False)
-    elif output_format == "markdown":
-        click.echo(render_markdown(report), nl=False)
-    elif output_format == "html":
-        click.echo(render_html(report), nl=False)
-    else:
-        click.echo(render_text(report, verbose=verbose, color=sys.stdout.isatty()), nl=False)
+    style = Style(verbose=verbose, color=sys.stdout.isatty())
+    click.echo(render(ReportKind.CHECK, report, output_format, style), nl=False)
 
 
 @cli.command()

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 from click.testing import CliRunner
 
+from relaycheck.audit.command import AUDIT_OPTIONS
 from relaycheck.cli import CHECK_OPTIONS, cli
 from relaycheck.errors import UsageError
 from relaycheck.options import CheckOptions, EngineOptions, HygieneOptions
@@ -24,7 +25,7 @@ SECTION_TYPES: dict[str, type] = {
     "scan": ScanConfig,
     "web": Settings,
 }
-USED = {*CHECK_OPTIONS, *SCAN_OPTIONS, *SERVE_OPTIONS, "limit"}
+USED = {*CHECK_OPTIONS, *SCAN_OPTIONS, *SERVE_OPTIONS, *AUDIT_OPTIONS, "limit"}
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))

@@ -28,6 +28,7 @@ from relaycheck.errors import UsageError
 from relaycheck.model import Transport
 from relaycheck.options import CheckOptions, EngineOptions
 from relaycheck.options import values as v
+from relaycheck.render import format_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -60,11 +61,10 @@ OPTIONS: dict[str, Option] = {
     # -- output -------------------------------------------------------------------------------
     "as_json": Option(("--json",), "Print the versioned JSON report (same as --format json).", switch=True,
                       default=False),
-    "output_format": Option(("--format",), "Output format; markdown and html make a shareable report (html is "
-                            "self-contained).", type=click.Choice(["text", "json", "markdown", "html"]),
-                            default="text"),
-    "verbose": Option(("-v", "--verbose"), "Show every probe and the full SMTP transcripts.", switch=True,
-                      default=False),
+    "output_format": Option(("--format",), "Output format (default: text); markdown and html make a shareable "
+                            "report (html is self-contained).", type=click.Choice(format_names())),
+    "verbose": Option(("-v", "--verbose"), "Show everything: every probe and the full SMTP transcripts (check), "
+                      "every line that could not be parsed (audit).", switch=True, default=False),
     # -- what to connect to -------------------------------------------------------------------
     "port": Option(("-p", "--port", "--ports"), "Port(s) for targets given without one (MX hosts included): 25, "
                    "or a list like 25,465,587 (465: implicit TLS; 587: submission, where relaying without AUTH "
@@ -134,6 +134,17 @@ OPTIONS: dict[str, Option] = {
     "auth_bypass_check": Option(("--auth-bypass-check",), "Try ONE AUTH with a random user and password, then a "
                                 "relay probe (servers that relay after any AUTH are open). Never more than one "
                                 "attempt.", to=("hygiene.auth_bypass",), switch=True),
+    # -- configuration audits ----------------------------------------------------------------
+    "is_postfix": Option(("--postfix",), "Audit as Postfix (main.cf, master.cf, postconf -n).", switch=True,
+                         default=False),
+    "is_exim": Option(("--exim",), "Audit as Exim (exim4.conf, update-exim4.conf.conf, conf.d).", switch=True,
+                      default=False),
+    "is_exchange": Option(("--exchange",), "Audit as Exchange (Get-ReceiveConnector output).", switch=True,
+                          default=False),
+    "is_sendmail": Option(("--sendmail",), "Audit as Sendmail (sendmail.mc, access).", switch=True, default=False),
+    "is_opensmtpd": Option(("--opensmtpd",), "Audit as OpenSMTPD (smtpd.conf).", switch=True, default=False),
+    "no_tables": Option(("--no-tables",), "Do not read the Postfix lookup tables the configuration names.",
+                        switch=True, default=False),
     # -- scans --------------------------------------------------------------------------------
     "lists": Option(("-iL", "--input-list"), "Read targets from FILE ('-': stdin): one or more per line, or CSV "
                     "ip,domain,tag,port.", multiple=True, metavar="FILE"),

@@ -21,6 +21,7 @@ from relaycheck.errors import UsageError
 from relaycheck.names import is_hostname
 from relaycheck.options import CheckOptions, EngineOptions, HygieneOptions, default_helo
 from relaycheck.options.table import apply, build_check, command_options, sections_of
+from relaycheck.render import ReportKind, chosen_format, render
 from relaycheck.report import EXIT_OK, EXIT_OPEN
 from relaycheck.scan import meta
 from relaycheck.scan.excludes import build_excludes
@@ -215,9 +216,9 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
 @click.command("report")
 @click.argument("results", type=click.Path(dir_okay=False, allow_dash=True))
 @command_options(("output_format", "metadata", "limit"), {})
-def report_command(results: str, output_format: str, metadata: str | None, limit: int) -> None:
+def report_command(results: str, output_format: str | None, metadata: str | None, limit: int) -> None:
     """Summarise a scan's JSON Lines results (text, json, markdown, or self-contained html)."""
-    from relaycheck.scan.summary import load_summary, render
+    from relaycheck.scan.summary import load_summary
 
     summary = load_summary(results, metadata, limit=limit)
-    click.echo(render(summary, output_format), nl=False)
+    click.echo(render(ReportKind.SCAN, summary, chosen_format(output_format, False)), nl=False)
