@@ -1,7 +1,6 @@
 """Scale-out on Dask: chunks of targets run as tasks on a cluster, records stream into one file.
 
-Imported only for ``--dask`` (Dask is the optional ``relaycheck[dask]`` extra). Shape
-(research wave2 §B5–B6):
+Imported only for ``--dask`` (Dask is the optional ``relaycheck[dask]`` extra). Shape:
 
 - the client reads the inputs (in a thread: a slow pipe never stalls it), claims each address
   at the writer (resume and duplicate inputs are filtered here), and submits chunks of a few
