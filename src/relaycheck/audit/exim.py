@@ -17,7 +17,7 @@ from enum import Enum
 from relaycheck.audit import netclass
 from relaycheck.audit.model import FamilyResult, Line, SourceFile
 from relaycheck.audit.netclass import Width
-from relaycheck.audit.rules import finding, unparsed
+from relaycheck.audit.rules import dedupe, finding, unparsed
 from relaycheck.model import Finding
 
 _MACRO = re.compile(r"^([A-Z][A-Za-z0-9_]*)\s*=\s*(.*)$")
@@ -622,7 +622,7 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
             "Exim: judged update-exim4.conf.conf as Debian's stock exim4.conf.template uses it "
             "(relay_from_hosts = 127.0.0.1 : ::1 : dc_relay_nets; relay check on +local_domains : +relay_to_domains)."
         )
-        return FamilyResult(tuple(_dedupe(findings)), config.understood, summary)
+        return FamilyResult(tuple(dedupe(findings)), config.understood, summary)
     acl_name, statements = _rcpt_acl(config)
     if acl_name is None:
         summary = "Exim: acl_smtp_rcpt is not set, so Exim refuses every recipient from remote hosts."
@@ -642,7 +642,7 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
         f"Exim: walked the RCPT ACL '{acl_name}' ({len(statements)} statements) for an unauthenticated outside "
         "client sending to a foreign domain, with the named lists after macro expansion."
     )
-    return FamilyResult(tuple(_dedupe(findings)), config.understood, summary)
+    return FamilyResult(tuple(dedupe(findings)), config.understood, summary)
 
 
 def _relay_from_hosts_note(config: EximConfig, findings: list[Finding]) -> None:
@@ -654,14 +654,3 @@ def _relay_from_hosts_note(config: EximConfig, findings: list[Finding]) -> None:
     judged = netclass.judge(members)
     if judged.width is Width.OUTSIDE_RANGE:
         findings.append(finding("exim-relay-from-range", f"relay_from_hosts includes {judged.widest}.", setting.line))
-
-
-def _dedupe(findings: list[Finding]) -> list[Finding]:
-    seen: set[tuple[str, str | None]] = set()
-    result: list[Finding] = []
-    for item in findings:
-        key = (item.code, item.location)
-        if key not in seen:
-            seen.add(key)
-            result.append(item)
-    return result

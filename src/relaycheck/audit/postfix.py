@@ -35,7 +35,7 @@ from relaycheck.audit.postfix_config import (
     referenced_table_paths,
     split_braced,
 )
-from relaycheck.audit.rules import finding
+from relaycheck.audit.rules import dedupe, finding
 from relaycheck.model import Finding
 
 # smtpd evaluates these at RCPT time (smtpd_delay_reject = yes), in this order; the data lists
@@ -698,19 +698,8 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
             lines = (param.line,) if param is not None and param.line is not None else ()
         findings.append(finding("postfix-not-internet-facing", f"Service {name}.", *lines))
     relay_findings = _merge(verdicts)
-    findings = _dedupe([*relay_findings, *findings])
+    findings = dedupe([*relay_findings, *findings], by_detail=True)
     return FamilyResult(tuple(findings), config.understood, _summary(config, verdicts, skipped))
-
-
-def _dedupe(findings: list[Finding]) -> list[Finding]:
-    seen: set[tuple[str, str | None, str]] = set()
-    result: list[Finding] = []
-    for item in findings:
-        key = (item.code, item.location, item.detail)
-        if key not in seen:
-            seen.add(key)
-            result.append(item)
-    return result
 
 
 def _summary(config: PostfixConfig, verdicts: list[ServiceVerdict], skipped: list[str]) -> str:

@@ -22,19 +22,13 @@ from relaycheck.model import Finding, Severity
 from relaycheck.render.escape import html_text as esc
 from relaycheck.render.escape import md_table, md_text
 from relaycheck.render.json import finding_dict
+from relaycheck.render.text import SEVERITY_STYLE
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_OPEN
 
 HEADLINE = {
     Conclusion.OPEN_RELAY_POSSIBLE: ("OPEN RELAY POSSIBLE", "bold white on red"),
     Conclusion.NO_OPEN_RELAY_PATH: ("NO OPEN RELAY PATH", "bold white on green"),
     Conclusion.COULD_NOT_PARSE: ("COULD NOT PARSE", "bold black on yellow"),
-}
-SEVERITY_STYLE = {
-    Severity.CRITICAL: "bold red",
-    Severity.HIGH: "red",
-    Severity.MEDIUM: "yellow",
-    Severity.LOW: "cyan",
-    Severity.INFO: "dim",
 }
 UNPARSED_SHOWN = 5  # without --verbose, a wrong file should not drown the report
 

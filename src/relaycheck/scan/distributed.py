@@ -34,7 +34,7 @@ from typing import Any
 from relaycheck.errors import UsageError
 from relaycheck.scan.inputs import END, InputThread
 from relaycheck.scan.output import JsonlOutput
-from relaycheck.scan.records import admit, error_record
+from relaycheck.scan.records import admit, deliver, error_record
 from relaycheck.scan.runner import ScanConfig, scan_chunk
 from relaycheck.scan.targets import Item, Kind
 
@@ -150,10 +150,7 @@ class _Driver:
         self.batch_started = 0.0
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self.writer.write(record):
-            if self.on_record is not None:
-                self.on_record(record)
-        else:
+        if not deliver(self.writer, record, self.on_record):
             self.stats.duplicates += 1
 
     def _take(self, item: Item) -> None:

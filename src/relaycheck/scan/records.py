@@ -163,6 +163,16 @@ def error_record(item: Item, message: str, *, ip: str | None = None) -> dict[str
     return record
 
 
+def deliver(writer: JsonlOutput, record: dict[str, Any], on_record: Callable[[dict[str, Any]], None] | None) -> bool:
+    """A front's last step for a finished record: write it once and show it; False for a
+    duplicate (its key is in the file already)."""
+    if not writer.write(record):
+        return False
+    if on_record is not None:
+        on_record(record)
+    return True
+
+
 def admit(
     item: Item, writer: JsonlOutput, write: Callable[[dict[str, Any]], None], duplicate: Callable[[], None]
 ) -> tuple[str, ...] | None:

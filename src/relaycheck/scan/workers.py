@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 
 from relaycheck.scan.inputs import END, InputThread
 from relaycheck.scan.output import JsonlOutput
-from relaycheck.scan.records import admit, error_record
+from relaycheck.scan.records import admit, deliver, error_record
 from relaycheck.scan.runner import LocalClaims, ScanConfig, Scanner, run_scan
 from relaycheck.scan.targets import Item, Kind
 
@@ -299,10 +299,7 @@ class WorkerPool:
     # -- records in
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self.writer.write(record):
-            if self.on_record is not None:
-                self.on_record(record)
-        else:
+        if not deliver(self.writer, record, self.on_record):
             self.stats.duplicates += 1
 
     def _receive(self, slot: _Slot) -> None:
