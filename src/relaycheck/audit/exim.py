@@ -543,11 +543,8 @@ def _debconf_only(config: EximConfig, findings: list[Finding]) -> None:
         if ";" not in nets.value and ":" in nets.value:
             members = [(i, n) for i in split_list(nets.value) if (n := netclass.parse_network(i))]
         judged = netclass.judge(members)
-        code = {
-            Width.EVERYONE: "exim-relay-from-any",
-            Width.OUTSIDE_WIDE: "exim-relay-from-wide",
-            Width.OUTSIDE_RANGE: "exim-relay-from-range",
-        }.get(judged.width)
+        code = netclass.code_for_width(judged.width, ("exim-relay-from-any", "exim-relay-from-wide",
+                                                      "exim-relay-from-range"))
         if code:
             findings.append(
                 finding(

@@ -195,11 +195,7 @@ def _default_note(param: Param) -> tuple[str, ...]:
 
 # ---- mynetworks and friends ----------------------------------------------------------------
 
-MYNETWORKS_CODES = {
-    Width.EVERYONE: "postfix-mynetworks-everyone",
-    Width.OUTSIDE_WIDE: "postfix-mynetworks-public",
-    Width.OUTSIDE_RANGE: "postfix-mynetworks-public-range",
-}
+MYNETWORKS_CODES = ("postfix-mynetworks-everyone", "postfix-mynetworks-public", "postfix-mynetworks-public-range")
 
 
 def _mynetworks_population(ctx: ServiceContext) -> Population | None:
@@ -221,7 +217,7 @@ def _mynetworks_population(ctx: ServiceContext) -> Population | None:
         if net is not None:
             members.append((entry, net))
     judged = netclass.judge(members)
-    code = MYNETWORKS_CODES.get(judged.width)
+    code = netclass.code_for_width(judged.width, MYNETWORKS_CODES)
     if code is None:
         return None
     return Population(
