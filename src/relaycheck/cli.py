@@ -75,18 +75,11 @@ def cli(ctx: click.Context) -> None:
         ctx.invoke(demo)
 
 
-CHECK_OPTIONS = (
-    "as_json", "output_format", "verbose", "ext_recipients", "sender", "local_domain", "helo", "resolver",
-    "retry_budget", "data_probe", "confirm", "sink_listen", "imap_url", "imap_keep", "imap_cafile",
-    "confirm_timeout", "transport", "port", "all_ports", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check",
-    "no_tls_battery", "no_vrfy", "auth_bypass_check", "all_probes", "no_mx", "connect_timeout", "timeout",
-    "max_connections",
-)  # fmt: skip
 
 
 @cli.command("check")
 @click.argument("targets", nargs=-1, required=True)
-@command_options(CHECK_OPTIONS, sections_of(CheckOptions()))
+@command_options("check", sections_of(CheckOptions()))
 def check_command(targets: tuple[str, ...], **values: Any) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
     options = build_check(values)

@@ -8,14 +8,12 @@ import dataclasses
 import pytest
 from click.testing import CliRunner
 
-from relaycheck.audit.command import AUDIT_OPTIONS
-from relaycheck.cli import CHECK_OPTIONS, cli
+from relaycheck.cli import cli
 from relaycheck.errors import UsageError
 from relaycheck.options import CheckOptions, EngineOptions, HygieneOptions
-from relaycheck.options.table import OPTIONS, build_check
-from relaycheck.scan.command import SCAN_OPTIONS, scan_base
+from relaycheck.options.table import COMMANDS, OPTIONS, build_check
+from relaycheck.scan.command import scan_base
 from relaycheck.scan.runner import ScanConfig
-from relaycheck.web.command import SERVE_OPTIONS
 from relaycheck.web.settings import Settings
 
 SECTION_TYPES: dict[str, type] = {
@@ -25,7 +23,7 @@ SECTION_TYPES: dict[str, type] = {
     "scan": ScanConfig,
     "web": Settings,
 }
-USED = {*CHECK_OPTIONS, *SCAN_OPTIONS, *SERVE_OPTIONS, *AUDIT_OPTIONS, "limit"}
+USED = {name for names in COMMANDS.values() for name in names}
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))

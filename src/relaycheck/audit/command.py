@@ -146,13 +146,11 @@ def postfix_tables(sources: list[SourceFile]) -> list[SourceFile]:
 FAMILY_FLAGS = tuple(f.value for f in Family)
 
 
-AUDIT_OPTIONS = ("is_postfix", "is_exim", "is_exchange", "is_sendmail", "is_opensmtpd", "as_json", "output_format",
-                 "no_tables", "verbose")
 
 
 @click.command("audit")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@command_options(AUDIT_OPTIONS, {})
+@command_options("audit", {})
 def audit_command(files: tuple[str, ...], **values: Any) -> None:
     """Audit mail server configuration FILEs for open relay paths, offline ('-' reads stdin).
 

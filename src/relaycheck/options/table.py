@@ -11,9 +11,11 @@ that no dataclass holds (output paths, the format…) carry a ``default`` here.
 A value that was not given is ``None`` (switches included), so building leaves the base object's
 field alone: ``apply`` sets only what the user asked for.
 
-Adopting the table in a new command: list its option names in ``@command_options(...)``, take
-``**values``, and build its objects with ``apply`` (entries it needs that are not here yet are
-one ``Option`` each).
+Adopting the table in a new command: list its option names in ``COMMANDS`` (or pass them to
+``command_options``), decorate it with ``@command_options("name", defaults)``, take ``**values``,
+and build its objects with ``apply``/``build_check`` (entries it needs that are not here yet are
+one ``Option`` each). Adding an option to existing commands is one entry here and its name in
+their lists: no command code changes when the option sets a dataclass field.
 """
 
 from __future__ import annotations
@@ -211,6 +213,36 @@ OPTIONS: dict[str, Option] = {
 }
 
 
+# The options of each command, in --help order. A command that adopts the table adds its list
+# here (or keeps its own tuple) and passes it to ``command_options``.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "check": (
+        "as_json", "output_format", "verbose", "ext_recipients", "sender", "local_domain", "helo", "resolver",
+        "retry_budget", "data_probe", "confirm", "sink_listen", "imap_url", "imap_keep", "imap_cafile",
+        "confirm_timeout", "transport", "port", "all_ports", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check",
+        "no_tls_battery", "no_vrfy", "auth_bypass_check", "all_probes", "no_mx", "connect_timeout", "timeout",
+        "max_connections",
+    ),
+    "scan": (
+        "lists", "output", "metadata", "resume", "port", "transport", "no_mx", "resolver", "excludes",
+        "exclude_files", "include_reserved", "rate", "concurrency", "max_connections", "per_subnet",
+        "connect_timeout", "timeout", "target_timeout", "retry_budget", "helo", "contact", "ext_recipients",
+        "sender", "local_domain", "data_probe", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check", "no_tls_battery",
+        "no_vrfy", "seed", "shards", "shard", "dask", "workers", "chunk_size", "full", "progress",
+        "status_interval",
+    ),
+    "serve": (
+        "listen", "db", "allow_private", "allow_ports", "resolver", "requests_per_minute", "max_per_client",
+        "max_running", "cooldown", "trusted_proxies", "helo", "ext_recipients", "allow_data_probe",
+    ),
+    "audit": (
+        "is_postfix", "is_exim", "is_exchange", "is_sendmail", "is_opensmtpd", "as_json", "output_format",
+        "no_tables", "verbose",
+    ),
+    "report": ("output_format", "metadata", "limit"),
+}
+
+
 def _field(objects: Mapping[str, object], path: str) -> Any:
     section, _, name = path.partition(".")
     return getattr(objects[section], name) if section in objects else None
@@ -259,8 +291,10 @@ def click_option(name: str, objects: Mapping[str, object]) -> Callable[[F], F]:
     return click.option(name, *option.flags, **attrs)
 
 
-def command_options(names: Iterable[str], objects: Mapping[str, object]) -> Callable[[F], F]:
-    """Decorate a command with the table's options ``names``, in that order in ``--help``."""
+def command_options(command: str | Iterable[str], objects: Mapping[str, object]) -> Callable[[F], F]:
+    """Decorate a command with its options (``COMMANDS[command]``, or the names given), in that
+    order in ``--help``."""
+    names = COMMANDS[command] if isinstance(command, str) else tuple(command)
     decorators = [click_option(n, objects) for n in names]
 
     def decorate(function: F) -> F:

@@ -76,13 +76,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-SCAN_OPTIONS = (
-    "lists", "output", "metadata", "resume", "port", "transport", "no_mx", "resolver", "excludes", "exclude_files",
-    "include_reserved", "rate", "concurrency", "max_connections", "per_subnet", "connect_timeout", "timeout",
-    "target_timeout", "retry_budget", "helo", "contact", "ext_recipients", "sender", "local_domain", "data_probe",
-    "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check", "no_tls_battery", "no_vrfy", "seed", "shards", "shard",
-    "dask", "workers", "chunk_size", "full", "progress", "status_interval",
-)  # fmt: skip
 
 
 def scan_base() -> ScanConfig:
@@ -94,7 +87,7 @@ def scan_base() -> ScanConfig:
 
 @click.command("scan")
 @click.argument("targets", nargs=-1)
-@command_options(SCAN_OPTIONS, sections_of(scan_base().check, scan=scan_base()))
+@command_options("scan", sections_of(scan_base().check, scan=scan_base()))
 @click.pass_context
 def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any) -> None:
     """Test many mail servers: addresses, CIDR blocks, a-b ranges, host names, domains (every MX).
@@ -215,7 +208,7 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
 
 @click.command("report")
 @click.argument("results", type=click.Path(dir_okay=False, allow_dash=True))
-@command_options(("output_format", "metadata", "limit"), {})
+@command_options("report", {})
 def report_command(results: str, output_format: str | None, metadata: str | None, limit: int) -> None:
     """Summarise a scan's JSON Lines results (text, json, markdown, or self-contained html)."""
     from relaycheck.scan.summary import load_summary
