@@ -98,6 +98,10 @@ OPTIONS: dict[str, Option] = {
                          to=("engine.all_probes",), switch=True),
     "max_connections": Option(("--max-connections",), "Connections at once per host.",
                               to=("engine.max_connections",), type=click.IntRange(1, 10)),
+    "probes_per_connection": Option(("--probes-per-connection",), "Refusable relay probes sent on one connection "
+                                    "before a fresh one (stay under the server's error limit: Postfix slows down "
+                                    "after 10 errors, Exchange tarpits).", to=("engine.probes_per_connection",),
+                                    type=click.IntRange(1, 50)),
     "connect_timeout": Option(("--connect-timeout",), **_timeout("TCP connect timeout (never above --timeout)."),
                               to=("engine.connect_timeout",)),
     "timeout": Option(("--timeout",), **_timeout("Per-step timeout (greeting, each reply)."),
@@ -221,11 +225,12 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "retry_budget", "data_probe", "confirm", "sink_listen", "imap_url", "imap_keep", "imap_cafile",
         "confirm_timeout", "transport", "port", "all_ports", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check",
         "no_tls_battery", "no_vrfy", "auth_bypass_check", "all_probes", "no_mx", "connect_timeout", "timeout",
-        "max_connections",
+        "target_timeout", "max_connections", "probes_per_connection",
     ),
     "scan": (
         "lists", "output", "metadata", "resume", "port", "transport", "no_mx", "resolver", "excludes",
-        "exclude_files", "include_reserved", "rate", "concurrency", "max_connections", "per_subnet",
+        "exclude_files", "include_reserved", "rate", "concurrency", "max_connections", "probes_per_connection",
+        "per_subnet",
         "connect_timeout", "timeout", "target_timeout", "retry_budget", "helo", "contact", "ext_recipients",
         "sender", "local_domain", "data_probe", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check", "no_tls_battery",
         "no_vrfy", "seed", "shards", "shard", "dask", "workers", "chunk_size", "full", "progress",
