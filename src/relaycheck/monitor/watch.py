@@ -167,3 +167,23 @@ class Watcher:
                 self.warn(message)
                 failures.append(message)
         return tuple(failures)
+
+
+async def watch_loop(
+    watcher: Watcher,
+    round_jobs: Sequence[Job],
+    *,
+    interval: float,
+    once: bool = False,
+    exit_on_change: bool = False,
+    after_round: Callable[[list[RunResult]], None] | None = None,
+) -> int:
+    """Rounds until ``once`` or, with ``exit_on_change``, a round with a change; the exit code
+    is that round's, by ``check``'s rules. Cancel the task to stop a watch that runs forever."""
+    while True:
+        results = await watcher.round(round_jobs)
+        if after_round is not None:
+            after_round(results)
+        if once or (exit_on_change and any(r.changes for r in results)):
+            return combined_exit([r.exit_code for r in results])
+        await asyncio.sleep(interval)
