@@ -93,9 +93,7 @@ def run_distributed(
     if client is None:
         if address is None:
             cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=workers or (os.cpu_count() or 1),
-                threads_per_worker=1,
-                processes=True,
+                n_workers=workers or (os.cpu_count() or 1), threads_per_worker=1, processes=True,
                 dashboard_address=None,
             )
         try:
@@ -133,17 +131,10 @@ def _check_workers(client: Any) -> None:
         raise UsageError(f"Dask workers run other relaycheck versions than this client ({__version__}): {wrong}")
 
 
+
 class _Driver:
-    def __init__(
-        self,
-        client: Any,
-        config: ScanConfig,
-        sink: JsonlSink,
-        stats: DaskStats,
-        chunk_size: int,
-        on_record: Callable[[dict[str, Any]], None] | None,
-        on_chunk: Callable[[int], None] | None,
-    ) -> None:
+    def __init__(self, client: Any, config: ScanConfig, sink: JsonlSink, stats: DaskStats, chunk_size: int,
+                 on_record: Callable[[dict[str, Any]], None] | None, on_chunk: Callable[[int], None] | None) -> None:
         self.client = client
         self.config = config
         self.sink = sink
@@ -199,9 +190,8 @@ class _Driver:
             records = future.result()
         except Exception as exc:  # KilledWorker after repeated worker deaths, a bug in a chunk
             self.stats.failed_chunks += 1
-            records = [
-                error_record(item, f"chunk failed on the Dask cluster: {type(exc).__name__}: {exc}") for item in items
-            ]
+            records = [error_record(item, f"chunk failed on the Dask cluster: {type(exc).__name__}: {exc}")
+                       for item in items]
         finally:
             future.release()
         for record in records:

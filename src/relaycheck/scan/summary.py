@@ -126,12 +126,8 @@ def _open_entry(record: dict[str, Any]) -> dict[str, Any]:
         "confidence": record.get("confidence"),
         "banner": record.get("banner"),
         "evidence": [
-            {
-                "probe_id": e.get("probe_id"),
-                "mail_from": e.get("mail_from"),
-                "rcpt_to": e.get("rcpt_to"),
-                "reply": e.get("reply"),
-            }
+            {"probe_id": e.get("probe_id"), "mail_from": e.get("mail_from"), "rcpt_to": e.get("rcpt_to"),
+             "reply": e.get("reply")}
             for e in (record.get("evidence") or [])[:3]
         ],
     }
@@ -189,10 +185,8 @@ def render_text(s: dict[str, Any]) -> str:
     lines = [f"Scan results: {s['results']}"]
     scan = s["scan"]
     if scan:
-        lines.append(
-            f"  scan {scan.get('start')} .. {scan.get('end') or 'unfinished'}"
-            + ("" if scan.get("complete", True) else " (incomplete: resume it with --resume)")
-        )
+        lines.append(f"  scan {scan.get('start')} .. {scan.get('end') or 'unfinished'}"
+                     + ("" if scan.get("complete", True) else " (incomplete: resume it with --resume)"))
     lines += [
         f"  {s['records']:,} records; verdicts: {_counts(s['by_verdict'])}",
         f"  status: {_counts(s['by_status'])}",
@@ -210,10 +204,8 @@ def render_text(s: dict[str, Any]) -> str:
             lines.append(f"      {_evidence_line(entry)}")
     if open_count > len(s["open_relays"]):
         lines.append(f"  … and {open_count - len(s['open_relays']):,} more (raise --limit)")
-    for title, key, label in (
-        ("INCONCLUSIVE, by reason", "inconclusive_reasons", "reason"),
-        ("NOT TESTED, by error", "errors", "error"),
-    ):
+    for title, key, label in (("INCONCLUSIVE, by reason", "inconclusive_reasons", "reason"),
+                              ("NOT TESTED, by error", "errors", "error")):
         if s[key]:
             lines += ["", title]
             for group in s[key]:
@@ -245,16 +237,12 @@ def render_markdown(s: dict[str, Any]) -> str:
     if s["open_relays"]:
         out += ["| address | port | name | confidence | evidence |", "|---|---:|---|---|---|"]
         for e in s["open_relays"]:
-            out.append(
-                f"| {_md(e['ip'])} | {e['port']} | {_md(e.get('domain') or e.get('host'))} | "
-                f"{_md(e.get('confidence'))} | {_md(_evidence_line(e))} |"
-            )
+            out.append(f"| {_md(e['ip'])} | {e['port']} | {_md(e.get('domain') or e.get('host'))} | "
+                       f"{_md(e.get('confidence'))} | {_md(_evidence_line(e))} |")
     else:
         out.append("No open relay found.")
-    for title, key, label in (
-        ("Inconclusive, by reason", "inconclusive_reasons", "reason"),
-        ("Not tested, by error", "errors", "error"),
-    ):
+    for title, key, label in (("Inconclusive, by reason", "inconclusive_reasons", "reason"),
+                              ("Not tested, by error", "errors", "error")):
         if s[key]:
             out += ["", f"## {title}", "", f"| count | {label} | examples |", "|---:|---|---|"]
             out += [f"| {g['count']} | {_md(g[label])} | {_md(', '.join(g['examples']))} |" for g in s[key]]
@@ -295,40 +283,24 @@ def render_html(s: dict[str, Any]) -> str:
     open_count = s["by_verdict"].get("open", 0)
     parts.append(f'<h2 class="open">Open relays ({open_count})</h2>' if open_count else "<h2>No open relay found</h2>")
     if s["open_relays"]:
-        parts.append(
-            _html_table(
-                ["address", "port", "name", "confidence", "banner", "evidence"],
-                [
-                    [
-                        code(e["ip"]),
-                        td(e["port"], "n"),
-                        td(e.get("domain") or e.get("host")),
-                        td(e.get("confidence")),
-                        code(e.get("banner")),
-                        code(_evidence_line(e)),
-                    ]
-                    for e in s["open_relays"]
-                ],
-            )
-        )
-    for title, key, label in (
-        ("Inconclusive, by reason", "inconclusive_reasons", "reason"),
-        ("Not tested, by error", "errors", "error"),
-    ):
+        parts.append(_html_table(
+            ["address", "port", "name", "confidence", "banner", "evidence"],
+            [[code(e["ip"]), td(e["port"], "n"), td(e.get("domain") or e.get("host")), td(e.get("confidence")),
+              code(e.get("banner")), code(_evidence_line(e))] for e in s["open_relays"]],
+        ))
+    for title, key, label in (("Inconclusive, by reason", "inconclusive_reasons", "reason"),
+                              ("Not tested, by error", "errors", "error")):
         if s[key]:
             parts.append(f"<h2>{_h(title)}</h2>")
-            parts.append(
-                _html_table(
-                    ["count", label, "examples"],
-                    [[td(g["count"], "n"), td(g[label]), code(", ".join(g["examples"]))] for g in s[key]],
-                )
-            )
+            parts.append(_html_table(["count", label, "examples"],
+                                     [[td(g["count"], "n"), td(g[label]), code(", ".join(g["examples"]))]
+                                      for g in s[key]]))
     if s["findings"]:
         parts.append("<h2>Findings</h2>")
         parts.append(_html_table(["finding", "count"], [[td(c), td(n, "n")] for c, n in s["findings"].items()]))
     body = "\n".join(parts)
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
         f"<title>relaycheck scan: {_h(s['results'])}</title><style>{_CSS}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"

@@ -240,7 +240,8 @@ class SmtpSession:
                 )
         except TimeoutError:
             raise ConnectError(
-                f"connection to {self.address} port {self.port} timed out after {self.config.connect_timeout:g} s"
+                f"connection to {self.address} port {self.port} timed out "
+                f"after {self.config.connect_timeout:g} s"
             ) from None
         except ssl.SSLError as exc:
             raise TlsError(f"TLS handshake with {self.address}:{self.port} failed: {exc}") from None

@@ -385,7 +385,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             done: Submitted = await service.submit(text, port, mode, client_of(request))
         except (UsageError, DnsError, Limited) as exc:
             error = submit_error(exc)
-            response = index_page(request, error=error.message, value=text[:255], port=port or 25, status=error.status)
+            response = index_page(
+                request, error=error.message, value=text[:255], port=port or 25, status=error.status
+            )
             response.headers.update(error.headers)
             return response
         suffix = "?reused=1" if done.reused else ""
@@ -510,3 +512,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return HistoryOut(target=key, checks=[CheckSummary(**summary(r)) for r in rows])
 
     return app
+
+

@@ -257,12 +257,7 @@ class Service:
                 max_targets=settings.max_targets,
             )
             row = await asyncio.to_thread(
-                self.store.create,
-                target=key,
-                given=text.strip(),
-                port=chosen,
-                mode=mode,
-                plan=plan_dict(plan),
+                self.store.create, target=key, given=text.strip(), port=chosen, mode=mode, plan=plan_dict(plan),
                 client=client,
             )
             self._start(row, plan, client)  # from here the task owns the client's slot
@@ -319,7 +314,9 @@ class Service:
             if entry.users == 0:
                 del self._locks[key]
 
-    async def _run(self, row: st.CheckRow, plan: Plan, client: str, options: EngineOptions, progress: Progress) -> None:
+    async def _run(
+        self, row: st.CheckRow, plan: Plan, client: str, options: EngineOptions, progress: Progress
+    ) -> None:
         from relaycheck import __version__
 
         started_wall = datetime.now(UTC).isoformat(timespec="seconds")
