@@ -703,3 +703,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return HistoryOut(target=plan.key, checks=[CheckSummary(**summary(r)) for r in rows])
 
     return app
+
+
