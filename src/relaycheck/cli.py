@@ -26,6 +26,7 @@ from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, pa
 from relaycheck.model import Report, Transport
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 from relaycheck.stopping import stop_on_signals
+from relaycheck.terminal import style_for
 
 
 def _option_name(param: click.Parameter) -> str:
@@ -362,7 +363,8 @@ def _emit(report: Report, *, output_format: str, verbose: bool) -> None:
     elif output_format == "html":
         click.echo(render_html(report), nl=False)
     else:
-        click.echo(render_text(report, verbose=verbose, color=sys.stdout.isatty()), nl=False)
+        style = style_for(sys.stdout)
+        click.echo(render_text(report, verbose=verbose, color=style.color, width=style.width), nl=False)
 
 
 @cli.command()

@@ -22,6 +22,7 @@ from relaycheck.audit.postfix import table_paths
 from relaycheck.audit.render import RENDERERS, exit_code, render_html, render_json, render_markdown, render_text
 from relaycheck.boundedio import STDIN, display_name, read_capped
 from relaycheck.errors import UsageError
+from relaycheck.terminal import style_for
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_DIRECTORY_FILES = 500
@@ -183,7 +184,8 @@ def audit_command(
     elif output == "html":
         click.echo(render_html(report), nl=False)
     else:
-        click.echo(render_text(report, verbose=verbose, color=sys.stdout.isatty()), nl=False)
+        style = style_for(sys.stdout)
+        click.echo(render_text(report, verbose=verbose, color=style.color, width=style.width), nl=False)
     raise SystemExit(exit_code(report))
 
 

@@ -1,0 +1,40 @@
+"""How text output fits where it goes: colour only on a terminal and never with ``NO_COLOR``
+(https://no-color.org), the terminal's width (``COLUMNS`` first, as shells and ``tput`` do), and
+a fixed width when the output is a file or a pipe, so that saved reports do not depend on the
+window they were produced in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from typing import TextIO
+
+FILE_WIDTH = 110  # output to a file or a pipe
+MIN_WIDTH = 40
+MAX_WIDTH = 200  # beyond this, prose lines get too long to read
+
+
+@dataclass(frozen=True)
+class Style:
+    color: bool
+    width: int
+
+
+def is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+def _columns() -> int | None:
+    text = os.environ.get("COLUMNS", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def style_for(stream: TextIO | None) -> Style:
+    terminal = is_terminal(stream)
+    color = terminal and not os.environ.get("NO_COLOR")
+    width = _columns() or (shutil.get_terminal_size((FILE_WIDTH, 24)).columns if terminal else FILE_WIDTH)
+    return Style(color=color, width=max(MIN_WIDTH, min(MAX_WIDTH, width)))
