@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from relaycheck.advice import advice_for
 from relaycheck.battery import (
     FAILURES,
     Opened,
@@ -73,7 +74,8 @@ def _slots(run: Run, facts: SessionFacts) -> Slots:
     )
 
 
-def _unreachable(target: Target, reason: str, started: float, run: Run | None) -> TargetReport:
+def _unreachable(target: Target, failure: Exception, started: float, run: Run | None) -> TargetReport:
+    reason = str(failure)
     return TargetReport(
         target=target,
         verdict=Verdict(
@@ -81,8 +83,7 @@ def _unreachable(target: Target, reason: str, started: float, run: Run | None) -
             Confidence.UNDETERMINED,
             f"The server could not be tested: {reason}.",
             (),
-            "Check the host name and port, and that outbound connections to it are allowed "
-            "from here (many networks block port 25).",
+            advice_for(failure),
         ),
         connections=tuple(s.log() for s in run.sessions) if run else (),
         round_trips=sum(s.round_trips for s in run.sessions) if run else 0,
@@ -111,7 +112,7 @@ async def check_target(
         session, greeting, ehlo = await run.open()
     except FAILURES as exc:
         await abandon(run, ahead)
-        return _unreachable(target, str(exc), started, run)
+        return _unreachable(target, exc, started, run)
     run.peer = session.peer_address
     facts = SessionFacts(
         banner=greeting,
@@ -142,7 +143,7 @@ async def check_target(
         check = await transaction(session, postmaster, facts.pipelining)
     except FAILURES as exc:
         await abandon(run, ahead)
-        return _unreachable(target, str(exc), started, run)
+        return _unreachable(target, exc, started, run)
     attempts[postmaster.id] = 1
     tls_first = any(r is not None and is_tls_required(r) for r in (check.mail, check.rcpt))
     if tls_first and not run.tls_phase and target.transport is Transport.PLAIN:
