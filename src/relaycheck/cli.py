@@ -11,7 +11,8 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import click
 
@@ -26,7 +27,7 @@ from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, pa
 from relaycheck.model import Report, Transport
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 from relaycheck.stopping import stop_on_signals
-from relaycheck.terminal import style_for
+from relaycheck.terminal import StatusLine, is_terminal, style_for
 
 
 def _option_name(param: click.Parameter) -> str:
@@ -40,6 +41,8 @@ def _addresses(_ctx: click.Context, param: click.Parameter, values: tuple[str, .
 def _one_address(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     return None if value is None else validate.address(value, _option_name(param))
 
+
+STATUS_INTERVAL = 1.0  # seconds before the status line appears, and between its updates
 
 # Commands that live in their own packages, imported only when used (the web UI and Dask are
 # heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute", plus
@@ -305,9 +308,30 @@ def check_command(
         sink_listen=sink_listen,
         watcher=watcher,
     )
-    report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
+    waiting = None if confirm or not is_terminal(sys.stderr) else StatusLine(sys.stderr, style_for(sys.stderr).width)
+    report = asyncio.run(_check_with_status(list(targets), options, waiting, on_status=_status if confirm else None))
     _emit(report, output_format="json" if as_json else output_format, verbose=verbose)
     raise SystemExit(summarize(report).exit_code)
+
+
+async def _check_with_status(
+    targets: list[str], options: CheckOptions, waiting: StatusLine | None, on_status: Callable[[str], None] | None
+) -> Report:
+    """``check``; on a terminal, a status line says what it is waiting for once it takes a while."""
+    if waiting is None:
+        return await check(targets, options, on_status=on_status)
+    started = time.monotonic()
+    task = asyncio.ensure_future(check(targets, options, on_exchange=waiting.exchange, on_status=on_status))
+    try:
+        while not (await asyncio.wait({task}, timeout=STATUS_INTERVAL))[0]:
+            elapsed = time.monotonic() - started
+            what = f"{len(targets)} targets" if len(targets) > 1 else shorten(targets[0], 40)
+            replies = f"{waiting.replies} exchanges so far" if waiting.replies else "waiting for the server to answer"
+            waiting.show(f"relaycheck: testing {what}: {elapsed:.0f} s, {replies} (Ctrl-C stops)")
+        return task.result()
+    finally:
+        task.cancel()
+        waiting.clear()
 
 
 def _ports(text: str | None) -> tuple[int, ...] | None:

@@ -38,3 +38,30 @@ def style_for(stream: TextIO | None) -> Style:
     color = terminal and not os.environ.get("NO_COLOR")
     width = _columns() or (shutil.get_terminal_size((FILE_WIDTH, 24)).columns if terminal else FILE_WIDTH)
     return Style(color=color, width=max(MIN_WIDTH, min(MAX_WIDTH, width)))
+
+
+class StatusLine:
+    """One line on a terminal's stderr, rewritten in place while a check waits (a silent server
+    or a tarpit otherwise leaves a blank screen); cleared before the report is printed.
+
+    Control sequences here are cursor movement (carriage return, erase line), not colour."""
+
+    def __init__(self, stream: TextIO, width: int) -> None:
+        self.stream = stream
+        self.width = width
+        self.replies = 0
+        self.shown = False
+
+    def exchange(self, *_: object) -> None:
+        self.replies += 1
+
+    def show(self, text: str) -> None:
+        self.stream.write("\r\x1b[K" + text[: max(1, self.width - 1)])
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
