@@ -326,8 +326,10 @@ async def _check_with_status(
         while not (await asyncio.wait({task}, timeout=STATUS_INTERVAL))[0]:
             elapsed = time.monotonic() - started
             what = f"{len(targets)} targets" if len(targets) > 1 else shorten(targets[0], 40)
-            replies = f"{waiting.replies} exchanges so far" if waiting.replies else "waiting for the server to answer"
-            waiting.show(f"relaycheck: testing {what}: {elapsed:.0f} s, {replies} (Ctrl-C stops)")
+            if waiting.replies:
+                waiting.show(f"relaycheck: testing {what}: {waiting.replies} exchanges, {elapsed:.0f} s")
+            else:
+                waiting.show(f"relaycheck: waiting for {what} to answer, {elapsed:.0f} s")
         return task.result()
     finally:
         task.cancel()
