@@ -117,6 +117,7 @@ def test_scan_of_dev_zero_through_a_pipe(tmp_path: Path) -> None:
         result = run(["scan", "-iL", "-", "-o", str(tmp_path / "scan.jsonl"), "--progress", "none",
                       "--helo", "scan.relaycheck.test"], stdin=zeros, timeout=30)  # fmt: skip
     one_line(result, 2, "standard input looks binary, not a target list")
+    assert not (tmp_path / "scan.jsonl").exists()  # peeked at before the output was created
 
 
 def test_an_unreadable_file() -> None:
