@@ -456,10 +456,18 @@ def sink_command(domain: str, listen: str) -> None:
     asyncio.run(serve())
 
 
+MESSAGE_SHOWN = 300  # characters of an error message: a 10 kB argument quoted whole would bury it
+
+
+def error_line(exc: BaseException) -> str:
+    """An error as one line of reasonable length, whatever the input it quotes."""
+    return shorten(" ".join(str(exc).split()), MESSAGE_SHOWN)
+
+
 def click_error_line(exc: click.ClickException) -> str:
     """Click's usage errors in one line (click prints the usage and a hint on three), naming the
     command and where its help is."""
-    message = shorten(" ".join(exc.format_message().split()), 300)
+    message = shorten(" ".join(exc.format_message().split()), MESSAGE_SHOWN)
     context = getattr(exc, "ctx", None)
     if context is None:
         return message
@@ -481,10 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo(f"relaycheck: {click_error_line(exc)}", err=True)
         return EXIT_USAGE
     except UsageError as exc:
-        click.echo(f"relaycheck: {exc}", err=True)
+        click.echo(f"relaycheck: {error_line(exc)}", err=True)
         return EXIT_USAGE
     except RelaycheckError as exc:
-        click.echo(f"relaycheck: {exc}", err=True)
+        click.echo(f"relaycheck: {error_line(exc)}", err=True)
         return EXIT_INCONCLUSIVE
     except KeyboardInterrupt:
         click.echo("relaycheck: interrupted", err=True)
@@ -493,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RELAYCHECK_DEBUG"):
             raise
         click.echo(
-            f"relaycheck: internal error: {type(exc).__name__}: {exc} "
+            f"relaycheck: internal error: {type(exc).__name__}: {error_line(exc)} "
             "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)",
             err=True,
         )

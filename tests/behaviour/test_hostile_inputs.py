@@ -194,6 +194,15 @@ def test_a_huge_argument_is_quoted_shortened() -> None:
     result = run(["check", "127.0.0.1", "--helo", "a" * 10_000 + "\r\n"])
     one_line(result, 2, "--helo", "…")
     assert len(result.err) < 300
+    result = run(["check", "x" * 10_000 + "!"])
+    one_line(result, 2, "not a host name", "…")
+    assert len(result.err) < 400
+
+
+@pytest.mark.parametrize("bad", BAD.values(), ids=BAD.keys())
+def test_imap_url_with_control_characters(untouched: socket.socket, bad: str) -> None:
+    argv = ["check", _port(untouched), "--confirm", "me@example.com", "--imap", f"imaps://me{bad}@imap.example/INBOX"]
+    one_line(run(argv, env={"RELAYCHECK_IMAP_PASSWORD": "x"}), 2, "--imap")
 
 
 def test_json_and_another_format_contradict() -> None:
