@@ -10,10 +10,12 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
+import subprocess
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -43,8 +45,15 @@ class Screen:
         return [line.decode(errors="replace") for line in shown]
 
 
-def on_terminal(argv: list[str], env: dict[str, str], timeout: float = 60, columns: int = 60) -> Screen:
-    """Run the CLI with stdin, stdout and stderr on a new pseudo-terminal of ``columns`` columns."""
+def on_terminal(
+    argv: list[str],
+    env: dict[str, str],
+    timeout: float = 60,
+    columns: int = 60,
+    on_output: Callable[[bytes, subprocess.Popen[bytes]], None] | None = None,
+) -> Screen:
+    """Run the CLI with stdin, stdout and stderr on a new pseudo-terminal of ``columns`` columns;
+    ``on_output`` sees the output so far after each read (to act on what the CLI has shown)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     process = start(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
@@ -67,6 +76,8 @@ def on_terminal(argv: list[str], env: dict[str, str], timeout: float = 60, colum
             if not chunk:
                 break
             output += chunk
+            if on_output is not None:
+                on_output(bytes(output), process)
         code, _ = wait_measured(process, timeout=max(1.0, deadline - time.monotonic()))
     finally:
         os.close(master)
@@ -110,6 +121,21 @@ def test_a_status_line_while_waiting_for_a_silent_server(silent_and_ssh: Populat
     text = " ".join(" ".join(screen.lines).split())
     assert "did not answer in time" in text and "longer --timeout" in text
     assert "many networks block port 25" not in text
+
+
+def test_sigterm_while_waiting_ends_cleanly(silent_and_ssh: Population) -> None:
+    target = f"127.9.0.1:{silent_and_ssh.port}"
+    sent: list[bool] = []
+
+    def stop_once_waiting(output: bytes, process: subprocess.Popen[bytes]) -> None:
+        if not sent and b"relaycheck: waiting for" in output:  # the CLI says it is waiting: stop it there
+            process.send_signal(signal.SIGTERM)
+            sent.append(True)
+
+    screen = on_terminal(["check", target, *COMMON, "--timeout", "30"], PLAIN_TERMINAL, on_output=stop_once_waiting)
+    assert sent and screen.code == 130, screen.raw
+    assert [line for line in screen.lines if line.strip()] == ["relaycheck: interrupted"]
+    assert b"Traceback" not in screen.raw
 
 
 def test_advice_fits_a_protocol_error(silent_and_ssh: Population) -> None:
