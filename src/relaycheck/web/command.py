@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import click
 
+from relaycheck import validate
 from relaycheck.dns import split_host_port
 from relaycheck.engine import DEFAULT_OUTSIDE, default_helo
 from relaycheck.errors import UsageError
@@ -133,6 +134,7 @@ def serve_command(
     engine = replace(web_engine_options(), helo=helo or default_helo())
     if ext_recipients:
         engine = replace(engine, ext_recipients=ext_recipients)
+    engine = validate.wire_ready(replace(engine, resolver=resolver))  # before the server starts
     settings = Settings(
         db_url=db,
         allow_private=allow_private,
