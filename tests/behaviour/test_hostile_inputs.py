@@ -105,6 +105,22 @@ def test_report_of_a_file_with_only_a_200_mb_line_is_exit_3(tmp_path: Path) -> N
     one_line(run(["report", str(path)], timeout=120), 3, "holds no scan records (1 unreadable line)")
 
 
+def test_scan_of_a_list_with_a_200_mb_line_records_it_as_invalid(tmp_path: Path) -> None:
+    targets = tmp_path / "targets.txt"
+    block = b"x" * (1024 * 1024)
+    with targets.open("wb") as handle:
+        for _ in range(LINE_MB):
+            handle.write(block)
+        handle.write(b"\n")
+    out = tmp_path / "scan.jsonl"
+    result = run(["scan", "-iL", str(targets), "-o", str(out), "--progress", "none", "--helo", "scan.example"],
+                 timeout=120)  # fmt: skip
+    assert result.code == 0, result.err
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["status"] == "error" and "longer than 64 KB" in record["error"], record  # input errors are "error"
+    assert result.peak_rss_mb < MEMORY_BOUND_MB, f"{result.peak_rss_mb:.0f} MB"
+
+
 def test_scan_of_a_binary_list_is_refused_before_the_output_exists(tmp_path: Path) -> None:
     out = tmp_path / "scan.jsonl"
     one_line(run(["scan", "-iL", "/bin/ls", "-o", str(out)]), 2, "/bin/ls looks binary, not a target list")
@@ -188,6 +204,11 @@ def test_a_nonsense_resolver_is_refused_even_for_an_ip_target(
     extra = ["-o", str(tmp_path / "scan.jsonl"), "--include-reserved"] if command == "scan" else []
     one_line(run([command, _port(untouched), "--resolver", "nonsense", "--helo", "x.example", *extra]), 2,
              "--resolver needs an IP address")  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", BAD.values(), ids=BAD.keys())
+def test_serve_refuses_control_characters_before_it_listens(bad: str) -> None:
+    one_line(run(["serve", "--listen", "127.0.0.1:2598", "--helo", f"web{bad}.example"]), 2, "--helo")
 
 
 def test_a_huge_argument_is_quoted_shortened() -> None:
