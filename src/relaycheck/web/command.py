@@ -86,6 +86,21 @@ def _networks(_ctx: click.Context, _param: click.Parameter, values: tuple[str, .
     help="Wait before the same target may be tested again (earlier requests get the recent result).",
 )
 @click.option(
+    "--retry-budget",
+    type=click.FloatRange(0, 3600),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Keep retrying deferred probes (greylisting) this long; the live page shows the waits.",
+)
+@click.option(
+    "--max-streams-per-client",
+    type=click.IntRange(1, 1000),
+    default=8,
+    show_default=True,
+    help="Open live-progress streams per client address (pages beyond it follow by polling).",
+)
+@click.option(
     "--trusted-proxy",
     "trusted_proxies",
     multiple=True,
@@ -116,6 +131,8 @@ def serve_command(
     max_per_client: int,
     max_running: int,
     cooldown: float,
+    retry_budget: float,
+    max_streams_per_client: int,
     trusted_proxies: tuple[str, ...],
     helo: str | None,
     ext_recipients: tuple[str, ...],
@@ -144,6 +161,8 @@ def serve_command(
         max_running_per_client=max_per_client,
         max_running=max_running,
         cooldown=cooldown,
+        retry_budget=retry_budget,
+        max_streams_per_client=max_streams_per_client,
         trusted_proxies=trusted_proxies,
     )
     host, port = listen
