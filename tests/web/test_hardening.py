@@ -78,7 +78,7 @@ def test_one_cooldown_and_history_per_address_whatever_the_name(
     records = {
         ("alias1.relay.test", "A"): ["127.0.0.1"],
         ("alias2.relay.test", "A"): ["127.0.0.1"],
-        ("anything.wild.relay.test", "A"): ["127.0.0.1"],  # what a wildcard record answers
+        ("*.wild.relay.test", "A"): ["127.0.0.1"],  # a wildcard record: any name below it
     }
     app = web(records=records, ports=(25, server.port), cooldown=300)
     first = app.run(f"alias1.relay.test:{server.port}")
@@ -86,6 +86,7 @@ def test_one_cooldown_and_history_per_address_whatever_the_name(
     for other in (
         f"alias2.relay.test:{server.port}",
         f"anything.wild.relay.test:{server.port}",
+        f"something-else.wild.relay.test:{server.port}",
         f"[::ffff:127.0.0.1]:{server.port}",
         f"127.0.0.1:{server.port}",
     ):
