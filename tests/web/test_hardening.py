@@ -71,6 +71,15 @@ def test_large_bodies_are_refused_before_they_are_read(web: WebFactory, path: st
     assert app.client.post("/api/v1/checks", json={"target": "x" * 300}).status_code == 422
 
 
+def test_a_body_that_trickles_is_cut_off(web: WebFactory) -> None:
+    app = web(body_seconds=0.5)
+    host = f"Host: {urlsplit(app.url).netloc}\r\n"
+    head = f"POST /api/v1/checks HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    answer = raw_request(app.url, head + '{"target": ', [])  # 11 of 100 bytes, then nothing
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"content-type: application/json" in answer.lower()
+
+
 def test_one_cooldown_and_history_per_address_whatever_the_name(
     web: WebFactory, smtp: SmtpFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -261,7 +270,13 @@ def test_greylisted_server_concludes_and_no_command_line_advice_is_shown(
     # greylisting that outlasts the (short) budget: inconclusive, advice phrased for the web
     stubborn = smtp("greylisting", greylist_delay=3600.0)
     app = web(ports=(25, stubborn.port), retry_budget=1.5)
-    done = app.run(stubborn.address)
+    check_id = app.create(stubborn.address).json()["id"]
+    events = sse_events(app.client.get(f"/api/v1/checks/{check_id}/events").text)
+    waits = [t["retry"] for name, data in events if name == "progress" for t in data["targets"] if t["retry"]]
+    assert waits, "the live progress never showed the greylisting wait"
+    assert waits[0]["attempt"] == 1 and waits[0]["deferred"] > 0 and waits[0]["wait_s"] > 0
+    assert set(waits[0]) == {"attempt", "deferred", "wait_s", "at", "budget_ends"}
+    done = app.client.get(f"/api/v1/checks/{check_id}").json()
     assert done["verdict"] == "inconclusive"
     target = done["report"]["targets"][0]
     assert any(o["attempts"] > 1 for o in target["observations"])  # the service retried by itself

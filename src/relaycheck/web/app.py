@@ -185,7 +185,7 @@ class ErrorOut(BaseModel):
 
     error: str = Field(
         description="A stable code: invalid-request, invalid-target, refused, dns, forbidden, not-found, "
-        "method-not-allowed, too-large, rate-limited, busy, internal."
+        "method-not-allowed, timeout, too-large, rate-limited, busy, internal."
     )
     message: str = Field(description="One sentence for a person.")
 
@@ -209,6 +209,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
     400: _error("Malformed target"),
     403: _error("Mode not enabled, or a post from another site (Sec-Fetch-Site, Origin, Referer)"),
+    408: _error("The request body did not arrive in time"),
     413: _error("The request body is larger than the service accepts"),
     422: _error("Invalid request body, refused target (address class, port) or DNS failure"),
     429: _error("Too many requests or running tests from this client (Retry-After)"),
@@ -290,9 +291,14 @@ class Guard:
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             try:
-                body, gone = await read_capped(receive, cap)
+                async with asyncio.timeout(self.settings.body_seconds):  # a trickling client is let go
+                    body, gone = await read_capped(receive, cap)
             except BodyTooLarge:
                 await refuse(413, "too-large", f"The request is too large (at most {cap} bytes are accepted).")
+                return
+            except TimeoutError:
+                wait = self.settings.body_seconds
+                await refuse(408, "timeout", f"The request body did not arrive within {wait:g} s.")
                 return
             receive = replay(body, gone, receive)
         try:

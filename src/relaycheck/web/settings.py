@@ -33,6 +33,7 @@ class Settings:
     max_event_streams: int = 200  # open server-sent-event connections at once
     max_streams_per_client: int = 8  # of those, per client address (a few tabs; pages fall back to polling)
     max_body_bytes: int = 16_384  # request bodies (a form post or a JSON check request is ~100 bytes)
+    body_seconds: float = 20.0  # longest wait for a whole request body
     # Checks
     retry_budget: float = 300.0  # seconds to keep retrying deferred probes (greylisting clears in 1-5 min)
     # Pages
