@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 import pytest
 
 from relaycheck.findings import hygiene_findings
+from relaycheck.findings.fixes import fix_for
 from relaycheck.fingerprint import fingerprint
 from relaycheck.model import (
     Confidence,
@@ -39,7 +40,6 @@ from relaycheck.model import (
     Verdict,
     VerdictKind,
 )
-from relaycheck.remediation import fix_for
 from relaycheck.render.html import render_html
 from relaycheck.render.json import render_json, report_dict
 from relaycheck.render.load import report_from_dict

@@ -341,7 +341,7 @@ def test_greylisting_retries_are_shown_live_and_the_server_concludes(
     page: Page, web: WebFactory, smtp: SmtpFactory
 ) -> None:
     server = smtp("greylisting", greylist_delay=4.0)
-    app = web(ports=(25, server.port), retry_budget=120)
+    app = web(ports=(25, server.port), engine=replace(ENGINE, retry_budget=120))
     created = app.create(server.address).json()
     page.goto(f"{app.url}/check/{created['id']}")
     retry = page.locator(".target-progress [data-role=retry]")

@@ -8,6 +8,7 @@ import logging
 import re
 import select
 import socket
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ import pytest
 
 from relaycheck.web.guard import understand
 
-from .conftest import SilentServer, SmtpFactory, WebFactory, client_for, sse_events
+from .conftest import ENGINE, SilentServer, SmtpFactory, WebFactory, client_for, sse_events
 
 BIG = 50 * 1024 * 1024
 
@@ -269,7 +270,7 @@ def test_greylisted_server_concludes_and_no_command_line_advice_is_shown(
 ) -> None:
     # greylisting that outlasts the (short) budget: inconclusive, advice phrased for the web
     stubborn = smtp("greylisting", greylist_delay=3600.0)
-    app = web(ports=(25, stubborn.port), retry_budget=1.5)
+    app = web(ports=(25, stubborn.port), engine=replace(ENGINE, retry_budget=1.5))
     check_id = app.create(stubborn.address).json()["id"]
     events = sse_events(app.client.get(f"/api/v1/checks/{check_id}/events").text)
     waits = [t["retry"] for name, data in events if name == "progress" for t in data["targets"] if t["retry"]]
@@ -285,7 +286,7 @@ def test_greylisted_server_concludes_and_no_command_line_advice_is_shown(
     assert "The service already retried the deferred attempts for 1.5 s" in page
     # greylisting that clears within the budget: the server concludes (an open relay here)
     clears = smtp("greylisting", greylist_delay=0.5)
-    app2 = web(ports=(25, clears.port), retry_budget=60)
+    app2 = web(ports=(25, clears.port), engine=replace(ENGINE, retry_budget=60))
     assert app2.run(clears.address)["verdict"] == "open"
 
 

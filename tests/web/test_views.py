@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,15 +17,31 @@ from relaycheck.model import Target
 from relaycheck.web.guard import address_key, understand
 from relaycheck.web.views import _OPTION, WEB_ADVICE, duration, for_the_web
 
-SOURCES = ("verdict.py", "engine.py", "findings.py")
+PACKAGE = Path(relaycheck.__file__).parent
+
+
+def strings_in(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return []
 
 
 def texts_shown_to_users() -> list[str]:
-    """Every string literal of the modules that write verdicts and findings (f-string parts too)."""
+    """Every string literal of the modules that write verdicts and live findings (f-string
+    parts too), and every fix text (the per-MTA remediation data)."""
     found: list[str] = []
-    for name in SOURCES:
-        tree = ast.parse((Path(relaycheck.__file__).parent / name).read_text())
+    modules = [PACKAGE / "verdict.py", PACKAGE / "engine.py"]
+    modules += [p for p in (PACKAGE / "findings.py", PACKAGE / "findings" / "hygiene.py") if p.exists()]
+    for path in modules:
+        tree = ast.parse(path.read_text())
         found += [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    for data in (PACKAGE / "findings" / "fixes.toml", PACKAGE / "remediation" / "texts.toml"):
+        if data.exists():
+            found += strings_in(tomllib.loads(data.read_text()))
     return found
 
 

@@ -30,12 +30,13 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relaycheck.errors import DnsError, UsageError
+from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
 from relaycheck.render.html import render_html
 from relaycheck.render.load import report_from_dict
 from relaycheck.render.markdown import render_markdown
 from relaycheck.web import store as st
 from relaycheck.web.guard import Refused, parse_input, resolve, target_key
+from relaycheck.web.history import register_history
 from relaycheck.web.limits import (
     BodyTooLarge,
     RateLimiter,
@@ -47,6 +48,7 @@ from relaycheck.web.limits import (
     retry_after,
 )
 from relaycheck.web.runner import Forbidden, Limited, Service, Submitted
+from relaycheck.web.schemas import COMMON_ERRORS, error_answer
 from relaycheck.web.settings import Settings
 from relaycheck.web.views import download_name, make_templates
 
@@ -180,40 +182,25 @@ class HistoryOut(BaseModel):
     checks: list[CheckSummary]
 
 
-class ErrorOut(BaseModel):
-    """Every error body of the API has exactly these two fields."""
+class ApiError(RelaycheckError):
+    """What the JSON API answers instead of a result: HTTP ``status`` and a stable ``code``."""
 
-    error: str = Field(
-        description="A stable code: invalid-request, invalid-target, refused, dns, forbidden, not-found, "
-        "method-not-allowed, timeout, too-large, rate-limited, busy, internal."
-    )
-    message: str = Field(description="One sentence for a person.")
+    kind = ErrorKind.USAGE
 
-
-class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"model": ErrorOut, "description": description}
-
-
-# Every route can answer these (the middleware's rate limit and error page).
-COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    429: _error("Too many requests from this client (Retry-After)"),
-    500: _error("An unexpected error (logged; no details are given)"),
-}
 ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
-    400: _error("Malformed target"),
-    403: _error("Mode not enabled, or a post from another site (Sec-Fetch-Site, Origin, Referer)"),
-    408: _error("The request body did not arrive in time"),
-    413: _error("The request body is larger than the service accepts"),
-    422: _error("Invalid request body, refused target (address class, port) or DNS failure"),
-    429: _error("Too many requests or running tests from this client (Retry-After)"),
-    503: _error("The service is at capacity (Retry-After)"),
+    400: error_answer("Malformed target"),
+    403: error_answer("Mode not enabled, or a post from another site (Sec-Fetch-Site, Origin, Referer)"),
+    408: error_answer("The request body did not arrive in time"),
+    413: error_answer("The request body is larger than the service accepts"),
+    422: error_answer("Invalid request body, refused target (address class, port) or DNS failure"),
+    429: error_answer("Too many requests or running tests from this client (Retry-After)"),
+    503: error_answer("The service is at capacity (Retry-After)"),
 }
 
 
@@ -446,6 +433,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(Guard, settings=settings, limiter=RateLimiter(settings.requests_per_minute), pages=pages)
     app.mount("/static", StaticFiles(packages=[("relaycheck.web", "static")]), name="static")
+    register_history(app, store, settings, templates)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -576,7 +564,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if row.active:
             context["progress"] = progress.as_dict() if progress else None
             return templates.TemplateResponse(request, "progress.html", context)
-        context["history"] = [summary(h) for h in await service.history(row.target)]
+        context["history"] = [summary(h) for h in await service.history(row.target, client_of(request))]
         return templates.TemplateResponse(request, "result.html", context)
 
     async def finished_report(check_id: str) -> tuple[st.CheckRow, Any]:
@@ -648,11 +636,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "content": {"text/event-stream": {}},
                 "description": "`progress` events, `ping` every 15 s, then `done`",
             },
-            404: _error("No such check"),
-            422: _error("Invalid request"),
+            404: error_answer("No such check"),
+            422: error_answer("Invalid request"),
             **COMMON_ERRORS,
-            429: _error("Too many open event streams or requests from this client (Retry-After)"),
-            503: _error("Too many open event streams in all (Retry-After)"),
+            429: error_answer("Too many open event streams or requests from this client (Retry-After)"),
+            503: error_answer("Too many open event streams in all (Retry-After)"),
         },
     )
     async def api_events(request: Request, check_id: str) -> Response:
@@ -685,7 +673,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["checks"],
         summary="Status, live progress and (when done) the report",
         response_model=CheckOut,
-        responses={404: _error("No such check"), 422: _error("Invalid request"), **COMMON_ERRORS},
+        responses={404: error_answer("No such check"), 422: error_answer("Invalid request"), **COMMON_ERRORS},
     )
     async def api_get(check_id: str) -> CheckOut:
         return resource(await find(check_id))
@@ -696,12 +684,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="History: earlier checks of one server (its addresses and port), newest first",
         response_model=HistoryOut,
         responses={
-            400: _error("Malformed target"),
-            422: _error("Invalid parameters, refused target or DNS failure"),
+            400: error_answer("Malformed target"),
+            422: error_answer("Invalid parameters, refused target or DNS failure"),
             **COMMON_ERRORS,
         },
     )
-    async def api_history(target: str, port: int = 25) -> HistoryOut:
+    async def api_history(request: Request, target: str, port: int = 25) -> HistoryOut:
         # Names are resolved: the history belongs to the addresses, whichever name was used.
         # Reading history connects nowhere, so any address and port may be asked about; what
         # cannot be resolved or was never allowed simply has no history.
@@ -717,9 +705,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         except (UsageError, DnsError):
             return HistoryOut(target=target_key(spec.host, chosen), checks=[])
-        rows = await service.history(plan.key)
+        rows = await service.history(plan.key, client_of(request))
         return HistoryOut(target=plan.key, checks=[CheckSummary(**summary(r)) for r in rows])
 
     return app
-
-

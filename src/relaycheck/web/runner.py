@@ -25,7 +25,7 @@ from typing import Any
 from relaycheck.api import TargetSpec
 from relaycheck.catalogue import Slots, plan_probes
 from relaycheck.engine import EngineOptions, RetryWait, check_target
-from relaycheck.errors import DnsError, UsageError
+from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
 from relaycheck.model import Exchange, InputProblem, Report, Target, TargetReport
 from relaycheck.render.json import report_dict, target_dict
 from relaycheck.report import EXIT_OK, EXIT_OPEN, summarize
@@ -41,8 +41,10 @@ LINE_CAP = 240  # characters of one progress line (server text can be long)
 RESOLVING_PER_CLIENT = 8  # DNS resolutions at once per client (before any limit on checks applies)
 
 
-class Limited(Exception):
+class Limited(RelaycheckError):
     """Refused for now by a rate or capacity limit: HTTP ``status`` with ``Retry-After``."""
+
+    kind = ErrorKind.LIMITED
 
     def __init__(self, status: int, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -72,12 +74,12 @@ def web_options(settings: Settings, *, data_probe: bool) -> EngineOptions:
 
     Delivery mode and the AUTH-bypass check are never run from the web; DNS lookups the engine
     makes itself (PTR, DNSBL) go to the service's resolver; deferred probes (greylisting) are
-    retried for the operator's retry budget, so that a web user never has to come back.
+    retried for the operator's retry budget (``settings.engine``), so that a web user never has
+    to come back.
     """
     options = settings.engine
     return replace(
         options,
-        retry_budget=settings.retry_budget,
         data_probe=data_probe and settings.allow_data_probe,
         confirm_address=None,
         hygiene=replace(options.hygiene, auth_bypass=False),
@@ -225,8 +227,10 @@ class Service:
     async def get(self, check_id: str) -> st.CheckRow | None:
         return await asyncio.to_thread(self.store.get, check_id)
 
-    async def history(self, target: str) -> list[st.CheckRow]:
-        return list(await asyncio.to_thread(self.store.history, target, self.settings.history_length))
+    async def history(self, target: str, client: str) -> list[st.CheckRow]:
+        """Recent checks of ``target``: only ``client``'s own unless the operator made history public."""
+        only = None if self.settings.public_history else client
+        return list(await asyncio.to_thread(self.store.history, target, self.settings.history_length, client=only))
 
     def retest_after(self, row: st.CheckRow) -> datetime | None:
         """When the target of ``row`` may be tested again (None: now, or not this row's business)."""
@@ -287,7 +291,13 @@ class Service:
                 self._admit(client)  # joining a check costs nothing; starting one takes a slot
                 admitted = True
                 row = await asyncio.to_thread(
-                    self.store.create, target=key, given=spec.given, port=chosen, mode=mode, plan=plan_dict(plan)
+                    self.store.create,
+                    target=key,
+                    given=spec.given,
+                    port=chosen,
+                    mode=mode,
+                    plan=plan_dict(plan),
+                    client=client,
                 )
                 self._start(row, plan, client)  # from here the task owns the client's slot
                 started = True
