@@ -106,6 +106,9 @@ def test_one_cooldown_and_history_per_address_whatever_the_name(
     history = app.client.get("/api/v1/checks", params={"target": f"alias2.relay.test:{server.port}"}).json()
     assert history["target"] == f"127.0.0.1:{server.port}"
     assert [c["id"] for c in history["checks"]] == [first["id"]]
+    timeline = app.client.get("/api/v1/history", params={"target": f"x.wild.relay.test:{server.port}"}).json()
+    assert timeline["target"] == f"127.0.0.1:{server.port}"
+    assert [r["id"] for r in timeline["runs"]] == [first["id"]]
 
 
 def test_a_domain_leaves_out_an_address_tested_moments_ago(web: WebFactory, smtp: SmtpFactory) -> None:
