@@ -40,10 +40,11 @@ from relaycheck.model import (
     Verdict,
     VerdictKind,
 )
+from relaycheck.render.escape import md_fence, md_text
 from relaycheck.render.html import render_html
 from relaycheck.render.json import render_json, report_dict
 from relaycheck.render.load import report_from_dict
-from relaycheck.render.markdown import md_fence, md_text, render_markdown
+from relaycheck.render.markdown import render_markdown
 from relaycheck.render.text import render_text
 
 SCRIPT = "<script>alert(1)</script>"
