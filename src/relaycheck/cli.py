@@ -86,7 +86,9 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(package_name="relaycheck")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -286,3 +288,5 @@ def _run(args: list[str]) -> tuple[int, str | None]:
 
 def entry_point() -> None:
     sys.exit(main())
+
+

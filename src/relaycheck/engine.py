@@ -270,12 +270,7 @@ async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFact
             no_tls = TlsFacts(offered=False) if hygiene.tls else None  # known without connecting
             return SessionInspection(no_tls, (), None, None, None)
         return await inspect_session(
-            run.new_session,
-            target.host,
-            target.transport,
-            facts.starttls_offered,
-            hygiene,
-            slots.local_domain,
+            run.new_session, target.host, target.transport, facts.starttls_offered, hygiene, slots.local_domain,
             tls_required=facts.tls_required,
         )
 

@@ -95,3 +95,4 @@ class DnsServerThread:
             waker.sendto(b"", (self.host, self.port))
         self._thread.join(timeout=5)
         self._sock.close()
+

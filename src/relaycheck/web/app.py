@@ -699,3 +699,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return HistoryOut(target=key, checks=[CheckSummary(**summary(r)) for r in rows])
 
     return app
+
+
