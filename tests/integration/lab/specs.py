@@ -63,6 +63,8 @@ class ServerSpec:
     # Which Exim ACL refuses outside recipients: the stock RCPT ACL, or the predata ACL (run at
     # DATA) behind a RCPT ACL that accepts everything.
     exim_relay_decision: Literal["rcpt", "predata"] = "rcpt"
+    # More Exim main options (name -> value).
+    exim_options: Mapping[str, str] = field(default_factory=dict)
     # relaycheck options the ground truth needs (a relay refused at DATA needs --data-probe).
     check_args: tuple[str, ...] = ()
     # The raw reply to DATA after an accepted outside recipient, when the server refuses there.
@@ -285,6 +287,18 @@ SERVERS: tuple[ServerSpec, ...] = (
         outside_text="Accepted",
         postmaster_rcpt=250,
         exim_relay_from_hosts="0.0.0.0/0",
+    ),
+    ServerSpec(
+        "exim-closed-connlimit",
+        "exim",
+        "closed",
+        "Exim default acl_check_rcpt with smtp_accept_max_per_host = 1: a second connection at once gets 421",
+        outside_rcpt=550,
+        outside_text="relay not permitted",
+        postmaster_rcpt=250,
+        exim_options={"smtp_accept_max_per_host": "1"},
+        max_connections=1,
+        engine_gap=CONNECTION_LIMIT_GAP,
     ),
     ServerSpec(
         "exim-closed-predata",
