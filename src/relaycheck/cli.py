@@ -27,6 +27,7 @@ from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
 from relaycheck.model import Report, Severity
 from relaycheck.options.table import build_check, command_options, sections_of
+from relaycheck.render import ReportKind, Style, chosen_format, render
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 from relaycheck.stopping import stop_on_signals
 
@@ -97,23 +98,15 @@ def cli(ctx: click.Context) -> None:
         ctx.invoke(demo)
 
 
-CHECK_OPTIONS = (
-    "as_json", "output_format", "warn_severity", "verbose", "ext_recipients", "sender", "local_domain", "helo",
-    "resolver", "retry_budget", "data_probe", "confirm", "sink_listen", "imap_url", "imap_keep", "imap_cafile",
-    "confirm_timeout", "transport", "port", "all_ports", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check",
-    "no_tls_battery", "no_vrfy", "auth_bypass_check", "all_probes", "no_mx", "connect_timeout", "timeout",
-    "max_connections",
-)  # fmt: skip
 
 
 @cli.command("check")
 @click.argument("targets", nargs=-1, required=True)
-@command_options(CHECK_OPTIONS, sections_of(CheckOptions()))
+@command_options("check", sections_of(CheckOptions()))
 def check_command(targets: tuple[str, ...], **values: Any) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
-    if values["as_json"] and values["output_format"] not in ("text", "json"):
-        raise UsageError(f"--json and --format {values['output_format']} contradict each other: choose one")
-    if values["warn_severity"] and values["output_format"] != "nagios":
+    output_format = chosen_format(values["output_format"], values["as_json"])  # before any target is touched
+    if values["warn_severity"] and output_format != "nagios":
         raise UsageError("--warn-severity is for --format nagios")
     options = build_check(values)
     confirm = options.engine.confirm_address
@@ -126,14 +119,14 @@ def check_command(targets: tuple[str, ...], **values: Any) -> None:
         )
     options = replace(options, watcher=watcher)
     report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
-    if values["output_format"] == "nagios":
+    if output_format == "nagios":
         from relaycheck.render.nagios import render_nagios
 
         warn = values["warn_severity"]
         text, state = render_nagios(report, Severity(warn) if warn else None)
         click.echo(text, nl=False)
         raise SystemExit(int(state))
-    _emit(report, output_format="json" if values["as_json"] else values["output_format"], verbose=values["verbose"])
+    _emit(report, output_format=output_format, verbose=values["verbose"])
     raise SystemExit(summarize(report).exit_code)
 
 
@@ -165,20 +158,8 @@ def _status(message: str) -> None:
 
 
 def _emit(report: Report, *, output_format: str, verbose: bool) -> None:
-    # The renderers (rich, the HTML templates) load here: `scan`, `audit` and the rest never need them.
-    from relaycheck.render.html import render_html
-    from relaycheck.render.json import render_json
-    from relaycheck.render.markdown import render_markdown
-    from relaycheck.render.text import render_text
-
-    if output_format == "json":
-        click.echo(render_json(report), nl=False)
-    elif output_format == "markdown":
-        click.echo(render_markdown(report), nl=False)
-    elif output_format == "html":
-        click.echo(render_html(report), nl=False)
-    else:
-        click.echo(render_text(report, verbose=verbose, color=sys.stdout.isatty()), nl=False)
+    style = Style(verbose=verbose, color=sys.stdout.isatty())
+    click.echo(render(ReportKind.CHECK, report, output_format, style), nl=False)
 
 
 @cli.command()

@@ -1,6 +1,6 @@
 """The report model: frozen dataclasses shared by every layer (a leaf: imports nothing of ours).
 
-Vocabulary (DESIGN §1): a *target* is one SMTP endpoint; a *probe* one relay attempt or control;
+Vocabulary: a *target* is one SMTP endpoint; a *probe* one relay attempt or control;
 an *observation* what one probe produced; a *verdict* the conclusion for a target; a *finding*
 anything else worth telling the admin.
 """

@@ -39,8 +39,9 @@ from relaycheck.model import (
     Verdict,
     VerdictKind,
 )
+from relaycheck.render.escape import md_fence, md_text
 from relaycheck.render.html import render_html
-from relaycheck.render.markdown import md_fence, md_text, render_markdown
+from relaycheck.render.markdown import render_markdown
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"

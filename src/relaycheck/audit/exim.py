@@ -23,7 +23,7 @@ from enum import Enum
 from relaycheck.audit import netclass
 from relaycheck.audit.model import FamilyResult, Line, SourceFile
 from relaycheck.audit.netclass import Width
-from relaycheck.audit.rules import finding, unparsed
+from relaycheck.audit.rules import dedupe, finding, unparsed
 from relaycheck.model import Finding
 
 _MACRO = re.compile(r"^([A-Z][A-Za-z0-9_]*)\s*=\s*(.*)$")
@@ -576,11 +576,8 @@ def _debconf_only(config: EximConfig, findings: list[Finding]) -> None:
         if ";" not in nets.value and ":" in nets.value:
             members = [(i, n) for i in split_list(nets.value) if (n := netclass.parse_network(i))]
         judged = netclass.judge(members)
-        code = {
-            Width.EVERYONE: "exim-relay-from-any",
-            Width.OUTSIDE_WIDE: "exim-relay-from-wide",
-            Width.OUTSIDE_RANGE: "exim-relay-from-range",
-        }.get(judged.width)
+        code = netclass.code_for_width(judged.width, ("exim-relay-from-any", "exim-relay-from-wide",
+                                                      "exim-relay-from-range"))
         if code:
             findings.append(
                 finding(
@@ -682,7 +679,7 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
             "Exim: judged update-exim4.conf.conf as Debian's stock exim4.conf.template uses it "
             "(relay_from_hosts = 127.0.0.1 : ::1 : dc_relay_nets; relay check on +local_domains : +relay_to_domains)."
         )
-        return FamilyResult(tuple(_dedupe(findings)), config.understood, summary)
+        return FamilyResult(tuple(dedupe(findings)), config.understood, summary)
     acl_name, statements = _rcpt_acl(config)
     if acl_name is None:
         summary = "Exim: acl_smtp_rcpt is not set, so Exim refuses every recipient from remote hosts."
@@ -712,7 +709,7 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
             f" ({where}): the relay decision is made after RCPT, so a test that stops at RCPT sees the"
             " recipient accepted (relaycheck check --data-probe sees the refusal)."
         )
-    return FamilyResult(tuple(_dedupe(findings)), config.understood, summary)
+    return FamilyResult(tuple(dedupe(findings)), config.understood, summary)
 
 
 def _relay_from_hosts_note(config: EximConfig, findings: list[Finding]) -> None:
@@ -724,14 +721,3 @@ def _relay_from_hosts_note(config: EximConfig, findings: list[Finding]) -> None:
     judged = netclass.judge(members)
     if judged.width is Width.OUTSIDE_RANGE:
         findings.append(finding("exim-relay-from-range", f"relay_from_hosts includes {judged.widest}.", setting.line))
-
-
-def _dedupe(findings: list[Finding]) -> list[Finding]:
-    seen: set[tuple[str, str | None]] = set()
-    result: list[Finding] = []
-    for item in findings:
-        key = (item.code, item.location)
-        if key not in seen:
-            seen.add(key)
-            result.append(item)
-    return result

@@ -68,13 +68,6 @@ def _db_path(db: str) -> str:
     return str(path)
 
 
-def _needs_extra() -> None:
-    try:
-        import sqlalchemy  # noqa: F401
-    except ModuleNotFoundError:
-        raise UsageError("watch and history need the 'monitor' extra: pip install 'relaycheck[monitor]'") from None
-
-
 def _mail_channel(
     mail_to: tuple[str, ...],
     mail_from: str | None,
@@ -192,7 +185,6 @@ def watch_command(
     **values: Any,
 ) -> None:
     """Re-test TARGETS on a schedule, store every run, and alert when something changes."""
-    _needs_extra()
     from relaycheck.history.store import Store
     from relaycheck.monitor.channels import Channel, command, webhook
     from relaycheck.monitor.watch import Watcher, WatchSettings, combined_exit, jobs
@@ -259,7 +251,6 @@ def watch_command(
 )
 def history_command(target: str, db: str, port: int, output_format: str, limit: int) -> None:
     """Show the stored runs of TARGET with the changes marked (from `watch` and the web UI)."""
-    _needs_extra()
     from relaycheck.history.store import Store
     from relaycheck.history.timeline import timeline
     from relaycheck.render.history import render_history_html, render_history_json, render_history_text

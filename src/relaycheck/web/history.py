@@ -24,6 +24,7 @@ from relaycheck.errors import UsageError
 from relaycheck.history.store import Store
 from relaycheck.history.timeline import Entry, timeline
 from relaycheck.web.guard import target_key
+from relaycheck.web.schemas import COMMON_ERRORS, error_answer
 from relaycheck.web.settings import Settings
 
 API = "/api/v1"
@@ -97,7 +98,8 @@ def register_history(app: FastAPI, store: Store, settings: Settings, templates: 
         tags=["checks"],
         summary="A target's tests as a timeline, newest first, with what changed since the test before",
         response_model=TimelineOut,
-        responses={400: {"description": "Malformed target"}},
+        responses={400: error_answer("Malformed target or parameters"), 422: error_answer("Invalid parameters"),
+                   **COMMON_ERRORS},
     )
     async def api_timeline(request: Request, target: str, port: int = 25, page: int = 1) -> Response:
         if not 0 < port < 65536 or not 0 < page <= MAX_PAGE or len(target) > 255:
