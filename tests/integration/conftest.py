@@ -1,4 +1,4 @@
-"""Session fixtures for the integration lab (real MTAs in network namespaces, see lab.py).
+"""Session fixtures for the integration lab (real MTAs in network namespaces, see the lab package).
 
 A missing prerequisite (not root, no `ip netns`, packages not installed by scripts/lab-deps)
 skips the integration tests with one line, except under CI=true, where it fails them.
