@@ -48,6 +48,40 @@ def drop_privileges(user: str, data_dir: Path) -> None:
         raise UsageError(f"could not become {user}")
 
 
+# Charsets spam comes in: their codecs are imported on first use, so they are looked up before
+# privileges go (an unknown one later only falls back to UTF-8).
+CHARSETS = (
+    "ascii", "latin-1", "iso-8859-2", "iso-8859-15", "windows-1250", "windows-1251", "windows-1252", "koi8-r",
+    "koi8-u", "gb2312", "gbk", "gb18030", "big5", "shift_jis", "euc-jp", "iso-2022-jp", "euc-kr", "utf-16",
+    "utf-7", "idna",
+)  # fmt: skip
+_SAMPLE = (
+    b"From: a@b.example\r\nSubject: =?utf-8?b?dGVzdA==?=\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/html; charset=koi8-r\r\n'
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n<a href=3D\"http://x.example/\">x</a>\r\n--b\r\n"
+    b'Content-Type: application/zip; name="a.zip"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n--b--\r\n'
+)
+
+
+def warm_up() -> None:
+    """Import now whatever the sessions import on first use.
+
+    After ``--user`` the process may no longer read the Python installation (a root-only
+    prefix such as /root/.pyenv), so every lazy import must already have happened: the
+    catalogue and its patterns, the MIME parser and its codecs, the fuzzy hash.
+    """
+    import codecs
+    import concurrent.futures.thread  # noqa: F401  (asyncio.to_thread's pool)
+
+    from relaycheck.catalogue.analysis import ServerNames, analyse_recipient
+    from relaycheck.honeypot.message import message_facts
+
+    for charset in CHARSETS:
+        codecs.lookup(charset)
+    analyse_recipient("<a@b.example>", "<c%d.example@[192.0.2.1]>", ServerNames(frozenset(), frozenset()))
+    message_facts(_SAMPLE)
+
+
 def _delay(text: str) -> tuple[float, float]:
     try:
         low, _, high = text.partition(":")
@@ -155,6 +189,7 @@ def run(options: dict[str, Any]) -> int:
     # aiosmtpd logs every unknown command a client sends as a warning: the records keep them.
     logging.getLogger("mail.log").setLevel(logging.CRITICAL)
     if options["user"]:
+        warm_up()
         drop_privileges(options["user"], directory)
     asyncio.run(_serve(settings, listeners, cert, key))
     return 0

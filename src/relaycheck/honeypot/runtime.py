@@ -84,7 +84,7 @@ async def stop(running: Running) -> None:
     """Stop listening, end the open sessions, write their records."""
     for server in running.servers:
         server.close()
-    running.honeypot.abort_all()
+    await running.honeypot.abort_all()
     for server in running.servers:
         await server.wait_closed()
     await running.honeypot.drain()

@@ -11,6 +11,7 @@ store, the drop-box registry and the optional delivery of relay tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import random
 import re
@@ -128,6 +129,7 @@ class Honeypot:
         self.sessions = 0
         self._finishing: set[asyncio.Task[None]] = set()
         self.live: set[HoneypotSMTP] = set()
+        self._idle = asyncio.Event()  # set whenever a session leaves ``live``
         self._recent_tools: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.domains = self._domains()
 
@@ -172,18 +174,30 @@ class Honeypot:
     def protocol(self, listener: str, starttls: ssl.SSLContext | None) -> HoneypotSMTP:
         return HoneypotSMTP(self, listener, starttls)
 
-    def abort_all(self) -> None:
-        """End every open session now (shutdown); their records are still written."""
+    async def abort_all(self, timeout: float = 10.0) -> None:
+        """End every open session now (shutdown) and wait until each has handed over its record."""
         for session in list(self.live):
             if session.record is not None:
                 session.record.end_reason = "shutdown"
             if session.transport is not None:
                 cast(asyncio.Transport, session.transport).abort()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.live and asyncio.get_running_loop().time() < deadline:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - asyncio.get_running_loop().time())):
+                    await self._idle.wait()
 
     def finish_later(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._finishing.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # A record lost is evidence lost: say so, with the reason, every time.
+            print(f"relaycheck honeypot: a session record was lost: {type(error).__name__}: {error}", file=sys.stderr)
 
     async def drain(self) -> None:
         """Wait for the records of ended sessions to be written (at shutdown)."""
@@ -347,6 +361,7 @@ class HoneypotSMTP(SMTP):
             self._session_timer.cancel()
         self.hp.release(self._address)
         self.hp.live.discard(self)
+        self.hp._idle.set()
         record.end = _now()
         record.duration_s = round(time.monotonic() - self._started, 3)
         self.hp.finish_later(self.hp.finish(record, self._pending))
@@ -637,6 +652,8 @@ class _Handler:
             own.record.end_reason = f"error: {type(error).__name__}"
         if isinstance(error, TLSSetupException):
             return "454 4.7.0 TLS not available due to local problem"
+        # Not the client's doing: a bug or a resource problem the operator must hear about.
+        print(f"relaycheck honeypot: session error: {type(error).__name__}: {error}", file=sys.stderr)
         return "451 4.3.0 Error: internal error"
 
 
