@@ -88,4 +88,5 @@ async def stop(running: Running) -> None:
     for server in running.servers:
         await server.wait_closed()
     await running.honeypot.drain()
+    running.honeypot.save_dropboxes()
     running.log.close()

@@ -54,6 +54,7 @@ from relaycheck.honeypot.store import MessageStore
 MB = 1024 * 1024
 TOOL_MEMORY_SECONDS = 600.0  # a client's tool, remembered this long for its other sessions
 TOOL_MEMORY_ENTRIES = 4096
+DROPBOX_SAVE_DELAY = 2.0  # seconds between rewrites of the drop-box registry
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Honeypot:
         self._finishing: set[asyncio.Task[None]] = set()
         self.live: set[HoneypotSMTP] = set()
         self._idle = asyncio.Event()  # set whenever a session leaves ``live``
+        self._save_handle: asyncio.TimerHandle | None = None
         self._recent_tools: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.domains = self._domains()
 
@@ -253,8 +255,16 @@ class Honeypot:
                         record.dropboxes.append(box.address)
                         record.linked_sessions.extend(s for s in box.tests if s not in record.linked_sessions)
                         changed = True
-        if changed:
-            self.dropboxes.save()
+        if changed and self._save_handle is None:
+            # Rewritten at most every few seconds (a campaign of sessions would rewrite it each
+            # time), and at shutdown; the session records carry the links meanwhile.
+            self._save_handle = asyncio.get_running_loop().call_later(DROPBOX_SAVE_DELAY, self.save_dropboxes)
+
+    def save_dropboxes(self) -> None:
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save_handle = None
+        self.dropboxes.save()
 
 
 def _plain_recipient(path: str) -> str | None:
@@ -387,16 +397,20 @@ class HoneypotSMTP(SMTP):
     # -- replies -------------------------------------------------------------------------------
 
     def _fill(self, text: str, **more: str) -> str:
+        if "{" not in text:  # most replies have no slot: no date or queue id to make
+            return text
         session = self.session
         values = {
             "hostname": self.hp.config.hostname,
             "client": (session.host_name if session is not None and session.host_name else "") or "unknown",
             "ip": self._address,
-            "date": formatdate(localtime=False),
-            "queue_id": _queue_id(self.persona.queue_id_length),
             "address": "",
             "size": str(self.limits.message_size),
         }
+        if "{date}" in text:
+            values["date"] = formatdate(localtime=False)
+        if "{queue_id}" in text:
+            values["queue_id"] = _queue_id(self.persona.queue_id_length)
         values.update(more)
         return text.format_map(values)
 
