@@ -136,6 +136,9 @@ def _data_dir(path: Path) -> Path:
     show_default=True,
     help="Concurrent sessions in all.",
 )
+@click.option("--hpfeeds", metavar="HOST:PORT", help="Publish every record to this hpfeeds broker ('hpfeeds' extra).")
+@click.option("--hpfeeds-ident", metavar="IDENT", help="hpfeeds identity (secret: $RELAYCHECK_HPFEEDS_SECRET).")
+@click.option("--hpfeeds-channel", default="relaycheck.honeypot", show_default=True, metavar="CHANNEL")
 @click.pass_context
 def honeypot_command(ctx: click.Context, /, **options: object) -> None:
     """A fake open relay that records spammers' relay tests and delivers nothing.

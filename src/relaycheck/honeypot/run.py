@@ -8,6 +8,7 @@ recorded, exit status 0.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import pwd
@@ -22,6 +23,7 @@ from relaycheck.honeypot.certificate import self_signed, server_context
 from relaycheck.honeypot.command import parse_endpoint, parse_tags
 from relaycheck.honeypot.deliver import Smarthost
 from relaycheck.honeypot.personas import PERSONAS
+from relaycheck.honeypot.publish import SECRET_VARIABLE, HpfeedsTarget
 from relaycheck.honeypot.runtime import Listener, Settings, start, stop
 from relaycheck.honeypot.server import HoneypotConfig, Limits, bind
 
@@ -58,7 +60,7 @@ CHARSETS = (
 _SAMPLE = (
     b"From: a@b.example\r\nSubject: =?utf-8?b?dGVzdA==?=\r\nMIME-Version: 1.0\r\n"
     b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/html; charset=koi8-r\r\n'
-    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n<a href=3D\"http://x.example/\">x</a>\r\n--b\r\n"
+    b'Content-Transfer-Encoding: quoted-printable\r\n\r\n<a href=3D"http://x.example/">x</a>\r\n--b\r\n'
     b'Content-Type: application/zip; name="a.zip"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n--b--\r\n'
 )
 
@@ -93,6 +95,20 @@ def _delay(text: str) -> tuple[float, float]:
     return pair
 
 
+def _hpfeeds(options: dict[str, Any]) -> HpfeedsTarget | None:
+    if not options["hpfeeds"]:
+        if options["hpfeeds_ident"]:
+            raise UsageError("--hpfeeds-ident is for --hpfeeds HOST:PORT")
+        return None
+    if importlib.util.find_spec("hpfeeds") is None:
+        raise UsageError("--hpfeeds needs the 'hpfeeds' extra: pip install 'relaycheck[hpfeeds]'")
+    host, port = parse_endpoint(options["hpfeeds"], "--hpfeeds")
+    secret = os.environ.get(SECRET_VARIABLE, "")
+    if not options["hpfeeds_ident"] or not secret:
+        raise UsageError(f"--hpfeeds needs --hpfeeds-ident and the secret in ${SECRET_VARIABLE}")
+    return HpfeedsTarget(host, port, options["hpfeeds_ident"], secret, options["hpfeeds_channel"])
+
+
 def settings_from(options: dict[str, Any]) -> tuple[Settings, list[tuple[str, int, bool]]]:
     """The settings and listeners the options ask for (validated: UsageError otherwise)."""
     listen = [(*parse_endpoint(t, "--listen"), False) for t in options["listen"]]
@@ -111,6 +127,7 @@ def settings_from(options: dict[str, Any]) -> tuple[Settings, list[tuple[str, in
     elif options["smarthost"]:
         raise UsageError("--smarthost is for --deliver-probes (the honeypot never relays otherwise)")
     hostname = options["hostname"] or socket.getfqdn()
+    hpfeeds = _hpfeeds(options)
     limits = Limits(
         idle_timeout=options["idle_timeout"],
         session_limit=options["session_limit"],
@@ -135,6 +152,7 @@ def settings_from(options: dict[str, Any]) -> tuple[Settings, list[tuple[str, in
         max_log=options["max_log"] * MB,
         smarthost=smarthost,
         max_probe_deliveries=options["max_probe_deliveries"],
+        hpfeeds=hpfeeds,
     )
     return settings, listen
 
@@ -158,6 +176,10 @@ async def _serve(settings: Settings, listeners: list[Listener], cert: Path, key:
         _say(f"delivering relay tests to {s.host}:{s.port}, at most {settings.max_probe_deliveries} a day")
     else:
         _say("nothing will be relayed")
+    if running.publisher is not None:
+        t = running.publisher.target
+        state = "connected" if running.publisher.connected else "not connected yet, retrying"
+        _say(f"publishing records to hpfeeds {t.host}:{t.port} channel {t.channel} ({state})")
     _say(f"ready; recording to {settings.data_dir / 'sessions.jsonl'}")
     await stopping.wait()
     await stop(running)
