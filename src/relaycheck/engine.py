@@ -29,8 +29,9 @@ from relaycheck.battery import (
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
 from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, mark_unknown, sent_tokens
 from relaycheck.dns import make_resolver
-from relaycheck.errors import RelaycheckError
+from relaycheck.errors import RelaycheckError, kind_of
 from relaycheck.findings import hygiene_findings, with_remediation
+from relaycheck.findings.fixes import fix_for
 from relaycheck.fingerprint import fingerprint
 from relaycheck.hygiene import SessionInspection, auth_bypass_check, dns_facts, inspect_session
 from relaycheck.model import (
@@ -51,7 +52,6 @@ from relaycheck.model import (
     VerdictKind,
 )
 from relaycheck.options import DEFAULT_OUTSIDE, EngineOptions, default_helo, ip_literal
-from relaycheck.remediation import fix_for
 from relaycheck.smtp.wire import banner_host
 from relaycheck.verdict import decide, is_tls_required, relay_domains_of
 
@@ -73,7 +73,8 @@ def _slots(run: Run, facts: SessionFacts) -> Slots:
     )
 
 
-def _unreachable(target: Target, reason: str, started: float, run: Run | None) -> TargetReport:
+def _unreachable(target: Target, failure: RelaycheckError, started: float, run: Run | None) -> TargetReport:
+    reason = str(failure)
     return TargetReport(
         target=target,
         verdict=Verdict(
@@ -88,6 +89,7 @@ def _unreachable(target: Target, reason: str, started: float, run: Run | None) -
         round_trips=sum(s.round_trips for s in run.sessions) if run else 0,
         duration=time.monotonic() - started,
         error=reason,
+        error_kind=kind_of(failure),
     )
 
 
@@ -111,7 +113,7 @@ async def check_target(
         session, greeting, ehlo = await run.open()
     except FAILURES as exc:
         await abandon(run, ahead)
-        return _unreachable(target, str(exc), started, run)
+        return _unreachable(target, exc, started, run)
     run.peer = session.peer_address
     facts = SessionFacts(
         banner=greeting,
@@ -142,7 +144,7 @@ async def check_target(
         check = await transaction(session, postmaster, facts.pipelining)
     except FAILURES as exc:
         await abandon(run, ahead)
-        return _unreachable(target, str(exc), started, run)
+        return _unreachable(target, exc, started, run)
     attempts[postmaster.id] = 1
     tls_first = any(r is not None and is_tls_required(r) for r in (check.mail, check.rcpt))
     if tls_first and not run.tls_phase and target.transport is Transport.PLAIN:
@@ -257,7 +259,12 @@ async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFact
             no_tls = TlsFacts(offered=False) if hygiene.tls else None  # known without connecting
             return SessionInspection(no_tls, (), None, None, None)
         return await inspect_session(
-            run.new_session, target.host, target.transport, facts.starttls_offered, hygiene, slots.local_domain,
+            run.new_session,
+            target.host,
+            target.transport,
+            facts.starttls_offered,
+            hygiene,
+            slots.local_domain,
             tls_required=facts.tls_required,
         )
 

@@ -113,6 +113,15 @@ def test_unreachable_target_exits_3_with_explanation(capsys: Capture) -> None:
     assert "cannot connect" in out and "Traceback" not in out
 
 
+def test_the_kind_of_failure_is_in_the_json_report(capsys: Capture) -> None:
+    with socket.socket() as sock:  # bound, not listening: the connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert main(["check", f"127.0.0.1:{port}", *COMMON, "--json"]) == 3
+    [target] = json.loads(capsys.readouterr().out)["targets"]
+    assert (target["error_kind"], target["verdict"]["verdict"]) == ("refused", "inconclusive")
+
+
 def test_domain_is_expanded_through_mx_and_every_mx_tested(
     smtp_server: ServerFactory, capsys: Capture
 ) -> None:

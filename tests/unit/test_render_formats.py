@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 import pytest
 
 from relaycheck.findings import hygiene_findings
+from relaycheck.findings.fixes import fix_for
 from relaycheck.fingerprint import fingerprint
 from relaycheck.model import (
     Confidence,
@@ -38,7 +39,6 @@ from relaycheck.model import (
     Verdict,
     VerdictKind,
 )
-from relaycheck.remediation import fix_for
 from relaycheck.render.html import render_html
 from relaycheck.render.markdown import md_fence, md_text, render_markdown
 

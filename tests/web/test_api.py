@@ -298,7 +298,9 @@ def test_openapi_document_describes_the_api(web: WebFactory) -> None:
     spec = response.json()
     assert spec["openapi"].startswith("3.")
     paths = spec["paths"]
-    assert set(paths) == {"/api/v1/checks", "/api/v1/checks/{check_id}", "/api/v1/checks/{check_id}/events"}
+    assert set(paths) == {
+        "/api/v1/checks", "/api/v1/checks/{check_id}", "/api/v1/checks/{check_id}/events", "/api/v1/history",
+    }  # fmt: skip
     create = paths["/api/v1/checks"]["post"]
     assert {"200", "202", "400", "403", "422", "429", "503"} <= set(create["responses"])
     assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/CheckRequest")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 
+from relaycheck.findings.fixes import blocks
 from relaycheck.model import Finding, Observation, Report, TargetReport, VerdictKind
-from relaycheck.remediation import blocks
 from relaycheck.render.markdown import (
     accepted_relays,
     confidence,

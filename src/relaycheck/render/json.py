@@ -118,8 +118,7 @@ def connection_dict(log: ConnectionLog) -> dict[str, Any]:
         "tls": log.tls,
         "error": log.error,
         "exchanges": [
-            {"at": round(e.at, 4), "sent": e.sent, "reply": reply_dict(e.reply), "note": e.note}
-            for e in log.exchanges
+            {"at": round(e.at, 4), "sent": e.sent, "reply": reply_dict(e.reply), "note": e.note} for e in log.exchanges
         ],
     }
 
@@ -155,6 +154,7 @@ def hygiene_dict(h: HygieneFacts | None) -> dict[str, Any] | None:
             "verify_error": tls.verify_error,
             "hostname_matches": tls.hostname_matches,
             "error": tls.error,
+            "cert_sha256": tls.cert_sha256,
         },
         "auth_before_tls": list(h.auth_before_tls),
         "auth_after_tls": list(h.auth_after_tls),
@@ -177,6 +177,7 @@ def target_report_dict(t: TargetReport) -> dict[str, Any]:
         "target": target_dict(t.target),
         "verdict": verdict_dict(t.verdict),
         "error": t.error,
+        "error_kind": str(t.error_kind) if t.error_kind is not None else None,
         "tls_required": t.facts.tls_required,
         "server": facts_dict(t.facts),
         "connections": len(t.connections),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from relaycheck.findings.fixes import Block, blocks, fix_for
 from relaycheck.fingerprint import FAMILY_NAMES, UNKNOWN
 from relaycheck.model import (
     ConnectionLog,
@@ -27,7 +28,6 @@ from relaycheck.model import (
     TargetReport,
     VerdictKind,
 )
-from relaycheck.remediation import Block, blocks, fix_for
 from relaycheck.report import summarize
 
 HEADLINES = {
@@ -35,7 +35,6 @@ HEADLINES = {
     VerdictKind.CLOSED: "CLOSED",
     VerdictKind.INCONCLUSIVE: "INCONCLUSIVE",
 }
-SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 
 
 # --- plain-words description of a target (shared with render/html.py) --------------------------
@@ -81,7 +80,7 @@ def fix_heading(f: Finding, t: TargetReport) -> str:
 
 
 def sorted_findings(findings: Iterable[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: SEVERITY_ORDER.get(str(f.severity), 9))
+    return sorted(findings, key=lambda f: f.severity.rank)
 
 
 def accepted_relays(t: TargetReport) -> list[Observation]:

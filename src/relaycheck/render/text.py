@@ -40,7 +40,6 @@ OUTCOME_STYLE = {
 }
 
 
-SEVERITY_ORDER = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO]
 SEVERITY_STYLE = {
     Severity.CRITICAL: "bold white on red",
     Severity.HIGH: "bold red",
@@ -53,9 +52,7 @@ FIX_SHOWN = {Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM}  # lower ones: w
 
 def render_text(report: Report, *, verbose: bool = False, color: bool = False, width: int = 110) -> str:
     out = io.StringIO()
-    console = Console(
-        file=out, force_terminal=color, no_color=not color, width=width, highlight=False, soft_wrap=False
-    )
+    console = Console(file=out, force_terminal=color, no_color=not color, width=width, highlight=False, soft_wrap=False)
     for problem in report.problems:
         console.print(f"[bold yellow]cannot test[/] {escape(problem.given)}: {escape(problem.problem)}")
     for target in report.targets:
@@ -95,7 +92,7 @@ def _target(console: Console, t: TargetReport, verbose: bool) -> None:
     if identity is not None and identity.family != "unknown":
         version = f" {identity.version}" if identity.version else ""
         console.print(Padding(f"[dim]server software:[/] {escape(identity.family)}{escape(version)}", (0, 0, 0, 2)))
-    for finding in sorted(t.findings, key=lambda f: SEVERITY_ORDER.index(f.severity)):
+    for finding in sorted(t.findings, key=lambda f: f.severity.rank):
         style = SEVERITY_STYLE[finding.severity]
         console.print(
             Padding(

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 
+from relaycheck.boundedio import read_capped
 from relaycheck.errors import UsageError
 from relaycheck.scan.addresses import Block, parse_block
 
@@ -98,6 +99,9 @@ class ExcludeList:
         return sum(part.size for part, _ in self.overlaps(block))
 
 
+MAX_EXCLUDE_FILE = 64 * 1024 * 1024  # zmap's blocklists are a few hundred KB
+
+
 def build_excludes(
     *, include_reserved: bool, excludes: Iterable[str] = (), exclude_files: Iterable[str] = ()
 ) -> ExcludeList:
@@ -106,10 +110,6 @@ def build_excludes(
     for spec in excludes:
         rules += parse_rules(spec, "--exclude")
     for path in exclude_files:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read exclude file {path}: {exc.strerror or exc}") from None
+        text = read_capped(path, MAX_EXCLUDE_FILE, what="an exclude list").decode("utf-8", errors="replace")
         rules += parse_rules(text, path)
     return ExcludeList(rules)

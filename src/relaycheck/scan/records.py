@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from relaycheck.errors import ErrorKind
 from relaycheck.model import ConnectionLog, TargetReport
 from relaycheck.render.json import target_report_dict
 from relaycheck.scan.targets import Item, Kind, target_key
@@ -47,8 +48,12 @@ class ConnectStats:
     errnos: list[int] = field(default_factory=list)
 
 
-_NOT_SMTP_MARKERS = ("not an SMTP reply line", "reply code out of range", "reply line longer", "reply longer")
-_TIMEOUT_MARKERS = ("timed out", "no reply to", "deadline was reached")
+# The failure kinds that have a status of their own; every other kind is ``error``.
+_STATUS_OF_KIND = {
+    ErrorKind.TLS: Status.TLS_ERROR,
+    ErrorKind.TIMEOUT: Status.TIMEOUT,
+    ErrorKind.REFUSED: Status.REFUSED,
+}
 
 
 def _greeted(connections: tuple[ConnectionLog, ...]) -> bool:
@@ -56,25 +61,17 @@ def _greeted(connections: tuple[ConnectionLog, ...]) -> bool:
 
 
 def status_of(report: TargetReport, stats: ConnectStats | None = None) -> Status:
-    """Map the engine's one-line error (and the connect errnos) onto the status taxonomy."""
-    error = report.error
-    if error is None:
+    """Map the kind of the engine's failure (and the connect errnos) onto the status taxonomy."""
+    if report.error is None:
         return Status.OK
     if stats is not None and stats.opened == 0 and stats.errnos:
         if errno.ECONNREFUSED in stats.errnos:
             return Status.REFUSED
         if errno.ETIMEDOUT in stats.errnos:
             return Status.TIMEOUT
-    if "TLS" in error:
-        return Status.TLS_ERROR
-    if any(m in error for m in _TIMEOUT_MARKERS):
-        return Status.TIMEOUT
-    if "Connection refused" in error:
-        return Status.REFUSED
-    greeted = _greeted(report.connections)
-    if any(m in error for m in _NOT_SMTP_MARKERS) or "floods replies" in error:
-        return Status.PROTOCOL_ERROR if greeted else Status.NOT_SMTP
-    return Status.ERROR
+    if report.error_kind is ErrorKind.PROTOCOL:
+        return Status.PROTOCOL_ERROR if _greeted(report.connections) else Status.NOT_SMTP
+    return _STATUS_OF_KIND.get(report.error_kind, Status.ERROR) if report.error_kind else Status.ERROR
 
 
 def now() -> str:
@@ -112,14 +109,14 @@ def _evidence(report: TargetReport) -> list[dict[str, Any]]:
     ]
 
 
-def report_record(key: str, item: Item, report: TargetReport, *, stats: ConnectStats | None = None,
-                  full: bool = False) -> dict[str, Any]:
+def report_record(
+    key: str, item: Item, report: TargetReport, *, stats: ConnectStats | None = None, full: bool = False
+) -> dict[str, Any]:
     """The record of a target the engine tested (whatever came of it), under the key it was
     claimed with (``ip|port|name`` computed before the test)."""
     target = report.target
     ip = key.split("|", 1)[0]
-    record = _base(key, item, ip=ip, host=target.host if target.host != ip else None,
-                   domain=target.domain)
+    record = _base(key, item, ip=ip, host=target.host if target.host != ip else None, domain=target.domain)
     status = status_of(report, stats)
     if full:
         result = target_report_dict(report)
@@ -132,6 +129,7 @@ def report_record(key: str, item: Item, report: TargetReport, *, stats: ConnectS
         verdict=str(report.verdict.kind),
         confidence=str(report.verdict.confidence),
         error=report.error,
+        error_kind=str(report.error_kind) if report.error_kind is not None else None,
         banner=str(report.facts.banner) if report.facts.banner is not None else None,
         evidence=_evidence(report),
         findings=[f.code for f in report.findings],
@@ -144,16 +142,16 @@ def report_record(key: str, item: Item, report: TargetReport, *, stats: ConnectS
     return record
 
 
-def excluded_record(item: Item, reason: str, *, ip: str | None = None, host: str | None = None,
-                    domain: str | None = None) -> dict[str, Any]:
+def excluded_record(
+    item: Item, reason: str, *, ip: str | None = None, host: str | None = None, domain: str | None = None
+) -> dict[str, Any]:
     """A target (or a whole excluded range of an input block) that was not touched, and why."""
     if item.kind is Kind.EXCLUDED:
         key, ip = item.key, item.block
     else:
         key = target_key(ip, item.port, item.name) if ip is not None else item.key
     record = _base(key, item, ip=ip, host=host, domain=domain if domain is not None else item.name)
-    record.update(status=str(Status.EXCLUDED), verdict=None, error=f"excluded: {reason}", time=now(),
-                  v=RECORD_VERSION)
+    record.update(status=str(Status.EXCLUDED), verdict=None, error=f"excluded: {reason}", time=now(), v=RECORD_VERSION)
     return record
 
 

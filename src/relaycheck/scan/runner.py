@@ -241,9 +241,13 @@ class Scanner:
                 self.sink.release(key)
 
 
-def run_scan(items: Iterable[Item], config: ScanConfig, sink: RecordSink,
-             on_record: Callable[[dict[str, Any]], None] | None = None,
-             scanner_type: type[Scanner] | None = None) -> Scanner:
+def run_scan(
+    items: Iterable[Item],
+    config: ScanConfig,
+    sink: RecordSink,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    scanner_type: type[Scanner] | None = None,
+) -> Scanner:
     """Run a whole scan on this thread's own loop (embedded mode, a Dask chunk, a local worker)."""
     scanner = (scanner_type or Scanner)(config, sink, on_record)
     with asyncio.Runner(loop_factory=gated_loop_factory()) as runner:
@@ -260,4 +264,3 @@ def scan_chunk(items: list[Item], skip: list[str], config: ScanConfig) -> list[d
     sink = ListSink(skip)
     run_scan(items, config, sink)
     return sink.records
-

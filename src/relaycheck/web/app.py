@@ -29,9 +29,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relaycheck.api import parse_target
-from relaycheck.errors import DnsError, UsageError
+from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
 from relaycheck.web import store as st
 from relaycheck.web.guard import Refused, target_key
+from relaycheck.web.history import register_history
 from relaycheck.web.limits import RateLimiter, client_key, retry_after
 from relaycheck.web.runner import Forbidden, Limited, Service, Submitted
 from relaycheck.web.settings import Settings
@@ -156,7 +157,11 @@ class ErrorOut(BaseModel):
     message: str
 
 
-class ApiError(Exception):
+class ApiError(RelaycheckError):
+    """What the JSON API answers instead of a result: HTTP ``status`` and a stable ``code``."""
+
+    kind = ErrorKind.USAGE
+
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
@@ -295,6 +300,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(Guard, settings=settings, limiter=RateLimiter(settings.requests_per_minute))
     app.mount("/static", StaticFiles(packages=[("relaycheck.web", "static")]), name="static")
+    register_history(app, store, settings, templates)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -383,9 +389,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             done: Submitted = await service.submit(text, port, mode, client_of(request))
         except (UsageError, DnsError, Limited) as exc:
             error = submit_error(exc)
-            response = index_page(
-                request, error=error.message, value=text[:255], port=port or 25, status=error.status
-            )
+            response = index_page(request, error=error.message, value=text[:255], port=port or 25, status=error.status)
             response.headers.update(error.headers)
             return response
         suffix = "?reused=1" if done.reused else ""
@@ -418,7 +422,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if row.active:
             context["progress"] = progress.as_dict() if progress else None
             return templates.TemplateResponse(request, "progress.html", context)
-        context["history"] = [summary(h) for h in await service.history(row.target)]
+        context["history"] = [summary(h) for h in await service.history(row.target, client_of(request))]
         return templates.TemplateResponse(request, "result.html", context)
 
     # -- event stream -----------------------------------------------------------------------
@@ -500,15 +504,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=HistoryOut,
         responses={400: {"model": ErrorOut}},
     )
-    async def api_history(target: str, port: int = 25) -> HistoryOut:
+    async def api_history(request: Request, target: str, port: int = 25) -> HistoryOut:
         try:
             spec = parse_target(target)
         except UsageError as exc:
             raise ApiError(400, "invalid-target", str(exc)) from None
         key = target_key(spec.host, spec.port or port)
-        rows = await service.history(key)
+        rows = await service.history(key, client_of(request))
         return HistoryOut(target=key, checks=[CheckSummary(**summary(r)) for r in rows])
 
     return app
-
-

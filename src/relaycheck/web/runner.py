@@ -22,7 +22,7 @@ from typing import Any
 
 from relaycheck.catalogue import Slots, plan_probes
 from relaycheck.engine import EngineOptions, check_target
-from relaycheck.errors import DnsError, UsageError
+from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
 from relaycheck.model import Exchange, Report, Target, TargetReport
 from relaycheck.render.json import report_dict, target_dict
 from relaycheck.report import EXIT_OK, EXIT_OPEN, summarize
@@ -37,8 +37,10 @@ LINES_KEPT = 6  # recent transcript lines shown per target while a check runs
 LINE_CAP = 240  # characters of one progress line (server text can be long)
 
 
-class Limited(Exception):
+class Limited(RelaycheckError):
     """Refused for now by a rate or capacity limit: HTTP ``status`` with ``Retry-After``."""
+
+    kind = ErrorKind.LIMITED
 
     def __init__(self, status: int, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -196,8 +198,10 @@ class Service:
     async def get(self, check_id: str) -> st.CheckRow | None:
         return await asyncio.to_thread(self.store.get, check_id)
 
-    async def history(self, target: str) -> list[st.CheckRow]:
-        return list(await asyncio.to_thread(self.store.history, target, self.settings.history_length))
+    async def history(self, target: str, client: str) -> list[st.CheckRow]:
+        """Recent checks of ``target``: only ``client``'s own unless the operator made history public."""
+        only = None if self.settings.public_history else client
+        return list(await asyncio.to_thread(self.store.history, target, self.settings.history_length, client=only))
 
     def retest_after(self, row: st.CheckRow) -> datetime | None:
         """When the target of ``row`` may be tested again (None: now, or not this row's business)."""
@@ -255,7 +259,13 @@ class Service:
                 max_targets=settings.max_targets,
             )
             row = await asyncio.to_thread(
-                self.store.create, target=key, given=text.strip(), port=chosen, mode=mode, plan=plan_dict(plan)
+                self.store.create,
+                target=key,
+                given=text.strip(),
+                port=chosen,
+                mode=mode,
+                plan=plan_dict(plan),
+                client=client,
             )
             self._start(row, plan, client)  # from here the task owns the client's slot
             future.set_result(row.id)
@@ -311,9 +321,7 @@ class Service:
             if entry.users == 0:
                 del self._locks[key]
 
-    async def _run(
-        self, row: st.CheckRow, plan: Plan, client: str, options: EngineOptions, progress: Progress
-    ) -> None:
+    async def _run(self, row: st.CheckRow, plan: Plan, client: str, options: EngineOptions, progress: Progress) -> None:
         from relaycheck import __version__
 
         started_wall = datetime.now(UTC).isoformat(timespec="seconds")

@@ -16,7 +16,7 @@ def web_engine_options() -> EngineOptions:
 
 @dataclass(frozen=True)
 class Settings:
-    db_url: str = "sqlite:///relaycheck-web.db"
+    db_url: str = "relaycheck-web.db"  # a SQLite file, or any SQLAlchemy URL
     allow_private: bool = False  # labs and internal use: test loopback/private addresses too
     resolver: str | None = None  # IP[:PORT] of the DNS server to ask; None: the system's
     ports: tuple[int, ...] = DEFAULT_PORTS  # the only ports a check may connect to
@@ -33,4 +33,5 @@ class Settings:
     max_event_streams: int = 200  # open server-sent-event connections at once
     # Pages
     refresh_seconds: int = 3  # progress page reload interval without JavaScript
-    history_length: int = 20  # earlier tests shown per target
+    history_length: int = 20  # earlier tests shown per target (a history page's length)
+    public_history: bool = False  # everyone sees every test of a target; off: a client sees its own

@@ -1,9 +1,9 @@
 """PURE: hygiene facts about one target -> findings (banner, reverse DNS, TLS, AUTH, VRFY, DNSBL).
 
-``CATALOGUE`` is the data: every code this module can emit, with its severity and title (the
-table in docs/findings.md mirrors it and a test keeps them in step). ``CHECKS`` is the list of
+Every code this module emits is in the registry (``codes.toml``, source ``hygiene``), with its
+severity and title. ``CHECKS`` is the list of
 small named rules, one per concern; each returns the findings it sees. Every finding carries the
-fix for the detected MTA family (``remediation.fix_for``). The relay verdict's own findings
+fix for the detected MTA family (``fixes.fix_for``). The relay verdict's own findings
 (catch-all, relay-domain, submission without AUTH…) are verdict.py's business, not this module's.
 """
 
@@ -15,62 +15,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from relaycheck.dnsbl import zone_info
+from relaycheck.findings import registry
+from relaycheck.findings.fixes import fix_for
 from relaycheck.fingerprint import banner_disclosure, is_masked_banner
 from relaycheck.model import Finding, HygieneFacts, Reply, SessionFacts, Severity
-from relaycheck.remediation import fix_for
-
-
-@dataclass(frozen=True)
-class FindingSpec:
-    code: str
-    severity: Severity
-    title: str  # default title; rules may make it more specific
-    meaning: str  # one line, for docs/findings.md
-
-
-SPECS: tuple[FindingSpec, ...] = (
-    FindingSpec("auth-bypass", Severity.CRITICAL, "A made-up user name and password were accepted",
-                "the one bogus AUTH attempt got 235: any password works, so anyone can relay as a user"),
-    FindingSpec("auth-without-tls", Severity.HIGH, "Passwords can be sent in clear text",
-                "PLAIN/LOGIN offered before STARTTLS on a clear-text session"),
-    FindingSpec("dnsbl-listed", Severity.HIGH, "The address is on a blocklist",
-                "a DNS blocklist lists the server's address (one finding per zone, with the meaning)"),
-    FindingSpec("masked-banner", Severity.MEDIUM, "An SMTP-inspecting firewall masks the greeting",
-                "the 220 greeting is asterisks: a middlebox rewrites SMTP and may relay or alter the tests"),
-    FindingSpec("no-starttls", Severity.MEDIUM, "STARTTLS is not offered",
-                "port 25 or 587 without STARTTLS: mail to and from it travels unencrypted"),
-    FindingSpec("tls-old-version", Severity.MEDIUM, "An obsolete TLS version was negotiated",
-                "the handshake settled on SSLv3, TLS 1.0 or TLS 1.1"),
-    FindingSpec("tls-weak-cipher", Severity.MEDIUM, "A weak cipher suite was negotiated",
-                "RC4, DES/3DES, NULL, export-grade, anonymous or MD5 cipher suite"),
-    FindingSpec("tls-handshake-failed", Severity.MEDIUM, "TLS is offered but the handshake fails",
-                "STARTTLS advertised (or implicit TLS) but no TLS session could be established"),
-    FindingSpec("cert-expired", Severity.MEDIUM, "The TLS certificate has expired",
-                "the certificate's notAfter is in the past"),
-    FindingSpec("vrfy-enabled", Severity.MEDIUM, "VRFY/EXPN reveal which mailboxes exist",
-                "VRFY answered 250/251 for postmaster but refused a random user, or EXPN expanded postmaster"),
-    FindingSpec("no-ptr", Severity.MEDIUM, "The address has no reverse DNS (PTR) record",
-                "no PTR record for the server's address"),
-    FindingSpec("cert-expires-soon", Severity.LOW, "The TLS certificate expires soon",
-                "the certificate expires within 14 days"),
-    FindingSpec("cert-untrusted", Severity.LOW, "The TLS certificate chain is not trusted",
-                "the chain does not verify against public CAs (self-signed certificates are reported apart)"),
-    FindingSpec("cert-name-mismatch", Severity.LOW, "The TLS certificate does not name this host",
-                "the host name is in neither the subjectAltName nor the CN"),
-    FindingSpec("no-fcrdns", Severity.LOW, "Reverse DNS is not forward-confirmed",
-                "no PTR name resolves back to the address (FCrDNS)"),
-    FindingSpec("banner-ptr-mismatch", Severity.LOW, "The greeting's host name is not the PTR name",
-                "the host name in the 220 greeting matches none of the PTR names"),
-    FindingSpec("ehlo-ptr-mismatch", Severity.LOW, "The EHLO host name is not the PTR name",
-                "the EHLO reply's host name differs from the greeting's and matches no PTR name"),
-    FindingSpec("banner-version", Severity.LOW, "The greeting discloses the MTA software",
-                "the 220 greeting names the software (low with a version, info without)"),
-    FindingSpec("cert-self-signed", Severity.INFO, "The TLS certificate is self-signed",
-                "common on MX hosts; senders enforcing MTA-STS and submission clients refuse it"),
-    FindingSpec("dnsbl-unknown", Severity.INFO, "A blocklist did not give an answer",
-                "the zone refused the query (e.g. 127.255.255.254: public resolver) or answered nonsense"),
-)
-CATALOGUE: dict[str, FindingSpec] = {spec.code: spec for spec in SPECS}
 
 # Protocol names as Python's ssl module reports them (SSLSocket.version()).
 OLD_TLS_VERSIONS = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.0", "TLSv1.1"})
@@ -110,15 +58,7 @@ class Context:
         title: str | None = None,
         severity: Severity | None = None,
     ) -> Finding:
-        spec = CATALOGUE[code]
-        return Finding(
-            code=code,
-            severity=severity or spec.severity,
-            title=title or spec.title,
-            detail=detail,
-            evidence=tuple(evidence),
-            remediation=fix_for(code, self.family),
-        )
+        return registry.finding(code, detail, evidence, family=self.family, title=title, severity=severity)
 
 
 def hygiene_findings(
@@ -416,7 +356,11 @@ def check_vrfy(ctx: Context) -> list[Finding]:
         and h.vrfy_random.permanent
         and h.vrfy_random.code not in (500, 502, 504)  # "not implemented" is not an answer
     )
-    expn_tells = h.expn_postmaster is not None and h.expn_postmaster.code == 250  # 251/252 expand nothing
+    # A server that says 250 to a made-up user says yes to anything: its EXPN 250 proves nothing either.
+    says_yes_to_anyone = _answers_with_data(h.vrfy_random)
+    expn_tells = (
+        h.expn_postmaster is not None and h.expn_postmaster.code == 250 and not says_yes_to_anyone
+    )  # 251/252 expand nothing
     if not (vrfy_tells or expn_tells):
         return []
     evidence = []

@@ -5,14 +5,19 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from relaycheck.model import Transport
+
+if TYPE_CHECKING:
+    from relaycheck.delivery import ArrivalWatcher
 
 
 @dataclass(frozen=True)
 class HygieneOptions:
     ptr: bool = True
     dnsbl: bool = True
-    dnsbl_zones: tuple[str, ...] = ()  # empty: the default list (dnsbl_zones.toml)
-    extra_dnsbl_zones: tuple[str, ...] = ()  # --dnsbl-zone, added to the list
+    dnsbl_zones: tuple[str, ...] = ()  # instead of the default list (dnsbl_zones.toml) when given
     tls: bool = True  # inspect the certificate and protocol
     tls_battery: bool = True  # run the relay battery over STARTTLS too when it is offered
     vrfy: bool = True
@@ -66,6 +71,21 @@ class EngineOptions:
             return self.sender
         domain = self.outside[-1].rpartition("@")[2]
         return f"relaycheck@{domain}"
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    transport: Transport | None = None  # None: by port (465 implicit TLS, else plain)
+    resolver: str | None = None  # IP[:PORT] of the DNS server to ask; None: the system's
+    use_mx: bool = True  # names without a port are looked up as mail domains first
+    port: int = 25  # port for targets given without one (MX hosts included)
+    ports: tuple[int, ...] | None = None  # several ports for targets given without one (--port LIST)
+    # Delivery mode (engine.confirm_address set): where arrivals are seen. Either relaycheck's
+    # own sink, started for the run on ``sink_listen`` (HOST:PORT), or a ready watcher (IMAP).
+    sink_listen: str | None = None
+    watcher: ArrivalWatcher | None = None
+    concurrency: int = 8  # targets tested at once
 
 
 def ip_literal(address: str) -> str:

@@ -1,8 +1,8 @@
-"""PURE: how to fix each finding, for the MTA family that was detected (texts in ``texts.toml``).
+"""PURE: how to fix each finding, for the MTA family that was detected (texts in ``fixes.toml``).
 
 ``fix_for(code, family)`` returns the family's own text when there is one, else the generic
 text, else ``None`` for a code without remediation. Texts follow one layout convention (see the
-head of ``texts.toml``): paragraphs separated by blank lines, command/configuration lines
+head of ``fixes.toml``): paragraphs separated by blank lines, command/configuration lines
 indented by four spaces; ``blocks`` splits a text along it for renderers.
 """
 
@@ -32,16 +32,16 @@ class Remedy:
 
 @cache
 def load_texts() -> dict[str, Remedy]:
-    raw = resources.files("relaycheck.remediation").joinpath("texts.toml").read_text(encoding="utf-8")
+    raw = resources.files("relaycheck.findings").joinpath("fixes.toml").read_text(encoding="utf-8")
     remedies: dict[str, Remedy] = {}
     for code, table in tomllib.loads(raw).items():
         if not isinstance(table, dict):
-            raise ValueError(f"remediation/texts.toml: [{code}] must be a table")
+            raise ValueError(f"findings/fixes.toml: [{code}] must be a table")
         unknown = set(table) - _KEYS
         if unknown:
-            raise ValueError(f"remediation/texts.toml: [{code}] has unknown keys {sorted(unknown)}")
+            raise ValueError(f"findings/fixes.toml: [{code}] has unknown keys {sorted(unknown)}")
         if not str(table.get(GENERIC, "")).strip():
-            raise ValueError(f"remediation/texts.toml: [{code}] needs a generic text")
+            raise ValueError(f"findings/fixes.toml: [{code}] needs a generic text")
         remedies[code] = Remedy(
             code=code,
             generic=_clean(table[GENERIC]),
@@ -50,7 +50,7 @@ def load_texts() -> dict[str, Remedy]:
         )
     for remedy in remedies.values():
         if remedy.see is not None and remedy.see not in remedies:
-            raise ValueError(f"remediation/texts.toml: [{remedy.code}] sees unknown code {remedy.see!r}")
+            raise ValueError(f"findings/fixes.toml: [{remedy.code}] sees unknown code {remedy.see!r}")
     return remedies
 
 
