@@ -66,6 +66,11 @@ class BrokerThread(LoopThread):
                 self._changed.notify_all()
 
     async def teardown(self) -> None:
+        if self._reader is not None:  # the subscriber's own reconnecting task ends too
+            self._reader.closing = True
+            if self._reader.protocol is not None:
+                self._reader.protocol.transport.close()
+            self._tasks.append(self._reader._ensure_connected)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
