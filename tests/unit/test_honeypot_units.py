@@ -258,6 +258,17 @@ def test_report_formats_escape_what_clients_sent() -> None:
     assert "198.51.100.7" in render_text(summary)
 
 
+def test_a_missing_extra_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("relaycheck.honeypot.command.EXTRA_MODULES", ("relaycheck_no_such_module",))
+    for argv in (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)], ["honeypot", "report", "."]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == "relaycheck: 'honeypot' needs the honeypot extra: pip install 'relaycheck[honeypot]'\n"
+    assert main(["honeypot", "blocklist", str(tmp_path)]) == 0  # the blocklist needs no extra
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -266,6 +277,8 @@ def test_report_formats_escape_what_clients_sent() -> None:
         (["honeypot", "--listen", "127.0.0.1:0"], "--data-dir is required"),
         (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--deliver-probes"], "--smarthost"),
         (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--tag", "bad"], "KEY=VALUE"),
+        (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--hpfeeds", "127.0.0.1:1"], "--hpfeeds-ident"),
+        (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--smarthost", "127.0.0.1:25"], "never relays"),
         (["honeypot", "report", "/nonexistent/honeypot"], "not a honeypot data directory"),
         (["honeypot", "blocklist", ".", "--since", "soon"], "--since takes"),
     ],

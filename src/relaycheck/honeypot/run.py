@@ -101,7 +101,7 @@ def _hpfeeds(options: dict[str, Any]) -> HpfeedsTarget | None:
             raise UsageError("--hpfeeds-ident is for --hpfeeds HOST:PORT")
         return None
     if importlib.util.find_spec("hpfeeds") is None:
-        raise UsageError("--hpfeeds needs the 'hpfeeds' extra: pip install 'relaycheck[hpfeeds]'")
+        raise UsageError("--hpfeeds needs the hpfeeds extra: pip install 'relaycheck[hpfeeds]'")
     host, port = parse_endpoint(options["hpfeeds"], "--hpfeeds")
     secret = os.environ.get(SECRET_VARIABLE, "")
     if not options["hpfeeds_ident"] or not secret:
