@@ -269,16 +269,19 @@ def test_a_missing_extra_is_one_line_naming_it(
     assert main(["honeypot", "blocklist", str(tmp_path)]) == 0  # the blocklist needs no extra
 
 
+RUN = ["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["honeypot"], "give at least one --listen"),
         (["honeypot", "--listen", "127.0.0.1", "--data-dir", "/tmp/x"], "HOST:PORT"),
         (["honeypot", "--listen", "127.0.0.1:0"], "--data-dir is required"),
-        (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--deliver-probes"], "--smarthost"),
-        (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--tag", "bad"], "KEY=VALUE"),
-        (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--hpfeeds", "127.0.0.1:1"], "--hpfeeds-ident"),
-        (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--smarthost", "127.0.0.1:25"], "never relays"),
+        ([*RUN, "--deliver-probes"], "--smarthost"),
+        ([*RUN, "--tag", "bad"], "KEY=VALUE"),
+        ([*RUN, "--hpfeeds", "127.0.0.1:1"], "--hpfeeds-ident"),
+        ([*RUN, "--smarthost", "127.0.0.1:25"], "never relays"),
         (["honeypot", "report", "/nonexistent/honeypot"], "not a honeypot data directory"),
         (["honeypot", "blocklist", ".", "--since", "soon"], "--since takes"),
     ],
