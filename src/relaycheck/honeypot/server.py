@@ -54,6 +54,7 @@ from relaycheck.honeypot.store import MessageStore
 MB = 1024 * 1024
 TOOL_MEMORY_SECONDS = 600.0  # a client's tool, remembered this long for its other sessions
 TOOL_MEMORY_ENTRIES = 4096
+BACKLOG = 1024  # pending connections the kernel holds while the loop accepts
 DROPBOX_SAVE_DELAY = 2.0  # seconds between rewrites of the drop-box registry
 
 
@@ -156,7 +157,13 @@ class Honeypot:
         self.peak_per_address = max(self.peak_per_address, count)
         return True
 
-    def release(self, address: str) -> None:
+    def joined(self, session: HoneypotSMTP) -> None:
+        self.live.add(session)
+
+    def left(self, session: HoneypotSMTP, address: str) -> None:
+        """A session admitted by ``admit`` ended."""
+        self.live.discard(session)
+        self._idle.set()
         self.total -= 1
         left = self.active.get(address, 1) - 1
         if left:
@@ -173,8 +180,8 @@ class Honeypot:
     def give_memory(self, size: int) -> None:
         self.memory_in_use -= size
 
-    def protocol(self, listener: str, starttls: ssl.SSLContext | None) -> HoneypotSMTP:
-        return HoneypotSMTP(self, listener, starttls)
+    def protocol(self, listener: str, starttls: ssl.SSLContext | None) -> _Gate:
+        return _Gate(self, listener, starttls)
 
     async def abort_all(self, timeout: float = 10.0) -> None:
         """End every open session now (shutdown) and wait until each has handed over its record."""
@@ -275,6 +282,35 @@ def _plain_recipient(path: str) -> str | None:
     return None
 
 
+def _peer_ip(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return _plain_ip(str(peer[0])) if peer else "?"
+
+
+class _Gate(asyncio.Protocol):
+    """Admission before anything else: a connection over the caps gets the persona's 421 and is
+    closed before an SMTP session (costly to build) exists, so a flood is turned away cheaply."""
+
+    def __init__(self, honeypot: Honeypot, listener: str, starttls: ssl.SSLContext | None) -> None:
+        self.hp = honeypot
+        self.listener = listener
+        self.starttls = starttls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        address = _peer_ip(transport)
+        if not self.hp.admit(address):
+            text = self.hp.config.persona.too_many_connections.format(hostname=self.hp.config.hostname, ip=address)
+            cast(asyncio.Transport, transport).write(text.encode() + b"\r\n")
+            transport.close()
+            return
+        session = HoneypotSMTP(self.hp, self.listener, self.starttls)
+        transport.set_protocol(session)
+        session.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from a refused client before the close: dropped."""
+
+
 class HoneypotSMTP(SMTP):
     """One client session."""
 
@@ -301,7 +337,7 @@ class HoneypotSMTP(SMTP):
         self._smtp_methods = {verb: self._noted(verb, method) for verb, method in self._smtp_methods.items()}
         self._translations = self._aiosmtpd_replies()
         self.record: SessionRecord | None = None
-        self.refused = False
+        self._ended = False
         self._greeted = False
         self._address = ""
         self._started = 0.0
@@ -310,6 +346,8 @@ class HoneypotSMTP(SMTP):
         self._pending: list[asyncio.Task[None]] = []
         self._reserved = 0
         self._mail_argument = ""
+        self._in_data = False
+        self._last_input = time.monotonic()
         self._names = ServerNames(honeypot.domains, frozenset())
         self._identity = Identity((), ())
 
@@ -319,15 +357,9 @@ class HoneypotSMTP(SMTP):
         if self.record is None:  # the TCP connection (STARTTLS calls this again, with TLS)
             peer = transport.get_extra_info("peername") or ("?", 0)
             sock = transport.get_extra_info("sockname") or ("?", 0)
-            self._address = _plain_ip(str(peer[0])) if peer[0] != "?" else "?"
-            if not self.hp.admit(self._address):
-                self.refused = True
-                text = self.persona.too_many_connections.format(hostname=self.hp.config.hostname, ip=self._address)
-                cast(asyncio.Transport, transport).write(text.encode() + b"\r\n")
-                transport.close()
-                return
+            self._address = _peer_ip(transport)
             self._started = time.monotonic()
-            self.hp.live.add(self)
+            self.hp.joined(self)
             server_ip = _plain_ip(str(sock[0])) if sock[0] != "?" else "?"
             self.record = SessionRecord(
                 version=RECORD_VERSION,
@@ -360,22 +392,22 @@ class HoneypotSMTP(SMTP):
             self.record.tls_cipher = cipher[0] if cipher else None
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self.refused:
+        if self._ended:
             return
         super().connection_lost(error)
         if self.record is None:
             return
+        if self._in_data and self._transaction is not None:
+            self._transaction.data_outcome = "aborted"  # cut off in the middle of its message
         self._close_transaction()  # a transaction left open (QUIT after RCPT) is part of the record
         record, self.record = self.record, None
         if self._session_timer is not None:
             self._session_timer.cancel()
-        self.hp.release(self._address)
-        self.hp.live.discard(self)
-        self.hp._idle.set()
+        self.hp.left(self, self._address)
         record.end = _now()
         record.duration_s = round(time.monotonic() - self._started, 3)
         self.hp.finish_later(self.hp.finish(record, self._pending))
-        self.refused = True  # a second call (TLS teardown) has nothing left to do
+        self._ended = True  # a second call (TLS teardown) has nothing left to do
 
     def _session_expired(self) -> None:
         if self.record is not None:
@@ -386,7 +418,17 @@ class HoneypotSMTP(SMTP):
             transport.write(text.encode() + b"\r\n")
             transport.abort()
 
+    def data_received(self, data: bytes) -> None:
+        self._last_input = time.monotonic()
+        super().data_received(data)
+
     def _timeout_cb(self) -> None:
+        # During DATA the idle time runs from the last bytes received, not from the last command:
+        # a big message on a slow link is not idle (the session limit still bounds it).
+        quiet = time.monotonic() - self._last_input
+        if self._in_data and quiet < self.limits.idle_timeout:
+            self._reset_timeout(self.limits.idle_timeout - quiet)
+            return
         if self.record is not None:
             self.record.end_reason = "idle-timeout"
         if self.transport is not None:
@@ -583,9 +625,11 @@ class HoneypotSMTP(SMTP):
             await self.push(self._fill(self.persona.no_space))
             return
         self._reserved = size
+        self._in_data = True
         try:
             await super().smtp_DATA(arg)
         finally:
+            self._in_data = False
             if self._reserved:  # not handed over to the message's processing
                 self.hp.give_memory(self._reserved)
                 self._reserved = 0
@@ -679,7 +723,7 @@ def bind(host: str, port: int) -> socket.socket:
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.bind((host, port))
-    sock.listen(512)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -694,6 +738,7 @@ async def serve(
         lambda: honeypot.protocol(listener, None if implicit_tls is not None else starttls),
         sock=sock,
         ssl=implicit_tls,
+        backlog=BACKLOG,  # asyncio would listen() again with 100: a flood's SYNs dropped, 1 s retries
         ssl_handshake_timeout=honeypot.config.limits.idle_timeout if implicit_tls is not None else None,
         start_serving=True,
     )
