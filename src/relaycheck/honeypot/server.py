@@ -314,7 +314,9 @@ class _Gate(asyncio.Protocol):
 class HoneypotSMTP(SMTP):
     """One client session."""
 
-    line_length_limit = 8192  # real MTAs take longer lines than RFC 5321's 1000 (and so must we)
+    # Real MTAs take longer lines than RFC 5321's 1000 (HTML spam has them, and so must we); it is
+    # also the most a command line may buffer before it is refused.
+    line_length_limit = 32768
 
     def __init__(self, honeypot: Honeypot, listener: str, starttls: ssl.SSLContext | None) -> None:
         config = honeypot.config
