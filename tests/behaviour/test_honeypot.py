@@ -172,6 +172,7 @@ def test_each_persona_speaks_its_mta_s_words(honeypot: HoneypotThread) -> None:
     persona = honeypot.settings.config.persona
     with smtplib.SMTP("127.0.0.1", honeypot.port, local_hostname="client.example", timeout=10) as client:
         code, greeting = client.ehlo()
+        assert code == 250
         keywords = [line.split()[0].upper() for line in greeting.decode().splitlines()[1:]]
         offered = [k.split()[0] for k in persona.ehlo_keywords if not k.startswith("AUTH")]
         assert keywords == offered  # the MTA's own order, AUTH held back until TLS
