@@ -5,6 +5,7 @@ usage errors."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import textwrap
@@ -292,3 +293,21 @@ def test_usage_errors_are_one_line_and_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_campaigns_group_variants_of_one_message_by_fuzzy_hash() -> None:
+    """Spam personalised per recipient (name, tracking URL) is one campaign; other text is not."""
+    rng = random.Random(7)
+    words = [f"w{n}" for n in range(3000)]
+    body = " ".join(rng.choice(words) for _ in range(1500))
+    other = " ".join(rng.choice(words) for _ in range(1500))
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    rows = []
+    texts = [f"Dear {name}, {body} http://t.example/{name}" for name in ("Alice", "Bob", "Carol")] + [other]
+    for number, text in enumerate(texts):
+        facts, _ = message_facts(f"Subject: s{number}\r\n\r\n{text}\r\n".encode())
+        row = _row(f"198.51.100.{number}", "spam-run", now)
+        row["transactions"][0]["message"] = {"fuzzy_hash": facts.fuzzy_hash, "subject": facts.subject, "urls": []}
+        rows.append(row)
+    campaigns = summarise(rows, now - timedelta(days=1), now).campaigns
+    assert [(c.messages, c.subjects) for c in campaigns] == [(3, ["s0", "s1", "s2"]), (1, ["s3"])]
