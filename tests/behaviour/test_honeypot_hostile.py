@@ -5,49 +5,22 @@ the disk quota. It must survive, stay within its memory and disk bounds, and kee
 from __future__ import annotations
 
 import json
-import os
 import resource
-import select
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .honeypot_support import Child
+
 QUOTA_MB = 1
 LOG_MB = 1
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
 RSS_LIMIT = 200 * 1024 * 1024  # generous: the process idles at about 50 MB
-
-
-class Child:
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        self.stderr = b""
-
-    def read_until(self, marker: bytes, timeout: float) -> bytes:
-        """Read the child's stderr until ``marker`` appears (or fail at the deadline)."""
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        poller = select.poll()
-        poller.register(self.proc.stderr.fileno(), select.POLLIN)
-        while marker not in self.stderr:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {marker!r} from the honeypot: {self.stderr.decode(errors='replace')}"
-            if poller.poll(left * 1000):
-                chunk = os.read(self.proc.stderr.fileno(), 65536)
-                assert chunk, f"honeypot ended: {self.stderr.decode(errors='replace')}"
-                self.stderr += chunk
-        return self.stderr
-
-    def peak_rss(self) -> int:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_honeypot_hostile import Child
+from .honeypot_support import Child
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root (run the suite as root)")
 
