@@ -100,6 +100,11 @@ def _plain_ip(address: str) -> str:
     return ip.compressed
 
 
+def _worth_saying(count: int) -> bool:
+    """1st, 10th, 100th… time: a full disk under a flood must not flood stderr too."""
+    return count > 0 and 10 ** len(str(count)) // 10 == count
+
+
 def _queue_id(length: int) -> str:
     return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(length))
 
@@ -220,8 +225,9 @@ class Honeypot:
         self._remember_tool(record)
         self._link_dropboxes(record)
         self.sessions += 1
-        if not self.log.write(record, self.config.tags):
-            print("relaycheck honeypot: a session record could not be written (disk full?)", file=sys.stderr)
+        if not self.log.write(record, self.config.tags) and _worth_saying(self.log.failed):
+            print(f"relaycheck honeypot: {self.log.failed} session record(s) could not be written (disk full?)",
+                  file=sys.stderr)  # fmt: skip
         if self.on_record is not None:
             self.on_record(record)
 
