@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -31,7 +33,8 @@ def reports() -> dict[ReportKind, object]:
     verdict = Verdict(VerdictKind.CLOSED, Confidence.POLICY_REFUSAL, "Refused.", ())
     finding = Finding("no-ptr", Severity.MEDIUM, HOSTILE, HOSTILE)
     check = Report((TargetReport(target, verdict, findings=(finding,)),), (InputProblem(HOSTILE, "no such host"),))
-    audit = audit_sources([SourceFile(HOSTILE, "mynetworks = 0.0.0.0/0\n")], Family.POSTFIX)
+    config = "mynetworks = 0.0.0.0/0\nsmtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n"
+    audit = audit_sources([SourceFile(HOSTILE, config)], Family.POSTFIX)
     scan = ScanSummary(HOSTILE, records=1)
     scan.by_verdict["closed"] += 1
     return {ReportKind.CHECK: check, ReportKind.AUDIT: audit, ReportKind.SCAN: scan}
@@ -39,7 +42,7 @@ def reports() -> dict[ReportKind, object]:
 
 def test_the_formats_are_the_modules() -> None:
     assert format_names()[0] == "text"
-    assert set(format_names()) == {"text", "json", "markdown", "html"}
+    assert set(format_names()) == {"text", "json", "markdown", "html", "csv"}
 
 
 @pytest.mark.parametrize("fmt", format_names())
@@ -53,6 +56,18 @@ def test_every_format_shows_every_report_and_escapes_it(kind: ReportKind, fmt: s
         assert "<script>" not in text and "&lt;script&gt;" in text
     if fmt == "markdown":
         assert "evil&lt;script&gt;\\|\\`x\\`\\*\\_\\[y\\]" in text  # one escaper for every report
+
+
+def test_csv_rows_parse_and_formulas_are_defused() -> None:
+    report = reports()[ReportKind.CHECK]
+    assert isinstance(report, Report)
+    hostile = Report(report.targets, (InputProblem("=cmd|' /C calc'!A0", "no such host"),))
+    rows = list(csv.reader(io.StringIO(render(ReportKind.CHECK, hostile, "csv"))))
+    assert rows[0][:3] == ["input", "host", "address"]
+    assert rows[1][2:6] == ["192.0.2.7", "25", "plain", "closed"] and rows[1][8] == "no-ptr"
+    assert rows[2][0] == "'=cmd|' /C calc'!A0"  # shown as text, never run as a formula
+    audit = list(csv.reader(io.StringIO(render(ReportKind.AUDIT, reports()[ReportKind.AUDIT], "csv"))))
+    assert audit[0] == ["severity", "code", "location", "relay_path", "title", "detail"] and len(audit) > 1
 
 
 def test_json_and_format_must_agree() -> None:
