@@ -88,8 +88,8 @@ OPTIONS: dict[str, Option] = {
                      metavar="ADDRESS"),
     "local_domain": Option(("--local-domain",), "The server's mail domain, for every target (default: from "
                            "DNS/banner).", to=("engine.local_domain",), check=v.domain, metavar="DOMAIN"),
-    "helo": Option(("--helo",), "EHLO name to announce (default: this machine's FQDN).", to=("engine.helo",),
-                   metavar="FQDN"),
+    "helo": Option(("--helo",), "EHLO name to announce (default: this machine's FQDN; in a scan, the --contact "
+                   "URL's host first).", to=("engine.helo",), metavar="FQDN"),
     "retry_budget": Option(("--retry-budget",), "Keep retrying deferred (4xx, greylisted) probes this long.",
                            to=("engine.retry_budget",), type=click.FloatRange(0, 3600), metavar="SECONDS"),
     "data_probe": Option(("--data-probe",), "For accepted recipients, send DATA and hang up on 354 before any "
