@@ -26,6 +26,7 @@ from relaycheck.errors import DnsError, UsageError
 from relaycheck.model import Exchange, InputProblem, Report, Target, TargetReport, Transport
 from relaycheck.options import CheckOptions
 from relaycheck.sink import Sink
+from relaycheck.validate import idna_ascii
 
 __all__ = ["CheckOptions", "check", "expand", "parse_target"]
 
@@ -46,7 +47,7 @@ def parse_target(text: str) -> TargetSpec:
     if not text.strip():
         raise UsageError("empty target")
     host, port = split_host_port(text, default_port=None)
-    host = host.rstrip(".").lower()
+    host = idna_ascii(host.rstrip(".").lower())
     if not (is_ip(host) or valid_hostname(host)):
         raise UsageError(f"not a host name, IP address or domain: {text!r}")
     return TargetSpec(given=text, host=host, port=port)
@@ -131,8 +132,10 @@ async def check(
         async with gate:
             hook = None
             if on_exchange is not None:
+
                 def hook(index: int, exchange: Exchange, _t: Target = target) -> None:
                     on_exchange(_t, index, exchange)
+
             return await check_target(
                 target, options.engine, on_exchange=hook, watcher=options.watcher, on_status=on_status
             )

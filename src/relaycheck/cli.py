@@ -17,31 +17,56 @@ from typing import Any
 
 import click
 
+from relaycheck import validate
 from relaycheck.api import CheckOptions, check
+from relaycheck.boundedio import shorten
 from relaycheck.engine import EngineOptions
 from relaycheck.errors import RelaycheckError, UsageError
+from relaycheck.extras import MissingExtra, import_feature, is_own_module, split_spec
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
-from relaycheck.model import Report
+from relaycheck.model import Report, Severity
 from relaycheck.options.table import build_check, command_options, sections_of
-from relaycheck.render import ReportKind, Style, chosen_format, render
+from relaycheck.render import ReportKind, Style, chosen_format, exit_status, render
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
+from relaycheck.stopping import stop_on_signals
 
 # Commands that live in their own packages, imported only when used (the web UI and Dask are
-# heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute".
+# heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute", plus
+# " [extra]" when the command needs an optional extra (the entry-point syntax).
 LAZY_COMMANDS = {
     "audit": "relaycheck.audit.command:audit_command",
     "scan": "relaycheck.scan.command:scan_command",
     "report": "relaycheck.scan.command:report_command",
-    "serve": "relaycheck.web.command:serve_command",
+    "serve": "relaycheck.web.command:serve_command [web]",
+    "exporter": "relaycheck.monitor.command:exporter_command [monitor]",
+    "watch": "relaycheck.monitor.watch_command:watch_command [monitor]",
+    "history": "relaycheck.monitor.watch_command:history_command [monitor]",
+    "honeypot": "relaycheck.honeypot.command:honeypot_command [honeypot]",
 }
 
 
 def _importable(name: str) -> bool:
     try:
-        return importlib.util.find_spec(LAZY_COMMANDS[name].split(":")[0]) is not None
-    except ModuleNotFoundError:  # the parent package is not there either
-        return False
+        return importlib.util.find_spec(split_spec(LAZY_COMMANDS[name])[0]) is not None
+    except ModuleNotFoundError as exc:  # importing the parent package failed
+        return not is_own_module(exc.name)  # it is there, but needs an extra that is not
+
+
+def _missing_extra_command(name: str, missing: MissingExtra) -> click.Command:
+    """Stands in for a command whose extra is not installed: listed in --help with the extra to
+    install, and whatever it is given, it says that in one line (exit 2)."""
+
+    def refuse() -> None:
+        raise missing
+
+    return click.Command(
+        name,
+        callback=refuse,
+        short_help=f"(needs relaycheck[{missing.extra}]: not installed)",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 class LazyGroup(click.Group):
@@ -50,20 +75,18 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS:
-            module_name, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            module_name, attribute, extra = split_spec(LAZY_COMMANDS[cmd_name])
             try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError:
-                return None
+                module = import_feature(module_name, f"'{cmd_name}'", extra)
+            except MissingExtra as missing:
+                return _missing_extra_command(cmd_name, missing)
             command = getattr(module, attribute)
             assert isinstance(command, click.Command)
             return command
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(
-    cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
-)
+@click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="relaycheck")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -82,6 +105,11 @@ def cli(ctx: click.Context) -> None:
 @command_options("check", sections_of(CheckOptions()))
 def check_command(targets: tuple[str, ...], **values: Any) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
+    output_format = chosen_format(values["output_format"], values["as_json"])
+    if values["warn_severity"] and output_format != "nagios":
+        raise UsageError("--warn-severity is for --format nagios")
+    warn = values["warn_severity"]
+    style = Style(verbose=values["verbose"], color=sys.stdout.isatty(), warn_severity=Severity(warn) if warn else None)
     options = build_check(values)
     confirm = options.engine.confirm_address
     watcher = _watcher(confirm, options.sink_listen, values["imap_url"], values["imap_keep"], values["imap_cafile"])
@@ -93,8 +121,9 @@ def check_command(targets: tuple[str, ...], **values: Any) -> None:
         )
     options = replace(options, watcher=watcher)
     report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
-    _emit(report, output_format=chosen_format(values["output_format"], values["as_json"]), verbose=values["verbose"])
-    raise SystemExit(summarize(report).exit_code)
+    click.echo(render(ReportKind.CHECK, report, output_format, style), nl=False)
+    own = exit_status(ReportKind.CHECK, report, output_format, style)  # nagios: the plugin's codes
+    raise SystemExit(summarize(report).exit_code if own is None else own)
 
 
 def _watcher(
@@ -173,6 +202,7 @@ def sink_command(domain: str, listen: str) -> None:
     from relaycheck.sink import Arrival, Sink
 
     host, port = split_host_port(listen, default_port=25)
+    domain = validate.domain(domain, "--domain")
 
     def show(arrival: Arrival) -> None:
         path = " <- ".join(arrival.received) or "(no Received headers)"
@@ -191,40 +221,64 @@ def sink_command(domain: str, listen: str) -> None:
     asyncio.run(serve())
 
 
+def click_error_line(exc: click.ClickException) -> str:
+    """Click's usage errors in one line (click prints the usage and a hint on three), naming the
+    command and where its help is."""
+    message = shorten(" ".join(exc.format_message().split()), 300)
+    context = getattr(exc, "ctx", None)
+    if context is None:
+        return message
+    path = context.command_path
+    return f"{message} (see '{path} --help')"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and ``entry_point``)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    code, message = _run(args)
+    if message is not None:
+        if _nagios(args):  # a monitoring system reads stdout and knows 3 as UNKNOWN, not 2
+            from relaycheck.render.nagios import State, unknown
+
+            click.echo(unknown(message.removeprefix("relaycheck: ")), nl=False)
+            return int(State.UNKNOWN)
+        click.echo(message, err=True)
+    return code
+
+
+def _nagios(args: list[str]) -> bool:
+    """``check --format nagios`` was asked for: errors then follow the plugin conventions."""
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return "check" in args and ("--format=nagios" in args or ("--format", "nagios") in pairs)
+
+
+def _run(args: list[str]) -> tuple[int, str | None]:
+    """The exit code, and the one line to show when the command failed."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="relaycheck", standalone_mode=False)
+        with stop_on_signals():
+            cli.main(args=args, prog_name="relaycheck", standalone_mode=False)
     except SystemExit as exit_:
-        return int(exit_.code or 0)
+        return int(exit_.code or 0), None
     except click.exceptions.Abort:
-        click.echo("relaycheck: interrupted", err=True)
-        return 130
+        return 130, "relaycheck: interrupted"
     except click.ClickException as exc:
-        exc.show()
-        return EXIT_USAGE
+        line = f"relaycheck: {click_error_line(exc)}"
+        return EXIT_USAGE, line
     except UsageError as exc:
-        click.echo(f"relaycheck: {exc}", err=True)
-        return EXIT_USAGE
+        return EXIT_USAGE, f"relaycheck: {exc}"
     except RelaycheckError as exc:
-        click.echo(f"relaycheck: {exc}", err=True)
-        return EXIT_INCONCLUSIVE
+        return EXIT_INCONCLUSIVE, f"relaycheck: {exc}"
     except KeyboardInterrupt:
-        click.echo("relaycheck: interrupted", err=True)
-        return 130
+        return 130, "relaycheck: interrupted"
     except Exception as exc:  # a bug: one line for the user, the traceback on request
         if os.environ.get("RELAYCHECK_DEBUG"):
             raise
-        click.echo(
+        return EXIT_INCONCLUSIVE, (
             f"relaycheck: internal error: {type(exc).__name__}: {exc} "
-            "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)",
-            err=True,
+            "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)"
         )
-        return EXIT_INCONCLUSIVE
-    return EXIT_OK
+    return EXIT_OK, None
 
 
 def entry_point() -> None:
     sys.exit(main())
-
-

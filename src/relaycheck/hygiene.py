@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import ipaddress
 import secrets
 import ssl
@@ -162,6 +163,7 @@ def tls_facts(ssl_object: ssl.SSLObject, host: str, *, offered: bool, verify_err
     )
     if not der:
         return base
+    base = TlsFacts(**{**base.__dict__, "cert_sha256": hashlib.sha256(der).hexdigest()})
     from cryptography import x509  # only for servers that offer TLS: not imported by every scan
     from cryptography.x509.oid import NameOID
 
@@ -192,6 +194,7 @@ def tls_facts(ssl_object: ssl.SSLObject, host: str, *, offered: bool, verify_err
         chain_verified=verify_error is None,
         verify_error=verify_error,
         hostname_matches=_hostname_matches(host, sans or ((subject,) if subject else ())) if is_name else None,
+        cert_sha256=base.cert_sha256,
     )
 
 

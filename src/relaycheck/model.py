@@ -251,6 +251,7 @@ class TlsFacts:
     verify_error: str | None = None
     hostname_matches: bool | None = None  # the target's host name against SAN/CN (None: no name)
     error: str | None = None  # the handshake failed: why
+    cert_sha256: str | None = None  # SHA-256 of the certificate (DER), hex: tells a replaced certificate
 
 
 @dataclass(frozen=True)

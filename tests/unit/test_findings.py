@@ -277,6 +277,16 @@ def test_vrfy_without_real_data_is_fine(postmaster: str, random: str | None) -> 
     assert found == []
 
 
+def test_a_server_that_says_yes_to_a_random_user_reveals_nothing() -> None:
+    everything = reply("250 2.1.5 ok")
+    found = run(hygiene={"vrfy_postmaster": everything, "vrfy_random": everything, "expn_postmaster": everything})
+    assert found == []
+    # the same EXPN answer from a server that refuses unknown users is enumeration
+    refused = reply("550 5.1.1 unknown")
+    found = run(hygiene={"vrfy_postmaster": everything, "vrfy_random": refused, "expn_postmaster": everything})
+    assert [f.code for f in found] == ["vrfy-enabled"]
+
+
 def test_one_dnsbl_finding_per_zone_with_delisting_help() -> None:
     found = run(
         hygiene={

@@ -263,5 +263,5 @@ def test_list_file_and_stdin(tmp_path: pytest.TempPathFactory, monkeypatch: pyte
     )
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"198.51.100.1\n198.51.100.2\n")))
     assert [i.ip for i in expand(parse_inputs([], ["-"], (25,)), NONE, 0)] == ["198.51.100.1", "198.51.100.2"]
-    with pytest.raises(UsageError, match="cannot read target list"):
+    with pytest.raises(UsageError, match=r"cannot read .*targets\.txt\.missing: No such file"):
         list(parse_inputs([], [str(path) + ".missing"], (25,)))

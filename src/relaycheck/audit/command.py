@@ -20,13 +20,14 @@ from relaycheck.audit.engine import audit_sources
 from relaycheck.audit.model import Family, SourceFile
 from relaycheck.audit.postfix import table_paths
 from relaycheck.audit.render import exit_code
+from relaycheck.boundedio import STDIN, display_name, read_capped
 from relaycheck.errors import UsageError
 from relaycheck.options.table import command_options
 from relaycheck.render import ReportKind, Style, chosen_format, render
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_DIRECTORY_FILES = 500
-STDIN_NAME = "<stdin>"
+STDIN_NAME = "<stdin>"  # how standard input is named in reports
 # Debian's update-exim4.conf concatenates conf.d in this order (main first, then the sections).
 EXIM_SPLIT_ORDER = ("main", "acl", "router", "transport", "retry", "rewrite", "auth")
 SKIPPED_SUFFIXES = (".db", ".lmdb", ".cdb", ".dpkg-old", ".dpkg-dist", ".dpkg-new", ".bak", ".orig", ".rpmsave", "~")
@@ -42,13 +43,11 @@ def decode(data: bytes, name: str) -> str:
 
 
 def read_file(path: Path) -> SourceFile:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise UsageError(f"{path} is {size} bytes; configuration files over {MAX_FILE_BYTES} bytes are refused")
-        return SourceFile(str(path), decode(path.read_bytes(), str(path)))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    """A configuration file (or ``-``, standard input): the bytes read are capped, whatever
+    ``st_size`` says (character devices and pipes have none)."""
+    name = str(path)
+    raw = read_capped(name, MAX_FILE_BYTES, what="a configuration file")
+    return SourceFile(STDIN_NAME if name == STDIN else name, decode(raw, display_name(name)))
 
 
 def _directory_order(root: Path, path: Path) -> tuple[int, str]:
@@ -74,7 +73,7 @@ def known_layout(root: Path) -> list[Path] | None:
         return present("exim4.conf")
     debconf = root / "update-exim4.conf.conf"
     if debconf.is_file():
-        split = "dc_use_split_config='true'" in debconf.read_text(errors="replace")
+        split = "dc_use_split_config='true'" in read_file(debconf).text
         if split and (root / "conf.d").is_dir():
             return [debconf, *sorted_directory(root / "conf.d")]
         return [debconf, *present("exim4.conf.template")]
@@ -110,15 +109,8 @@ def read_inputs(names: tuple[str, ...]) -> list[SourceFile]:
         raise UsageError("'-' (standard input) can be given only once")
     sources: list[SourceFile] = []
     for name in names:
-        if name == "-":
-            stream = sys.stdin
-            if stream is None:
-                raise UsageError("no standard input to read")
-            try:
-                raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode()
-            except (OSError, ValueError) as exc:
-                raise UsageError(f"cannot read standard input: {exc}") from None
-            sources.append(SourceFile(STDIN_NAME, decode(raw, "standard input")))
+        if name == STDIN:
+            sources.append(read_file(Path(STDIN)))
             continue
         path = Path(name)
         if path.is_dir():
@@ -154,7 +146,7 @@ FAMILY_FLAGS = tuple(f.value for f in Family)
 def audit_command(files: tuple[str, ...], **values: Any) -> None:
     """Audit mail server configuration FILEs for open relay paths, offline ('-' reads stdin).
 
-    Exit codes: 0 no open relay path, 1 open relay possible, 2 usage error, 3 nothing understood.
+    Exit codes: 0 no open relay path, 1 open relay possible, 2 usage error, 3 (mostly) not understood.
     """
     forced = [f for f in Family if values[f"is_{f.value}"]]
     if len(forced) > 1:

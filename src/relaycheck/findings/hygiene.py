@@ -378,7 +378,11 @@ def check_vrfy(ctx: Context) -> list[Finding]:
         and h.vrfy_random.permanent
         and h.vrfy_random.code not in (500, 502, 504)  # "not implemented" is not an answer
     )
-    expn_tells = h.expn_postmaster is not None and h.expn_postmaster.code == 250  # 251/252 expand nothing
+    # A server that says 250 to a made-up user says yes to anything: its EXPN 250 proves nothing either.
+    says_yes_to_anyone = _answers_with_data(h.vrfy_random)
+    expn_tells = (
+        h.expn_postmaster is not None and h.expn_postmaster.code == 250 and not says_yes_to_anyone
+    )  # 251/252 expand nothing
     if not (vrfy_tells or expn_tells):
         return []
     evidence = []

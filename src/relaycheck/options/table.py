@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 
 import click
 
+from relaycheck import validate
 from relaycheck.errors import UsageError
-from relaycheck.model import Transport
+from relaycheck.model import Severity, Transport
 from relaycheck.options import CheckOptions, EngineOptions
 from relaycheck.options import values as v
 from relaycheck.render import format_names
@@ -64,7 +65,11 @@ OPTIONS: dict[str, Option] = {
     "as_json": Option(("--json",), "Print the versioned JSON report (same as --format json).", switch=True,
                       default=False),
     "output_format": Option(("--format",), "Output format (default: text); markdown and html make a shareable "
-                            "report (html is self-contained).", type=click.Choice(format_names())),
+                            "report (html is self-contained); nagios (check): a Monitoring Plugins status line with "
+                            "perfdata and exit codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+                            type=click.Choice(format_names())),
+    "warn_severity": Option(("--warn-severity",), "With --format nagios: findings of this severity or higher make "
+                            "the state WARNING (default: off).", type=click.Choice([s.value for s in Severity])),
     "verbose": Option(("-v", "--verbose"), "Show everything: every probe and the full SMTP transcripts (check), "
                       "every line that could not be parsed (audit).", switch=True, default=False),
     # -- what to connect to -------------------------------------------------------------------
@@ -214,6 +219,8 @@ OPTIONS: dict[str, Option] = {
                               metavar="ADDRESS|NETWORK"),
     "allow_data_probe": Option(("--allow-data-probe",), "Let API clients ask for mode data-probe (DATA, then hang "
                                "up on 354). Off: probe mode only.", to=("web.allow_data_probe",), switch=True),
+    "public_history": Option(("--public-history",), "Show every test of a target to everyone (history pages, API). "
+                             "Off: a client sees only its own tests.", to=("web.public_history",), switch=True),
 }
 
 
@@ -221,8 +228,8 @@ OPTIONS: dict[str, Option] = {
 # here (or keeps its own tuple) and passes it to ``command_options``.
 COMMANDS: dict[str, tuple[str, ...]] = {
     "check": (
-        "as_json", "output_format", "verbose", "ext_recipients", "sender", "local_domain", "helo", "resolver",
-        "retry_budget", "data_probe", "confirm", "sink_listen", "imap_url", "imap_keep", "imap_cafile",
+        "as_json", "output_format", "warn_severity", "verbose", "ext_recipients", "sender", "local_domain", "helo",
+        "resolver", "retry_budget", "data_probe", "confirm", "sink_listen", "imap_url", "imap_keep", "imap_cafile",
         "confirm_timeout", "transport", "port", "all_ports", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check",
         "no_tls_battery", "no_vrfy", "auth_bypass_check", "all_probes", "no_mx", "connect_timeout", "timeout",
         "target_timeout", "max_connections", "probes_per_connection",
@@ -238,7 +245,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     ),
     "serve": (
         "listen", "db", "allow_private", "allow_ports", "resolver", "requests_per_minute", "max_per_client",
-        "max_running", "cooldown", "trusted_proxies", "helo", "ext_recipients", "allow_data_probe",
+        "max_running", "cooldown", "trusted_proxies", "helo", "ext_recipients", "allow_data_probe", "public_history",
     ),
     "audit": (
         "is_postfix", "is_exim", "is_exchange", "is_sendmail", "is_opensmtpd", "as_json", "output_format",
@@ -343,7 +350,9 @@ def build_check(values: Mapping[str, Any], base: CheckOptions | None = None) -> 
     check = apply("check", replace(base, engine=engine), values)
     if check.ports is not None:  # --port: one port is `port`; `ports` only holds a list
         check = replace(check, port=check.ports[0], ports=check.ports if len(check.ports) > 1 else None)
-    return check
+    # Every value that reaches a server or a resolver, checked before any target is touched.
+    engine = validate.wire_ready(check.engine)
+    return replace(check, engine=engine, resolver=engine.resolver)
 
 
 def build_engine(values: Mapping[str, Any], base: EngineOptions) -> EngineOptions:

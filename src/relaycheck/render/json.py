@@ -118,8 +118,7 @@ def connection_dict(log: ConnectionLog) -> dict[str, Any]:
         "tls": log.tls,
         "error": log.error,
         "exchanges": [
-            {"at": round(e.at, 4), "sent": e.sent, "reply": reply_dict(e.reply), "note": e.note}
-            for e in log.exchanges
+            {"at": round(e.at, 4), "sent": e.sent, "reply": reply_dict(e.reply), "note": e.note} for e in log.exchanges
         ],
     }
 
@@ -155,6 +154,7 @@ def hygiene_dict(h: HygieneFacts | None) -> dict[str, Any] | None:
             "verify_error": tls.verify_error,
             "hostname_matches": tls.hostname_matches,
             "error": tls.error,
+            "cert_sha256": tls.cert_sha256,
         },
         "auth_before_tls": list(h.auth_before_tls),
         "auth_after_tls": list(h.auth_after_tls),

@@ -52,9 +52,7 @@ FIX_SHOWN = {Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM}  # lower ones: w
 
 def render_text(report: Report, *, verbose: bool = False, color: bool = False, width: int = 110) -> str:
     out = io.StringIO()
-    console = Console(
-        file=out, force_terminal=color, no_color=not color, width=width, highlight=False, soft_wrap=False
-    )
+    console = Console(file=out, force_terminal=color, no_color=not color, width=width, highlight=False, soft_wrap=False)
     for problem in report.problems:
         console.print(f"[bold yellow]cannot test[/] {escape(problem.given)}: {escape(problem.problem)}")
     for target in report.targets:

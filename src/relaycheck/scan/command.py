@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
-import signal
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
 import click
 
+from relaycheck import validate
+from relaycheck.boundedio import sniff
 from relaycheck.errors import UsageError
 from relaycheck.names import is_hostname
 from relaycheck.options import CheckOptions, EngineOptions, HygieneOptions, default_helo
@@ -58,10 +57,6 @@ def _raise_fd_limit(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM does what Ctrl-C does: asyncio's runner cancels the scan cleanly on SIGINT (raising
-    KeyboardInterrupt at an arbitrary point of the event loop instead can leave it wedged)."""
-    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _cpu_seconds() -> dict[str, float]:
@@ -107,8 +102,7 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
     ports = check.ports or (check.port,)
     validate_args(targets, ports)
     for path in lists:  # before the output is created: a typo must not leave an empty scan behind
-        if path != "-" and not os.access(path, os.R_OK):
-            raise UsageError(f"cannot read target list {path}")
+        sniff(path, what="a target list")
     address = workers = None
     local_workers = values["workers"] or default_workers()
     if dask_spec is not None and values["workers"] != 1:
@@ -123,7 +117,7 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
     if ehlo == "relaycheck.invalid":
         click.echo("relaycheck scan: note: this machine has no FQDN; give --helo (your scanner's name) so that "
                    "operators can tell who tests them.", err=True)
-    check = replace(check, engine=replace(check.engine, helo=ehlo))
+    check = replace(check, engine=replace(check.engine, helo=validate.helo_name(ehlo)))
     config = apply("scan", replace(base, check=check, excludes=exclude_list), values)
     concurrency, max_connections = config.concurrency, check.engine.max_connections
     _raise_fd_limit(concurrency * max_connections * 2 + 256)
@@ -132,7 +126,7 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
     metadata_path = values["metadata"] or (f"{output}.meta.json" if output != "-" else None)
     previous = meta.load(metadata_path) if (metadata_path and values["resume"]) else {}
     parameters = {k: _json_safe(v) for k, v in ctx.params.items()}
-    parameters["helo_sent"] = ehlo
+    parameters["helo_sent"] = check.engine.helo
     run: dict[str, Any] = {
         "id": uuid.uuid4().hex[:12],
         "start": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -159,7 +153,6 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
     pool = WorkerPool(config, local_workers) if local_workers > 1 and dask_spec is None else None
     started = time.monotonic()
     interrupted = False
-    previous_term = signal.signal(signal.SIGTERM, _interrupt)
     progress.start()
     try:
         if dask_spec is not None:
@@ -181,11 +174,10 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
             scanner = run_scan(items, config, writer, on_record=progress.record)
             run["duplicates_dropped"] = scanner.duplicates
             run["peak_in_flight"] = scanner.peak_in_flight
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # SIGINT or SIGTERM (relaycheck.stopping): stop, keep what was done
         interrupted = True
     finally:
         progress.stop()
-        signal.signal(signal.SIGTERM, previous_term)
         run["end"] = datetime.now(UTC).isoformat(timespec="seconds")
         run["duration_s"] = round(time.monotonic() - started, 3)
         run["cpu_s"] = _cpu_seconds()

@@ -23,6 +23,7 @@ Imported only for ``--dask`` (Dask is the optional ``relaycheck[dask]`` extra). 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import queue
 import time
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaycheck.errors import UsageError
+from relaycheck.extras import MissingExtra
 from relaycheck.scan.inputs import END, InputThread
 from relaycheck.scan.output import JsonlOutput
 from relaycheck.scan.records import admit, deliver, error_record
@@ -43,7 +45,11 @@ FLUSH_PARTIAL_AFTER = 0.3  # seconds: an incomplete chunk is sent when workers w
 
 
 def parse_dask(spec: str) -> tuple[str | None, int | None]:
-    """``tcp://host:8786`` (a running scheduler) or ``local`` / ``local:N`` (N worker processes)."""
+    """``tcp://host:8786`` (a running scheduler) or ``local`` / ``local:N`` (N worker processes).
+
+    Checked before anything is opened: Dask itself must be installed (the dask extra)."""
+    if not all(importlib.util.find_spec(m) for m in ("dask", "distributed")):
+        raise MissingExtra("--dask", "dask")
     if spec == "local" or spec.startswith("local:"):
         count = spec.partition(":")[2]
         if count and not (count.isdigit() and int(count) > 0):
@@ -84,7 +90,7 @@ def run_distributed(
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise UsageError("--dask needs Dask: pip install 'relaycheck[dask]'") from None
+        raise MissingExtra("--dask", "dask") from None
 
     stats = DaskStats()
     cluster = None
@@ -92,7 +98,9 @@ def run_distributed(
     if client is None:
         if address is None:
             cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=workers or (os.cpu_count() or 1), threads_per_worker=1, processes=True,
+                n_workers=workers or (os.cpu_count() or 1),
+                threads_per_worker=1,
+                processes=True,
                 dashboard_address=None,
             )
         try:
@@ -130,10 +138,17 @@ def _check_workers(client: Any) -> None:
         raise UsageError(f"Dask workers run other relaycheck versions than this client ({__version__}): {wrong}")
 
 
-
 class _Driver:
-    def __init__(self, client: Any, config: ScanConfig, writer: JsonlOutput, stats: DaskStats, chunk_size: int,
-                 on_record: Callable[[dict[str, Any]], None] | None, on_chunk: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        config: ScanConfig,
+        writer: JsonlOutput,
+        stats: DaskStats,
+        chunk_size: int,
+        on_record: Callable[[dict[str, Any]], None] | None,
+        on_chunk: Callable[[int], None] | None,
+    ) -> None:
         self.client = client
         self.config = config
         self.writer = writer
@@ -186,8 +201,9 @@ class _Driver:
             records = future.result()
         except Exception as exc:  # KilledWorker after repeated worker deaths, a bug in a chunk
             self.stats.failed_chunks += 1
-            records = [error_record(item, f"chunk failed on the Dask cluster: {type(exc).__name__}: {exc}")
-                       for item in items]
+            records = [
+                error_record(item, f"chunk failed on the Dask cluster: {type(exc).__name__}: {exc}") for item in items
+            ]
         finally:
             future.release()
         for record in records:

@@ -14,7 +14,7 @@ import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from relaycheck.errors import UsageError
+from relaycheck.boundedio import read_capped
 from relaycheck.reach import Exclusion, never_reachable, parse_exclusions, special_purpose
 from relaycheck.scan.addresses import Block
 
@@ -73,6 +73,9 @@ class ExcludeList:
         return sum(part.size for part, _ in self.overlaps(block))
 
 
+MAX_EXCLUDE_FILE = 64 * 1024 * 1024  # zmap's blocklists are a few hundred KB
+
+
 def build_excludes(
     *, include_reserved: bool, excludes: Iterable[str] = (), exclude_files: Iterable[str] = ()
 ) -> ExcludeList:
@@ -82,10 +85,6 @@ def build_excludes(
     for spec in excludes:
         rules += parse_exclusions(spec, "--exclude")
     for path in exclude_files:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read exclude file {path}: {exc.strerror or exc}") from None
+        text = read_capped(path, MAX_EXCLUDE_FILE, what="an exclude list").decode("utf-8", errors="replace")
         rules += parse_exclusions(text, path)
     return ExcludeList(rules)

@@ -16,7 +16,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from relaycheck.errors import UsageError
+from relaycheck.boundedio import (
+    STDIN,
+    InputError,
+    InputFault,
+    LongLine,
+    UnexpectedContent,
+    capped_lines,
+    display_name,
+    open_input,
+    read_capped,
+    shorten,
+    sniff,
+)
 from relaycheck.render.escape import html_text as esc
 from relaycheck.render.escape import md_text, visible
 
@@ -127,44 +139,66 @@ def _open_entry(record: dict[str, Any]) -> dict[str, Any]:
         "confidence": record.get("confidence"),
         "banner": record.get("banner"),
         "evidence": [
-            {"probe_id": e.get("probe_id"), "mail_from": e.get("mail_from"), "rcpt_to": e.get("rcpt_to"),
-             "reply": e.get("reply")}
+            {
+                "probe_id": e.get("probe_id"),
+                "mail_from": e.get("mail_from"),
+                "rcpt_to": e.get("rcpt_to"),
+                "reply": e.get("reply"),
+            }
             for e in (record.get("evidence") or [])[:3]
         ],
     }
 
 
+MAX_RECORD_BYTES = 4 * 1024 * 1024  # a record with every transcript (--full) is far smaller
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+# A file whose first lines are all unreadable is not scan results: stop instead of reading on
+# (an endless pipe of anything else would otherwise be read forever).
+GIVE_UP_AFTER_UNREADABLE = 10_000
+
+
 def load_summary(path: str, metadata_path: str | None = None, *, limit: int = 200) -> ScanSummary:
     summary = ScanSummary(path=path, limit=limit)
-    if metadata_path is None and path != "-" and os.path.exists(f"{path}.meta.json"):
+    if metadata_path is None and path != STDIN and os.path.exists(f"{path}.meta.json"):
         metadata_path = f"{path}.meta.json"
     if metadata_path:
+        raw = read_capped(metadata_path, MAX_METADATA_BYTES, what="scan metadata")
         try:
-            with open(metadata_path, encoding="utf-8") as handle:
-                loaded = json.load(handle)
-            summary.metadata = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read metadata {metadata_path}: {exc}") from None
-    try:
-        handle = open(  # noqa: SIM115 - closed by the with below
-            0 if path == "-" else path, encoding="utf-8", errors="replace", closefd=path != "-"
-        )
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                summary.unreadable_lines += 1  # e.g. a torn last line of a scan still running
-                continue
-            if isinstance(record, dict):
-                summary.add(record)
-            else:
+            loaded = json.loads(raw)
+        except ValueError as exc:
+            raise InputError(InputFault.UNREADABLE, f"cannot read metadata {shorten(metadata_path)}: {exc}") from None
+        summary.metadata = loaded if isinstance(loaded, dict) else {}
+    sniff(path, what="scan results (JSON Lines)")
+    with open_input(path) as stream:
+        for line in capped_lines(stream, MAX_RECORD_BYTES, name=path, what="scan results (JSON Lines)"):
+            if isinstance(line, LongLine):
                 summary.unreadable_lines += 1
+            elif line.strip():
+                _add_line(summary, line)
+            if not summary.records and summary.unreadable_lines >= GIVE_UP_AFTER_UNREADABLE:
+                break
+    if not summary.records:
+        count = summary.unreadable_lines
+        unreadable = f" ({count:,} unreadable line{'s' if count != 1 else ''})" if count else ""
+        raise UnexpectedContent(
+            InputFault.NOT_WHAT_IT_CLAIMS, f"{display_name(path)} holds no scan records{unreadable}"
+        )
     return summary
+
+
+def _add_line(summary: ScanSummary, line: bytes) -> None:
+    if b"\0" in line:
+        summary.unreadable_lines += 1
+        return
+    try:
+        record = json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError:
+        summary.unreadable_lines += 1  # e.g. a torn last line of a scan still running
+        return
+    if isinstance(record, dict):
+        summary.add(record)
+    else:
+        summary.unreadable_lines += 1
 
 
 # -- renderers -------------------------------------------------------------------------------
@@ -186,8 +220,10 @@ def render_text(s: dict[str, Any]) -> str:
     lines = [f"Scan results: {s['results']}"]
     scan = s["scan"]
     if scan:
-        lines.append(f"  scan {scan.get('start')} .. {scan.get('end') or 'unfinished'}"
-                     + ("" if scan.get("complete", True) else " (incomplete: resume it with --resume)"))
+        lines.append(
+            f"  scan {scan.get('start')} .. {scan.get('end') or 'unfinished'}"
+            + ("" if scan.get("complete", True) else " (incomplete: resume it with --resume)")
+        )
     lines += [
         f"  {s['records']:,} records; verdicts: {_counts(s['by_verdict'])}",
         f"  status: {_counts(s['by_status'])}",
@@ -205,8 +241,10 @@ def render_text(s: dict[str, Any]) -> str:
             lines.append(f"      {_evidence_line(entry)}")
     if open_count > len(s["open_relays"]):
         lines.append(f"  … and {open_count - len(s['open_relays']):,} more (raise --limit)")
-    for title, key, label in (("INCONCLUSIVE, by reason", "inconclusive_reasons", "reason"),
-                              ("NOT TESTED, by error", "errors", "error")):
+    for title, key, label in (
+        ("INCONCLUSIVE, by reason", "inconclusive_reasons", "reason"),
+        ("NOT TESTED, by error", "errors", "error"),
+    ):
         if s[key]:
             lines += ["", title]
             for group in s[key]:
@@ -227,12 +265,16 @@ def render_markdown(s: dict[str, Any]) -> str:
     if s["open_relays"]:
         out += ["| address | port | name | confidence | evidence |", "|---|---:|---|---|---|"]
         for e in s["open_relays"]:
-            out.append(f"| {md_text(e['ip'])} | {e['port']} | {md_text(e.get('domain') or e.get('host'))} | "
-                       f"{md_text(e.get('confidence'))} | {md_text(_evidence_line(e))} |")
+            out.append(
+                f"| {md_text(e['ip'])} | {e['port']} | {md_text(e.get('domain') or e.get('host'))} | "
+                f"{md_text(e.get('confidence'))} | {md_text(_evidence_line(e))} |"
+            )
     else:
         out.append("No open relay found.")
-    for title, key, label in (("Inconclusive, by reason", "inconclusive_reasons", "reason"),
-                              ("Not tested, by error", "errors", "error")):
+    for title, key, label in (
+        ("Inconclusive, by reason", "inconclusive_reasons", "reason"),
+        ("Not tested, by error", "errors", "error"),
+    ):
         if s[key]:
             out += ["", f"## {title}", "", f"| count | {label} | examples |", "|---:|---|---|"]
             out += [f"| {g['count']} | {md_text(g[label])} | {md_text(', '.join(g['examples']))} |" for g in s[key]]
@@ -269,24 +311,40 @@ def render_html(s: dict[str, Any]) -> str:
     open_count = s["by_verdict"].get("open", 0)
     parts.append(f'<h2 class="open">Open relays ({open_count})</h2>' if open_count else "<h2>No open relay found</h2>")
     if s["open_relays"]:
-        parts.append(_html_table(
-            ["address", "port", "name", "confidence", "banner", "evidence"],
-            [[code(e["ip"]), td(e["port"], "n"), td(e.get("domain") or e.get("host")), td(e.get("confidence")),
-              code(e.get("banner")), code(_evidence_line(e))] for e in s["open_relays"]],
-        ))
-    for title, key, label in (("Inconclusive, by reason", "inconclusive_reasons", "reason"),
-                              ("Not tested, by error", "errors", "error")):
+        parts.append(
+            _html_table(
+                ["address", "port", "name", "confidence", "banner", "evidence"],
+                [
+                    [
+                        code(e["ip"]),
+                        td(e["port"], "n"),
+                        td(e.get("domain") or e.get("host")),
+                        td(e.get("confidence")),
+                        code(e.get("banner")),
+                        code(_evidence_line(e)),
+                    ]
+                    for e in s["open_relays"]
+                ],
+            )
+        )
+    for title, key, label in (
+        ("Inconclusive, by reason", "inconclusive_reasons", "reason"),
+        ("Not tested, by error", "errors", "error"),
+    ):
         if s[key]:
             parts.append(f"<h2>{esc(title)}</h2>")
-            parts.append(_html_table(["count", label, "examples"],
-                                     [[td(g["count"], "n"), td(g[label]), code(", ".join(g["examples"]))]
-                                      for g in s[key]]))
+            parts.append(
+                _html_table(
+                    ["count", label, "examples"],
+                    [[td(g["count"], "n"), td(g[label]), code(", ".join(g["examples"]))] for g in s[key]],
+                )
+            )
     if s["findings"]:
         parts.append("<h2>Findings</h2>")
         parts.append(_html_table(["finding", "count"], [[td(c), td(n, "n")] for c, n in s["findings"].items()]))
     body = "\n".join(parts)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
         f"<title>relaycheck scan: {esc(s['results'])}</title><style>{_CSS}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"

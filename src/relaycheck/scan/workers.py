@@ -150,8 +150,18 @@ def _worker_main(config: ScanConfig, inbox: Connection, out: Connection, inherit
     writer = _PipeOutput(out)
     scanner = run_scan(entries(), config, writer, scanner_type=_WorkerScanner)
     writer.flush()
-    writer.send([("stats", {"duplicates": scanner.duplicates, "peak_in_flight": scanner.peak_in_flight,
-                          "peak_rss_mb": peak_rss_mb()})])
+    writer.send(
+        [
+            (
+                "stats",
+                {
+                    "duplicates": scanner.duplicates,
+                    "peak_in_flight": scanner.peak_in_flight,
+                    "peak_rss_mb": peak_rss_mb(),
+                },
+            )
+        ]
+    )
     out.close()
 
 
@@ -174,7 +184,6 @@ class _Slot:
     told_end: bool = False  # sent "no more targets"
     finished: bool = False  # sent its stats, or given up on
     restarts: int = 0
-
 
 
 class WorkerPool:
@@ -210,10 +219,15 @@ class WorkerPool:
         our_out, their_out = context.Pipe(duplex=False)
         inherited = (
             tuple(c.fileno() for c in (our_inbox, our_out, *self._connections()))
-            if context.get_start_method() == "fork" else ()
+            if context.get_start_method() == "fork"
+            else ()
         )
-        process = context.Process(target=_worker_main, args=(self.shared, their_inbox, their_out, inherited),
-                                       name=f"relaycheck-scan-{slot.index}", daemon=True)
+        process = context.Process(
+            target=_worker_main,
+            args=(self.shared, their_inbox, their_out, inherited),
+            name=f"relaycheck-scan-{slot.index}",
+            daemon=True,
+        )
         process.start()
         their_inbox.close()
         their_out.close()
@@ -322,8 +336,9 @@ class WorkerPool:
 
     # -- the loop
 
-    def run(self, items: Iterable[Item], writer: JsonlOutput,
-            on_record: Callable[[dict[str, Any]], None] | None = None) -> WorkerStats:
+    def run(
+        self, items: Iterable[Item], writer: JsonlOutput, on_record: Callable[[dict[str, Any]], None] | None = None
+    ) -> WorkerStats:
         """Scan ``items`` on the workers, writing every record to ``writer``; stop the workers."""
         self.writer, self.on_record = writer, on_record
         try:

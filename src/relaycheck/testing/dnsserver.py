@@ -81,4 +81,3 @@ class DnsServerThread:
             waker.sendto(b"", (self.host, self.port))
         self._thread.join(timeout=5)
         self._sock.close()
-

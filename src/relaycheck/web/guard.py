@@ -20,8 +20,12 @@ are still tested.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ipaddress
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from relaycheck.api import CheckOptions, TargetSpec, expand, parse_target
 from relaycheck.dns import is_ip
@@ -61,12 +65,110 @@ class Plan:
 
     @property
     def key(self) -> str:
-        return target_key(self.spec.host, self.port)
+        return address_key(self.targets)
+
+    @property
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        return tuple(endpoint(t) for t in self.targets)
+
+
+KEY_CAP = 300  # the stored key's column width
 
 
 def target_key(host: str, port: int) -> str:
-    """The identity of a target for cooldown, dedup and history: ``host:port``."""
+    """``host:port`` (``[v6]:port``) for one address or name."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def canonical_address(address: str) -> str:
+    """One spelling per address: IPv4-mapped IPv6 (``::ffff:192.0.2.1``) is the IPv4 address,
+    IPv6 is compressed and lower case. Anything that is not an address is returned as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def endpoint(target: Target) -> tuple[str, int]:
+    return canonical_address(target.address or target.host), target.port
+
+
+def address_key(targets: Iterable[Target]) -> str:
+    """The identity of a check for cooldown, dedup and history: the resolved addresses and port.
+
+    Names are not part of it: aliases, wildcard names and other spellings of one server's
+    address share one cooldown and one history. A check of several addresses (the MX hosts of
+    a domain) is keyed by all of them, sorted; a key longer than the column is shortened with
+    a digest so that it stays unique.
+    """
+    key = " ".join(sorted({target_key(*endpoint(t)) for t in targets}))
+    if len(key) <= KEY_CAP:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{key[: KEY_CAP - 20]}… {digest}"
+
+
+# -- what people paste into the box ---------------------------------------------------------
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def understand(text: str) -> str:
+    """The host (and port) in what a user pasted: a URL, an e-mail address, ``mailto:``.
+
+    ``https://mail.example.com/x`` → ``mail.example.com``; ``smtp://mx.example.com:587`` keeps
+    its port; ``Postmaster <pm@example.com>`` and ``mailto:pm@example.com`` → ``example.com``
+    (the mail domain: its MX hosts are tested). Anything else is returned stripped.
+    """
+    text = text.strip().strip("<>\"' ").strip()
+    if "<" in text and text.endswith(">"):  # "Name <user@domain>"
+        text = text[text.rindex("<") + 1 : -1].strip()
+    if text.lower().startswith("mailto:"):
+        text = text[7:].split("?", 1)[0]
+    if _SCHEME.match(text):
+        parts = urlsplit(text)
+        netloc = parts.netloc.rpartition("@")[2]  # drop user:password@
+        return netloc or text
+    if "@" in text and "/" not in text:
+        return text.rpartition("@")[2].strip()
+    if "/" in text and not text.startswith("["):  # "example.com/path" without a scheme
+        return text.split("/", 1)[0]
+    return text
+
+
+def to_ascii(host: str) -> str:
+    """The A-label form of an internationalised name (``bücher.de`` → ``xn--bcher-kva.de``).
+
+    Python's IDNA codec (IDNA 2003, with nameprep: the form every resolver accepts for the
+    common names). Raises ``UsageError`` for a name it cannot encode.
+    """
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise UsageError(f"{host!r} is not a valid internationalised domain name") from None
+
+
+def to_unicode(host: str) -> str:
+    """The U-label form of a name for people (``xn--bcher-kva.de`` → ``bücher.de``)."""
+    if "xn--" not in host.lower():
+        return host
+    try:
+        return host.encode("ascii").decode("idna")
+    except UnicodeError:
+        return host
+
+
+def _split_for_idna(text: str) -> str:
+    """Encode the host part of ``host`` or ``host:port`` to A-labels (IP literals untouched)."""
+    if text.isascii():
+        return text
+    host, colon, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    return to_ascii(host.rstrip(".").lower()) + (colon + port if colon else "")
 
 
 def parse_input(text: str, port: int | None, *, ports: Iterable[int], allow_private: bool) -> tuple[TargetSpec, int]:
@@ -75,10 +177,10 @@ def parse_input(text: str, port: int | None, *, ports: Iterable[int], allow_priv
     A port written in the input wins over ``port``. Raises ``UsageError`` (malformed) or
     ``Refused`` (port not allowed, address-trick name). IP literals are vetted at once.
     """
-    text = text.strip()
+    text = understand(text)
     if len(text) > 255:
         raise UsageError("that is too long for a host or domain name")
-    spec = parse_target(text)
+    spec = replace(parse_target(_split_for_idna(text)), given=text)
     chosen = spec.port or port or 25
     allowed = sorted(set(ports))
     if chosen not in allowed:
@@ -116,11 +218,13 @@ async def resolve(
     kept: list[Target] = []
     problems: list[InputProblem] = []
     seen: set[tuple[str | None, int]] = set()
-    for target in expanded:
+    for found in expanded:
+        # one spelling per address, so that the engine, the cooldown and the history agree
+        target = replace(found, address=canonical_address(found.address or found.host))
         if (target.address, target.port) in seen:
             continue
         seen.add((target.address, target.port))
-        why = refusal(target.address or "", allow_private=allow_private)
+        why = refusal(found.address or "", allow_private=allow_private)
         if why:
             problems.append(InputProblem(target.host, f"not tested: {why}"))
         elif len(kept) >= max_targets:
