@@ -102,7 +102,7 @@ def cli(ctx: click.Context) -> None:
 
 @cli.command("check")
 @click.argument("targets", nargs=-1, required=True)
-@command_options("check", sections_of(CheckOptions()))
+@command_options("check", sections_of(CheckOptions()), report=ReportKind.CHECK)
 def check_command(targets: tuple[str, ...], **values: Any) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
     output_format = chosen_format(values["output_format"], values["as_json"])

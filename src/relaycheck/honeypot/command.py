@@ -158,7 +158,7 @@ def honeypot_command(ctx: click.Context, /, **options: object) -> None:
 @honeypot_command.command("report")
 @click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--since", default="7d", show_default=True, help="Window: 30m, 24h, 7d, 2w…")
-@command_options(("output_format",), {})
+@command_options(("output_format",), {}, report=ReportKind.HONEYPOT)
 def report_command(data_dir: Path, since: str, output_format: str | None) -> None:
     """What the honeypot saw: sources, drop-boxes, campaigns, scanners, credentials."""
     _need_extra()

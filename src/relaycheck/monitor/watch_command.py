@@ -18,6 +18,7 @@ from relaycheck.dns import split_host_port
 from relaycheck.errors import UsageError
 from relaycheck.options import CheckOptions, default_helo
 from relaycheck.options.table import build_check, command_options, sections_of
+from relaycheck.render import ReportKind
 
 PASSWORD_VARIABLE = "RELAYCHECK_SMTP_PASSWORD"
 # What each round asks of the check: the same flags, meanings and defaults as ``relaycheck check``.
@@ -251,7 +252,7 @@ def watch_command(
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=25, show_default=True, help="Port, when TARGET has none."
 )
-@command_options(("output_format",), {})
+@command_options(("output_format",), {}, report=ReportKind.HISTORY)
 @click.option(
     "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Runs shown, newest first."
 )
@@ -260,7 +261,7 @@ def history_command(target: str, db: str, port: int, output_format: str | None, 
     _needs_extra()
     from relaycheck.history.store import Store
     from relaycheck.history.timeline import timeline
-    from relaycheck.render import ReportKind, chosen_format, render
+    from relaycheck.render import chosen_format, render
     from relaycheck.render.history import HistoryReport
     from relaycheck.web.guard import target_key
 

@@ -43,10 +43,13 @@ class Style:
 
 
 @cache
-def format_names() -> tuple[str, ...]:
-    """Every format, by module name, without importing any."""
+def format_names(kind: ReportKind | None = None) -> tuple[str, ...]:
+    """Every format (by module name), or those that can show a ``kind`` of report (format
+    modules import nothing heavy until they render)."""
     package = importlib.import_module("relaycheck.render.formats")
     names = {m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")}
+    if kind is not None:
+        names = {n for n in names if hasattr(importlib.import_module(f"{package.__name__}.{n}"), str(kind))}
     return (DEFAULT_FORMAT, *sorted(names - {DEFAULT_FORMAT}))
 
 
