@@ -28,7 +28,7 @@ from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
 from relaycheck.model import Report, Severity
 from relaycheck.options.table import build_check, command_options, sections_of
-from relaycheck.render import ReportKind, chosen_format, render
+from relaycheck.render import ReportKind, chosen_format, exit_status, render
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 from relaycheck.stopping import stop_on_signals
 from relaycheck.terminal import StatusLine, is_terminal, style_for
@@ -108,12 +108,14 @@ def cli(ctx: click.Context) -> None:
 
 @cli.command("check")
 @click.argument("targets", nargs=-1, required=True)
-@command_options("check", sections_of(CheckOptions()))
+@command_options("check", sections_of(CheckOptions()), report=ReportKind.CHECK)
 def check_command(targets: tuple[str, ...], **values: Any) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
     output_format = chosen_format(values["output_format"], values["as_json"])  # before any target is touched
     if values["warn_severity"] and output_format != "nagios":
         raise UsageError("--warn-severity is for --format nagios")
+    warn = values["warn_severity"]
+    style = replace(style_for(sys.stdout, verbose=values["verbose"]), warn_severity=Severity(warn) if warn else None)
     options = build_check(values)
     confirm = options.engine.confirm_address
     watcher = _watcher(confirm, options.sink_listen, values["imap_url"], values["imap_keep"], values["imap_cafile"])
@@ -126,17 +128,9 @@ def check_command(targets: tuple[str, ...], **values: Any) -> None:
     options = replace(options, watcher=watcher)
     waiting = None if confirm or not is_terminal(sys.stderr) else StatusLine(sys.stderr, style_for(sys.stderr).width)
     report = asyncio.run(_check_with_status(list(targets), options, waiting, on_status=_status if confirm else None))
-    if output_format == "nagios":
-        from relaycheck.render.nagios import render_nagios
-
-        warn = values["warn_severity"]
-        text, state = render_nagios(report, Severity(warn) if warn else None)
-        click.echo(text, nl=False)
-        raise SystemExit(int(state))
-    _emit(report, output_format=output_format, verbose=values["verbose"])
-    raise SystemExit(summarize(report).exit_code)
-
-
+    click.echo(render(ReportKind.CHECK, report, output_format, style), nl=False)
+    own = exit_status(ReportKind.CHECK, report, output_format, style)  # nagios: the plugin's codes
+    raise SystemExit(summarize(report).exit_code if own is None else own)
 
 
 async def _check_with_status(

@@ -32,7 +32,7 @@ from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arriva
 from relaycheck.dns import make_resolver
 from relaycheck.errors import RelaycheckError, kind_of
 from relaycheck.findings import hygiene_findings, with_remediation
-from relaycheck.findings.fixes import fix_for
+from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import fingerprint
 from relaycheck.hygiene import SessionInspection, auth_bypass_check, dns_facts, inspect_session
 from relaycheck.model import (

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from relaycheck.scan.population import Population, plan
 from tests.child import LAUNCHER
+from tests.support.population import Population, plan
 from tests.waiting import wait_for
 
 COUNT = 60

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from relaycheck.scan.population import Population
 from relaycheck.testing.dnsserver import DnsServerThread
 from tests.child import run, start, wait_measured
+from tests.support.population import Population
 
 from .conftest import ServerFactory
 

@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 import pytest
 
 from relaycheck.findings import hygiene_findings
-from relaycheck.findings.fixes import fix_for
+from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import fingerprint
 from relaycheck.model import (
     Confidence,

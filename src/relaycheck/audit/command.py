@@ -143,7 +143,7 @@ FAMILY_FLAGS = tuple(f.value for f in Family)
 
 @click.command("audit")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@command_options("audit", {})
+@command_options("audit", {}, report=ReportKind.AUDIT)
 def audit_command(files: tuple[str, ...], **values: Any) -> None:
     """Audit mail server configuration FILEs for open relay paths, offline ('-' reads stdin).
 

@@ -9,7 +9,6 @@ format it; the HTML page is self-contained, its timeline an inline SVG (no JavaS
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
@@ -20,6 +19,8 @@ from typing import Any
 import ppdeep
 
 from relaycheck.honeypot.model import Classification
+from relaycheck.render.escape import html_text as esc
+from relaycheck.render.escape import md_text
 
 CLASSES = tuple(c.value for c in Classification)
 COLOURS = {
@@ -239,7 +240,7 @@ def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: 
 
 
 def render_json(summary: Summary) -> str:
-    return json.dumps({"kind": "relaycheck-honeypot-report", "version": 1, **asdict(summary)}, indent=2)
+    return json.dumps({"kind": "relaycheck-honeypot-report", "version": 1, **asdict(summary)}, indent=2) + "\n"
 
 
 def _window(summary: Summary) -> str:
@@ -280,28 +281,28 @@ def render_text(summary: Summary) -> str:
     return "\n".join(out) + "\n"
 
 
-def _md(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ").replace("`", "'")
-
-
 def render_markdown(summary: Summary) -> str:
-    out = ["# Honeypot report", "", f"{summary.sessions} session(s), {_md(_window(summary))}.", ""]
+    out = ["# Honeypot report", "", f"{summary.sessions} session(s), {md_text(_window(summary))}.", ""]
     out += ["| classification | sessions |", "|---|---:|"]
     out += [f"| {c} | {n} |" for c, n in summary.by_classification.items()]
     out += ["", "## Top sources", "", "| address | sessions | classifications | last seen |", "|---|---:|---|---|"]
     for s in summary.top_sources:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.classifications.items()))
-        out.append(f"| {_md(s.address)} | {s.sessions} | {kinds} | {_md(s.last_seen)} |")
+        out.append(f"| {md_text(s.address)} | {s.sessions} | {kinds} | {md_text(s.last_seen)} |")
     out += ["", "## Drop-boxes", "", "| address | tests | later campaigns | sources |", "|---|---:|---:|---|"]
     for b in summary.dropboxes:
-        out.append(f"| {_md(b.address)} | {b.tests} | {b.campaigns} | {_md(', '.join(b.sources))} |")
+        out.append(f"| {md_text(b.address)} | {b.tests} | {b.campaigns} | {md_text(', '.join(b.sources))} |")
     out += ["", "## Campaigns", "", "| messages | recipients | sources | subject |", "|---:|---:|---:|---|"]
     for c in summary.campaigns:
-        out.append(f"| {c.messages} | {c.recipients} | {len(c.sources)} | {_md(c.subjects[0] if c.subjects else '')} |")
+        subject = md_text(c.subjects[0] if c.subjects else "")
+        out.append(f"| {c.messages} | {c.recipients} | {len(c.sources)} | {subject} |")
     out += ["", "## Scanner sightings", "", "| tool | sessions |", "|---|---:|"]
-    out += [f"| {_md(t)} | {n} |" for t, n in summary.scanners.items()]
+    out += [f"| {md_text(t)} | {n} |" for t, n in summary.scanners.items()]
     out += ["", "## Credentials tried", "", "| mechanism | user | password | attempts |", "|---|---|---|---:|"]
-    out += [f"| {_md(c.mechanism)} | {_md(c.user)} | {_md(c.password)} | {c.attempts} |" for c in summary.credentials]
+    out += [
+        f"| {md_text(c.mechanism)} | {md_text(c.user)} | {md_text(c.password)} | {c.attempts} |"
+        for c in summary.credentials
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -331,9 +332,9 @@ def timeline_svg(summary: Summary, width: int = 800, height: int = 160) -> str:
             y -= h
             parts.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(bar - 1, 0.5):.1f}" height="{h:.1f}" fill="{COLOURS[c]}">'
-                f"<title>{html.escape(str(row['start']))}: {n} {c}</title></rect>"
+                f"<title>{esc(str(row['start']))}: {n} {c}</title></rect>"
             )
-    parts.append(f'<text x="30" y="{height + 14}" font-size="11">{html.escape(str(rows[0]["start"]))}</text>')
+    parts.append(f'<text x="30" y="{height + 14}" font-size="11">{esc(str(rows[0]["start"]))}</text>')
     legend_x = 30
     for c in CLASSES:
         parts.append(f'<rect x="{legend_x}" y="{height + 20}" width="10" height="10" fill="{COLOURS[c]}"/>')
@@ -344,14 +345,14 @@ def timeline_svg(summary: Summary, width: int = 800, height: int = 160) -> str:
 
 
 def _table(headers: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render_html(summary: Summary) -> str:
     sections = [
-        f"<h1>Honeypot report</h1><p>{summary.sessions} session(s), {html.escape(_window(summary))}. "
+        f"<h1>Honeypot report</h1><p>{summary.sessions} session(s), {esc(_window(summary))}. "
         f"Relay tests delivered (opt-in): {summary.delivered}.</p>",
         _table(["classification", "sessions"], [[c, n] for c, n in summary.by_classification.items()]),
         f"<h2>Timeline (sessions per {summary.timeline_step})</h2>",
@@ -403,5 +404,3 @@ def render_html(summary: Summary) -> str:
         f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
     )
 
-
-RENDERERS = {"text": render_text, "json": render_json, "markdown": render_markdown, "html": render_html}

@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from relaycheck.api import parse_target
 from relaycheck.errors import UsageError
-from relaycheck.findings.fixes import fix_for
+from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import FAMILY_NAMES
 from relaycheck.web.guard import to_ascii, to_unicode
 
