@@ -115,9 +115,8 @@ def read_capped(name: str, cap: int, *, what: str = "input", text: bool = True) 
             parts.append(block)
             total += len(block)
             if total > cap:
-                raise InputError(
-                    InputFault.TOO_LARGE, f"{display_name(name)} is larger than {size_text(cap)}; {what} is smaller"
-                )
+                message = f"{display_name(name)} is larger than {size_text(cap)}: too large for {what}"
+                raise InputError(InputFault.TOO_LARGE, message)
     return b"".join(parts)
 
 
@@ -193,9 +192,18 @@ def capped_lines(
 
 def sniff(name: str, *, what: str) -> None:
     """Refuse a binary regular file or character device (``/bin/ls``, ``/dev/zero``) before a
-    command starts; pipes and standard input are checked as they are read instead (a pipe
-    cannot be read twice)."""
+    command starts; named pipes are checked as they are read instead (a pipe cannot be read
+    twice); standard input is peeked at where it can be."""
     if name == STDIN:
+        stream = getattr(sys.stdin, "buffer", None)
+        peek = getattr(stream, "peek", None)
+        if peek is not None:
+            try:
+                first = peek(CHUNK)[:CHUNK]
+            except OSError:
+                return  # reading it will say what is wrong
+            if looks_binary(first):
+                raise InputError(InputFault.BINARY, f"standard input looks binary, not {what}")
         return
     try:
         mode = os.stat(name).st_mode

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from relaycheck.advice import advice_for
 from relaycheck.battery import (
     FAILURES,
     Opened,
@@ -82,8 +83,7 @@ def _unreachable(target: Target, failure: RelaycheckError, started: float, run: 
             Confidence.UNDETERMINED,
             f"The server could not be tested: {reason}.",
             (),
-            "Check the host name and port, and that outbound connections to it are allowed "
-            "from here (many networks block port 25).",
+            advice_for(failure),
         ),
         connections=tuple(s.log() for s in run.sessions) if run else (),
         round_trips=sum(s.round_trips for s in run.sessions) if run else 0,
@@ -93,6 +93,16 @@ def _unreachable(target: Target, failure: RelaycheckError, started: float, run: 
     )
 
 
+@dataclass(frozen=True)
+class RetryWait:
+    """The engine is about to wait before retrying deferred probes (greylisting), for live displays."""
+
+    attempt: int  # the retry round that follows the wait, 1 for the first
+    deferred: int  # probes still deferred
+    wait: float  # seconds until that round starts
+    budget_left: float  # seconds of the retry budget left, the wait included
+
+
 async def check_target(
     target: Target,
     options: EngineOptions,
@@ -100,6 +110,7 @@ async def check_target(
     on_exchange: Callable[[int, Exchange], None] | None = None,
     watcher: ArrivalWatcher | None = None,
     on_status: Callable[[str], None] | None = None,
+    on_retry: Callable[[RetryWait], None] | None = None,
 ) -> TargetReport:
     """Test one SMTP endpoint. Never raises for network trouble: it is reported instead."""
     started = time.monotonic()
@@ -167,7 +178,7 @@ async def check_target(
             if any(o.outcome is not Outcome.ERROR for o in tls_results.values()):
                 results = tls_results
 
-    results = await _retry_deferred(run, results, by_id, attempts)
+    results = await _retry_deferred(run, results, by_id, attempts, on_retry)
     results = await _around_relay_domains(run, slots, results, attempts)
     second = await _second_phase(run, probes, facts, slots)
     results.update(second.tls_battery)
@@ -259,12 +270,7 @@ async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFact
             no_tls = TlsFacts(offered=False) if hygiene.tls else None  # known without connecting
             return SessionInspection(no_tls, (), None, None, None)
         return await inspect_session(
-            run.new_session,
-            target.host,
-            target.transport,
-            facts.starttls_offered,
-            hygiene,
-            slots.local_domain,
+            run.new_session, target.host, target.transport, facts.starttls_offered, hygiene, slots.local_domain,
             tls_required=facts.tls_required,
         )
 
@@ -363,15 +369,20 @@ async def _retry_deferred(
     results: dict[str, Observation],
     by_id: dict[str, PlannedProbe],
     attempts: dict[str, int],
+    on_retry: Callable[[RetryWait], None] | None = None,
 ) -> dict[str, Observation]:
     """Retry 4xx-deferred probes with back-off until they clear or the budget is spent."""
     budget_end = time.monotonic() + run.options.retry_budget
     wait = run.options.retry_first_wait
+    attempt = 0
     while True:
         deferred = [by_id[o.probe_id] for o in results.values() if o.outcome is Outcome.DEFERRED]
         left = budget_end - time.monotonic()
         if not deferred or left <= 0:
             return results
+        attempt += 1
+        if on_retry is not None:
+            on_retry(RetryWait(attempt, len(deferred), min(wait, left), left))
         await asyncio.sleep(min(wait, left))
         wait = min(wait * 2, 30.0)
         retried = await battery(run, deferred, [], attempts)

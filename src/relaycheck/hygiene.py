@@ -1,4 +1,4 @@
-"""Hygiene checks, the I/O side (issue 5): collect ``HygieneFacts`` for one target.
+"""Hygiene checks, the I/O side: collect ``HygieneFacts`` for one target.
 
 - ``dns_facts``: PTR, forward-confirmed reverse DNS, DNSBL listings (concurrent lookups);
 - ``inspect_session``: one extra SMTP session for VRFY/EXPN, then STARTTLS with a *verifying*

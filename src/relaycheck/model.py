@@ -1,6 +1,6 @@
 """The report model: frozen dataclasses shared by every layer (a leaf: imports nothing of ours).
 
-Vocabulary (DESIGN §1): a *target* is one SMTP endpoint; a *probe* one relay attempt or control;
+Vocabulary: a *target* is one SMTP endpoint; a *probe* one relay attempt or control;
 an *observation* what one probe produced; a *verdict* the conclusion for a target; a *finding*
 anything else worth telling the admin.
 """
@@ -86,7 +86,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        shown = self.host
+        shown = f"[{self.host}]" if ":" in self.host else self.host  # [::1]:25, not ::1:25
         if self.address and self.address != self.host:
             shown = f"{self.host} ({self.address})"
         suffix = "" if self.transport is Transport.PLAIN else f"/{self.transport}"

@@ -193,3 +193,13 @@ def test_demo_shows_hygiene_findings_from_its_own_dns(capsys: Capture) -> None:
     assert open_relay["hygiene"]["fcrdns"] is True
     assert "dnsbl-listed" in {f["code"] for f in open_relay["findings"]}
     assert "postconf" in open_relay["verdict"]["advice"]  # the fix for the MTA it looks like
+
+
+def test_probes_per_connection_spreads_the_battery(smtp_server: ServerFactory, capsys: Capture) -> None:
+    server = smtp_server("closed")
+    connections = {}
+    for per_connection in ("9", "1"):
+        args = ["check", server.address, *COMMON, "--no-tls-check", "--no-vrfy", "--json"]
+        assert main([*args, "--probes-per-connection", per_connection]) == 0
+        connections[per_connection] = json.loads(capsys.readouterr().out)["targets"][0]["connections"]
+    assert connections["1"] > connections["9"]

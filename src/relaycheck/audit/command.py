@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,9 +19,12 @@ from relaycheck.audit.detect import detect_family
 from relaycheck.audit.engine import audit_sources
 from relaycheck.audit.model import Family, SourceFile
 from relaycheck.audit.postfix import table_paths
-from relaycheck.audit.render import RENDERERS, exit_code, render_html, render_json, render_markdown, render_text
+from relaycheck.audit.render import exit_code
 from relaycheck.boundedio import STDIN, display_name, read_capped
 from relaycheck.errors import UsageError
+from relaycheck.options.table import command_options
+from relaycheck.render import ReportKind, chosen_format, render
+from relaycheck.terminal import style_for
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_DIRECTORY_FILES = 500
@@ -136,59 +139,25 @@ def postfix_tables(sources: list[SourceFile]) -> list[SourceFile]:
 FAMILY_FLAGS = tuple(f.value for f in Family)
 
 
+
+
 @click.command("audit")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.option("--postfix", "is_postfix", is_flag=True, help="Audit as Postfix (main.cf, master.cf, postconf -n).")
-@click.option("--exim", "is_exim", is_flag=True, help="Audit as Exim (exim4.conf, update-exim4.conf.conf, conf.d).")
-@click.option("--exchange", "is_exchange", is_flag=True, help="Audit as Exchange (Get-ReceiveConnector output).")
-@click.option("--sendmail", "is_sendmail", is_flag=True, help="Audit as Sendmail (sendmail.mc, access).")
-@click.option("--opensmtpd", "is_opensmtpd", is_flag=True, help="Audit as OpenSMTPD (smtpd.conf).")
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("--format", "fmt", type=click.Choice(RENDERERS), help="Output format (default: text).")
-@click.option("--no-tables", is_flag=True, help="Do not read the Postfix lookup tables the configuration names.")
-@click.option("-v", "--verbose", is_flag=True, help="List every line that could not be parsed.")
-def audit_command(
-    files: tuple[str, ...],
-    is_postfix: bool,
-    is_exim: bool,
-    is_exchange: bool,
-    is_sendmail: bool,
-    is_opensmtpd: bool,
-    as_json: bool,
-    fmt: str | None,
-    no_tables: bool,
-    verbose: bool,
-) -> None:
+@command_options("audit", {})
+def audit_command(files: tuple[str, ...], **values: Any) -> None:
     """Audit mail server configuration FILEs for open relay paths, offline ('-' reads stdin).
 
     Exit codes: 0 no open relay path, 1 open relay possible, 2 usage error, 3 (mostly) not understood.
     """
-    forced = [
-        f for f, on in zip(Family, (is_postfix, is_exim, is_exchange, is_sendmail, is_opensmtpd), strict=True) if on
-    ]
+    forced = [f for f in Family if values[f"is_{f.value}"]]
     if len(forced) > 1:
         raise UsageError(f"choose one of {', '.join('--' + f.value for f in forced)}")
-    if as_json and fmt not in {None, "json"}:
-        raise UsageError(f"--json and --format {fmt} contradict each other")
-    output = "json" if as_json else (fmt or "text")
+    output = chosen_format(values["output_format"], values["as_json"])
     sources = read_inputs(files)
     family = forced[0] if forced else detect_family(sources)
-    if family is Family.POSTFIX and not no_tables:
+    if family is Family.POSTFIX and not values["no_tables"]:
         sources += postfix_tables(sources)
     report = dataclasses.replace(audit_sources(sources, family), family_detected=not forced)
-    if output == "json":
-        click.echo(render_json(report, _tool_version()), nl=False)
-    elif output == "markdown":
-        click.echo(render_markdown(report), nl=False)
-    elif output == "html":
-        click.echo(render_html(report), nl=False)
-    else:
-        click.echo(render_text(report, verbose=verbose, color=sys.stdout.isatty()), nl=False)
+    style = style_for(sys.stdout, verbose=values["verbose"])
+    click.echo(render(ReportKind.AUDIT, report, output, style), nl=False)
     raise SystemExit(exit_code(report))
-
-
-def _tool_version() -> str:
-    try:
-        return version("relaycheck")
-    except PackageNotFoundError:
-        return ""

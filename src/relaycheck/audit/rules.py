@@ -51,6 +51,18 @@ def finding(code: str, detail: str, *lines: Line, extra_evidence: tuple[str, ...
     )
 
 
+def dedupe(findings: list[Finding], *, by_detail: bool = False) -> list[Finding]:
+    """Each finding once per code and location (and detail, when ``by_detail``), first kept."""
+    seen: set[tuple[str, str | None, str]] = set()
+    result: list[Finding] = []
+    for item in findings:
+        key = (item.code, item.location, item.detail if by_detail else "")
+        if key not in seen:
+            seen.add(key)
+            result.append(item)
+    return result
+
+
 def unparsed(line: Line, why: str = "") -> Finding:
     reason = f" ({why})" if why else ""
     return registry.finding(

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 
 from relaycheck.dnsbl import zone_info
 from relaycheck.findings import registry
-from relaycheck.findings.fixes import fix_for
 from relaycheck.fingerprint import banner_disclosure, is_masked_banner
 from relaycheck.model import Finding, HygieneFacts, Reply, SessionFacts, Severity
 
@@ -459,4 +458,8 @@ def _days(span: timedelta) -> str:
 
 def with_remediation(findings: Iterable[Finding], family: str) -> list[Finding]:
     """Attach (or refresh) the family's fix on findings made elsewhere (e.g. by verdict.py)."""
-    return [replace(f, remediation=fix_for(f.code, family) or f.remediation) for f in findings]
+    known = registry.codes()
+    return [
+        replace(f, remediation=(known[f.code].remediation(family) if f.code in known else None) or f.remediation)
+        for f in findings
+    ]

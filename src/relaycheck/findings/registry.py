@@ -35,9 +35,14 @@ class FindingCode:
     advice: str | None = None  # what to do, in one line (docs)
     family: str | None = None  # audit codes: the mail server ("any": every one)
     opens_relay: bool = False  # audit codes: a relay path for outside clients
+    fix: str | None = None  # the fix when fixes.toml has no text of its own for the code
+
+    def remediation(self, family: str | None) -> str | None:
+        """The fix for an MTA of ``family`` (``None``: the generic text)."""
+        return fix_for(self.code, family or "unknown") or self.fix
 
 
-_KEYS = {"source", "severity", "title", "meaning", "advice", "family", "opens_relay"}
+_KEYS = {"source", "severity", "title", "meaning", "advice", "family", "opens_relay", "fix"}
 
 
 @cache
@@ -59,6 +64,7 @@ def codes() -> dict[str, FindingCode]:
             advice=table.get("advice"),
             family=table.get("family"),
             opens_relay=bool(table.get("opens_relay", False)),
+            fix=table.get("fix"),
         )
     orphans = codes_with_texts() - set(registry)
     if orphans:
@@ -94,5 +100,5 @@ def finding(
         detail=detail,
         evidence=tuple(evidence),
         location=location,
-        remediation=fix_for(code, family or "unknown"),
+        remediation=entry.remediation(family),
     )

@@ -11,9 +11,11 @@ that no dataclass holds (output paths, the format…) carry a ``default`` here.
 A value that was not given is ``None`` (switches included), so building leaves the base object's
 field alone: ``apply`` sets only what the user asked for.
 
-Adopting the table in a new command: list its option names in ``@command_options(...)``, take
-``**values``, and build its objects with ``apply`` (entries it needs that are not here yet are
-one ``Option`` each).
+Adopting the table in a new command: list its option names in ``COMMANDS`` (or pass them to
+``command_options``), decorate it with ``@command_options("name", defaults)``, take ``**values``,
+and build its objects with ``apply``/``build_check`` (entries it needs that are not here yet are
+one ``Option`` each). Adding an option to existing commands is one entry here and its name in
+their lists: no command code changes when the option sets a dataclass field.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from relaycheck.errors import UsageError
 from relaycheck.model import Severity, Transport
 from relaycheck.options import CheckOptions, EngineOptions
 from relaycheck.options import values as v
+from relaycheck.render import format_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -61,14 +64,12 @@ OPTIONS: dict[str, Option] = {
     # -- output -------------------------------------------------------------------------------
     "as_json": Option(("--json",), "Print the versioned JSON report (same as --format json).", switch=True,
                       default=False),
-    "output_format": Option(("--format",), "Output format; markdown and html make a shareable report (html is "
-                            "self-contained); nagios: a Monitoring Plugins status line with perfdata and exit codes "
-                            "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
-                            type=click.Choice(["text", "json", "markdown", "html", "nagios"]), default="text"),
+    "output_format": Option(("--format",), "Output format (default: text); markdown and html make a shareable "
+                            "report (html is self-contained).", type=click.Choice(format_names())),
     "warn_severity": Option(("--warn-severity",), "With --format nagios: findings of this severity or higher make "
                             "the state WARNING (default: off).", type=click.Choice([s.value for s in Severity])),
-    "verbose": Option(("-v", "--verbose"), "Show every probe and the full SMTP transcripts.", switch=True,
-                      default=False),
+    "verbose": Option(("-v", "--verbose"), "Show everything: every probe and the full SMTP transcripts (check), "
+                      "every line that could not be parsed (audit).", switch=True, default=False),
     # -- what to connect to -------------------------------------------------------------------
     "port": Option(("-p", "--port", "--ports"), "Port(s) for targets given without one (MX hosts included): 25, "
                    "or a list like 25,465,587 (465: implicit TLS; 587: submission, where relaying without AUTH "
@@ -100,6 +101,10 @@ OPTIONS: dict[str, Option] = {
                          to=("engine.all_probes",), switch=True),
     "max_connections": Option(("--max-connections",), "Connections at once per host.",
                               to=("engine.max_connections",), type=click.IntRange(1, 10)),
+    "probes_per_connection": Option(("--probes-per-connection",), "Refusable relay probes sent on one connection "
+                                    "before a fresh one (stay under the server's error limit: Postfix slows down "
+                                    "after 10 errors, Exchange tarpits).", to=("engine.probes_per_connection",),
+                                    type=click.IntRange(1, 50)),
     "connect_timeout": Option(("--connect-timeout",), **_timeout("TCP connect timeout (never above --timeout)."),
                               to=("engine.connect_timeout",)),
     "timeout": Option(("--timeout",), **_timeout("Per-step timeout (greeting, each reply)."),
@@ -138,6 +143,17 @@ OPTIONS: dict[str, Option] = {
     "auth_bypass_check": Option(("--auth-bypass-check",), "Try ONE AUTH with a random user and password, then a "
                                 "relay probe (servers that relay after any AUTH are open). Never more than one "
                                 "attempt.", to=("hygiene.auth_bypass",), switch=True),
+    # -- configuration audits ----------------------------------------------------------------
+    "is_postfix": Option(("--postfix",), "Audit as Postfix (main.cf, master.cf, postconf -n).", switch=True,
+                         default=False),
+    "is_exim": Option(("--exim",), "Audit as Exim (exim4.conf, update-exim4.conf.conf, conf.d).", switch=True,
+                      default=False),
+    "is_exchange": Option(("--exchange",), "Audit as Exchange (Get-ReceiveConnector output).", switch=True,
+                          default=False),
+    "is_sendmail": Option(("--sendmail",), "Audit as Sendmail (sendmail.mc, access).", switch=True, default=False),
+    "is_opensmtpd": Option(("--opensmtpd",), "Audit as OpenSMTPD (smtpd.conf).", switch=True, default=False),
+    "no_tables": Option(("--no-tables",), "Do not read the Postfix lookup tables the configuration names.",
+                        switch=True, default=False),
     # -- scans --------------------------------------------------------------------------------
     "lists": Option(("-iL", "--input-list"), "Read targets from FILE ('-': stdin): one or more per line, or CSV "
                     "ip,domain,tag,port.", multiple=True, metavar="FILE"),
@@ -196,6 +212,9 @@ OPTIONS: dict[str, Option] = {
     "cooldown": Option(("--cooldown",), "Wait before the same target may be tested again (earlier requests get "
                        "the recent result).", to=("web.cooldown",), type=click.FloatRange(0, 86_400),
                        metavar="SECONDS"),
+    "max_streams_per_client": Option(("--max-streams-per-client",), "Open live-progress streams per client "
+                                     "address (pages beyond it follow by polling).",
+                                     to=("web.max_streams_per_client",), type=click.IntRange(1, 1000)),
     "trusted_proxies": Option(("--trusted-proxy",), "Reverse proxy whose X-Forwarded-For is believed "
                               "(repeatable).", to=("web.trusted_proxies",), check=v.network, multiple=True,
                               metavar="ADDRESS|NETWORK"),
@@ -203,6 +222,38 @@ OPTIONS: dict[str, Option] = {
                                "up on 354). Off: probe mode only.", to=("web.allow_data_probe",), switch=True),
     "public_history": Option(("--public-history",), "Show every test of a target to everyone (history pages, API). "
                              "Off: a client sees only its own tests.", to=("web.public_history",), switch=True),
+}
+
+
+# The options of each command, in --help order. A command that adopts the table adds its list
+# here (or keeps its own tuple) and passes it to ``command_options``.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "check": (
+        "as_json", "output_format", "warn_severity", "verbose", "ext_recipients", "sender", "local_domain", "helo",
+        "resolver", "retry_budget", "data_probe", "confirm", "sink_listen", "imap_url", "imap_keep", "imap_cafile",
+        "confirm_timeout", "transport", "port", "all_ports", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check",
+        "no_tls_battery", "no_vrfy", "auth_bypass_check", "all_probes", "no_mx", "connect_timeout", "timeout",
+        "target_timeout", "max_connections", "probes_per_connection",
+    ),
+    "scan": (
+        "lists", "output", "metadata", "resume", "port", "transport", "no_mx", "resolver", "excludes",
+        "exclude_files", "include_reserved", "rate", "concurrency", "max_connections", "probes_per_connection",
+        "per_subnet",
+        "connect_timeout", "timeout", "target_timeout", "retry_budget", "helo", "contact", "ext_recipients",
+        "sender", "local_domain", "data_probe", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check", "no_tls_battery",
+        "no_vrfy", "seed", "shards", "shard", "dask", "workers", "chunk_size", "full", "progress",
+        "status_interval",
+    ),
+    "serve": (
+        "listen", "db", "allow_private", "allow_ports", "resolver", "requests_per_minute", "max_per_client",
+        "max_running", "cooldown", "retry_budget", "max_streams_per_client", "trusted_proxies", "helo",
+        "ext_recipients", "allow_data_probe", "public_history",
+    ),
+    "audit": (
+        "is_postfix", "is_exim", "is_exchange", "is_sendmail", "is_opensmtpd", "as_json", "output_format",
+        "no_tables", "verbose",
+    ),
+    "report": ("output_format", "metadata", "limit"),
 }
 
 
@@ -254,8 +305,10 @@ def click_option(name: str, objects: Mapping[str, object]) -> Callable[[F], F]:
     return click.option(name, *option.flags, **attrs)
 
 
-def command_options(names: Iterable[str], objects: Mapping[str, object]) -> Callable[[F], F]:
-    """Decorate a command with the table's options ``names``, in that order in ``--help``."""
+def command_options(command: str | Iterable[str], objects: Mapping[str, object]) -> Callable[[F], F]:
+    """Decorate a command with its options (``COMMANDS[command]``, or the names given), in that
+    order in ``--help``."""
+    names = COMMANDS[command] if isinstance(command, str) else tuple(command)
     decorators = [click_option(n, objects) for n in names]
 
     def decorate(function: F) -> F:

@@ -20,12 +20,13 @@ from relaycheck.errors import UsageError
 from relaycheck.names import is_hostname
 from relaycheck.options import CheckOptions, EngineOptions, HygieneOptions, default_helo
 from relaycheck.options.table import apply, build_check, command_options, sections_of
+from relaycheck.render import ReportKind, chosen_format, render
 from relaycheck.report import EXIT_OK, EXIT_OPEN
 from relaycheck.scan import meta
 from relaycheck.scan.excludes import build_excludes
+from relaycheck.scan.output import JsonlOutput
 from relaycheck.scan.progress import make_progress
 from relaycheck.scan.runner import ScanConfig, run_scan
-from relaycheck.scan.sink import JsonlSink
 from relaycheck.scan.targets import Item, estimate, expand, in_shard, parse_inputs, validate_args
 from relaycheck.scan.workers import WorkerPool, default_workers, peak_rss_mb
 
@@ -70,13 +71,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-SCAN_OPTIONS = (
-    "lists", "output", "metadata", "resume", "port", "transport", "no_mx", "resolver", "excludes", "exclude_files",
-    "include_reserved", "rate", "concurrency", "max_connections", "per_subnet", "connect_timeout", "timeout",
-    "target_timeout", "retry_budget", "helo", "contact", "ext_recipients", "sender", "local_domain", "data_probe",
-    "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check", "no_tls_battery", "no_vrfy", "seed", "shards", "shard",
-    "dask", "workers", "chunk_size", "full", "progress", "status_interval",
-)  # fmt: skip
 
 
 def scan_base() -> ScanConfig:
@@ -88,7 +82,7 @@ def scan_base() -> ScanConfig:
 
 @click.command("scan")
 @click.argument("targets", nargs=-1)
-@command_options(SCAN_OPTIONS, sections_of(scan_base().check, scan=scan_base()))
+@command_options("scan", sections_of(scan_base().check, scan=scan_base()))
 @click.pass_context
 def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any) -> None:
     """Test many mail servers: addresses, CIDR blocks, a-b ranges, host names, domains (every MX).
@@ -128,7 +122,7 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
     concurrency, max_connections = config.concurrency, check.engine.max_connections
     _raise_fd_limit(concurrency * max_connections * 2 + 256)
 
-    sink = JsonlSink(output, resume=values["resume"])
+    writer = JsonlOutput(output, resume=values["resume"])
     metadata_path = values["metadata"] or (f"{output}.meta.json" if output != "-" else None)
     previous = meta.load(metadata_path) if (metadata_path and values["resume"]) else {}
     parameters = {k: _json_safe(v) for k, v in ctx.params.items()}
@@ -138,20 +132,20 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
         "start": datetime.now(UTC).isoformat(timespec="seconds"),
         "end": None,
         "mode": "dask" if dask_spec else ("workers" if local_workers > 1 else "local"),
-        "resumed_records": sink.resumed,
-        "torn_bytes_dropped": sink.torn_bytes,
+        "resumed_records": writer.resumed,
+        "torn_bytes_dropped": writer.torn_bytes,
     }
-    if sink.torn_bytes:
-        click.echo(f"relaycheck scan: dropped a torn last line ({sink.torn_bytes} bytes) from {output}; "
+    if writer.torn_bytes:
+        click.echo(f"relaycheck scan: dropped a torn last line ({writer.torn_bytes} bytes) from {output}; "
                    "its target is scanned again", err=True)
 
     def save(complete: bool) -> None:
         if metadata_path:
             meta.write(metadata_path, meta.document(previous, output=output, parameters=parameters, run=run,
-                                                    sink=sink, complete=complete))
+                                                    writer=writer, complete=complete))
 
     total = None if shards > 1 else estimate(targets, lists, ports, exclude_list)
-    progress = make_progress(total, sink.resumed, mode=values["progress"], interval=values["status_interval"])
+    progress = make_progress(total, writer.resumed, mode=values["progress"], interval=values["status_interval"])
     seed = values["seed"]
     items: Iterator[Item] = in_shard(expand(parse_inputs(targets, lists, ports), exclude_list, seed), seed, shards,
                                      shard)
@@ -164,20 +158,20 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
         if dask_spec is not None:
             from relaycheck.scan.distributed import run_distributed
 
-            stats = run_distributed(items, config, sink, address=address, workers=workers,
+            stats = run_distributed(items, config, writer, address=address, workers=workers,
                                     chunk_size=values["chunk_size"],
                                     on_record=progress.record)
             run["dask"] = {"workers": stats.workers, "threads": stats.threads, "chunks": stats.chunks,
                            "failed_chunks": stats.failed_chunks}
             run["duplicates_dropped"] = stats.duplicates
         elif pool is not None:
-            local = pool.run(items, sink, on_record=progress.record)
+            local = pool.run(items, writer, on_record=progress.record)
             run["workers"] = {"processes": local.workers, "restarts": local.restarts,
                               "peak_rss_mb": local.peak_rss_mb}
             run["duplicates_dropped"] = local.duplicates
             run["peak_in_flight"] = local.peak_in_flight
         else:
-            scanner = run_scan(items, config, sink, on_record=progress.record)
+            scanner = run_scan(items, config, writer, on_record=progress.record)
             run["duplicates_dropped"] = scanner.duplicates
             run["peak_in_flight"] = scanner.peak_in_flight
     except KeyboardInterrupt:  # SIGINT or SIGTERM (relaycheck.stopping): stop, keep what was done
@@ -188,14 +182,14 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
         run["duration_s"] = round(time.monotonic() - started, 3)
         run["cpu_s"] = _cpu_seconds()
         run["peak_rss_mb"] = peak_rss_mb()
-        run["records_written"] = sink.written
+        run["records_written"] = writer.written
         run["interrupted"] = interrupted
-        sink.close()
+        writer.close()
         save(not interrupted)
-    opened = sink.by_verdict.get("open", 0)
+    opened = writer.by_verdict.get("open", 0)
     click.echo(
-        f"relaycheck scan: {sink.written:,} records written ({sink.total:,} in {output}); "
-        + ", ".join(f"{v} {n:,}" for v, n in sorted(sink.by_verdict.items()))
+        f"relaycheck scan: {writer.written:,} records written ({writer.total:,} in {output}); "
+        + ", ".join(f"{v} {n:,}" for v, n in sorted(writer.by_verdict.items()))
         + ("; interrupted: rerun with --resume to continue" if interrupted else ""),
         err=True,
     )
@@ -206,10 +200,10 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
 
 @click.command("report")
 @click.argument("results", type=click.Path(dir_okay=False, allow_dash=True))
-@command_options(("output_format", "metadata", "limit"), {})
-def report_command(results: str, output_format: str, metadata: str | None, limit: int) -> None:
+@command_options("report", {})
+def report_command(results: str, output_format: str | None, metadata: str | None, limit: int) -> None:
     """Summarise a scan's JSON Lines results (text, json, markdown, or self-contained html)."""
-    from relaycheck.scan.summary import load_summary, render
+    from relaycheck.scan.summary import load_summary
 
     summary = load_summary(results, metadata, limit=limit)
-    click.echo(render(summary, output_format), nl=False)
+    click.echo(render(ReportKind.SCAN, summary, chosen_format(output_format, False)), nl=False)

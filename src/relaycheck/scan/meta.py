@@ -9,8 +9,8 @@ import os
 from typing import Any
 
 from relaycheck.boundedio import InputError, read_capped
+from relaycheck.scan.output import JsonlOutput
 from relaycheck.scan.records import RECORD_VERSION
-from relaycheck.scan.sink import JsonlSink
 
 MAX_BYTES = 16 * 1024 * 1024
 
@@ -34,15 +34,8 @@ def write(path: str, data: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def document(
-    previous: dict[str, Any],
-    *,
-    output: str,
-    parameters: dict[str, Any],
-    run: dict[str, Any],
-    sink: JsonlSink,
-    complete: bool,
-) -> dict[str, Any]:
+def document(previous: dict[str, Any], *, output: str, parameters: dict[str, Any], run: dict[str, Any],
+             writer: JsonlOutput, complete: bool) -> dict[str, Any]:
     from relaycheck import __version__
 
     runs = [r for r in previous.get("runs", []) if isinstance(r, dict) and r.get("id") != run.get("id")]
@@ -57,9 +50,9 @@ def document(
         "complete": complete,
         "parameters": parameters,
         "counts": {
-            "records": sink.total,
-            "by_status": dict(sorted(sink.by_status.items())),
-            "by_verdict": dict(sorted(sink.by_verdict.items())),
+            "records": writer.total,
+            "by_status": dict(sorted(writer.by_status.items())),
+            "by_verdict": dict(sorted(writer.by_verdict.items())),
         },
         "runs": runs,
     }

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from relaycheck.errors import ErrorKind
 from relaycheck.model import ConnectionLog, TargetReport
 from relaycheck.render.json import target_report_dict
-from relaycheck.scan.targets import Item, Kind, target_key
+from relaycheck.scan.targets import Item, Kind, record_key
 
 if TYPE_CHECKING:
-    from relaycheck.scan.sink import JsonlSink
+    from relaycheck.scan.output import JsonlOutput
 
 RECORD_VERSION = 1
 
@@ -109,14 +109,14 @@ def _evidence(report: TargetReport) -> list[dict[str, Any]]:
     ]
 
 
-def report_record(
-    key: str, item: Item, report: TargetReport, *, stats: ConnectStats | None = None, full: bool = False
-) -> dict[str, Any]:
+def report_record(key: str, item: Item, report: TargetReport, *, stats: ConnectStats | None = None,
+                  full: bool = False) -> dict[str, Any]:
     """The record of a target the engine tested (whatever came of it), under the key it was
     claimed with (``ip|port|name`` computed before the test)."""
     target = report.target
     ip = key.split("|", 1)[0]
-    record = _base(key, item, ip=ip, host=target.host if target.host != ip else None, domain=target.domain)
+    record = _base(key, item, ip=ip, host=target.host if target.host != ip else None,
+                   domain=target.domain)
     status = status_of(report, stats)
     if full:
         result = target_report_dict(report)
@@ -142,29 +142,39 @@ def report_record(
     return record
 
 
-def excluded_record(
-    item: Item, reason: str, *, ip: str | None = None, host: str | None = None, domain: str | None = None
-) -> dict[str, Any]:
+def excluded_record(item: Item, reason: str, *, ip: str | None = None, host: str | None = None,
+                    domain: str | None = None) -> dict[str, Any]:
     """A target (or a whole excluded range of an input block) that was not touched, and why."""
     if item.kind is Kind.EXCLUDED:
         key, ip = item.key, item.block
     else:
-        key = target_key(ip, item.port, item.name) if ip is not None else item.key
+        key = record_key(ip, item.port, item.name) if ip is not None else item.key
     record = _base(key, item, ip=ip, host=host, domain=domain if domain is not None else item.name)
-    record.update(status=str(Status.EXCLUDED), verdict=None, error=f"excluded: {reason}", time=now(), v=RECORD_VERSION)
+    record.update(status=str(Status.EXCLUDED), verdict=None, error=f"excluded: {reason}", time=now(),
+                  v=RECORD_VERSION)
     return record
 
 
 def error_record(item: Item, message: str, *, ip: str | None = None) -> dict[str, Any]:
     """No test happened: unreadable input, DNS failure, null MX, a chunk that kept failing."""
-    key = item.key if ip is None else target_key(ip, item.port, item.name)
+    key = item.key if ip is None else record_key(ip, item.port, item.name)
     record = _base(key, item, ip=ip if ip is not None else item.ip, host=None, domain=item.name)
     record.update(status=str(Status.ERROR), verdict=None, error=message, time=now(), v=RECORD_VERSION)
     return record
 
 
+def deliver(writer: JsonlOutput, record: dict[str, Any], on_record: Callable[[dict[str, Any]], None] | None) -> bool:
+    """A front's last step for a finished record: write it once and show it; False for a
+    duplicate (its key is in the file already)."""
+    if not writer.write(record):
+        return False
+    if on_record is not None:
+        on_record(record)
+    return True
+
+
 def admit(
-    item: Item, sink: JsonlSink, write: Callable[[dict[str, Any]], None], duplicate: Callable[[], None]
+    item: Item, writer: JsonlOutput, write: Callable[[dict[str, Any]], None], duplicate: Callable[[], None]
 ) -> tuple[str, ...] | None:
     """The front's filter for one input, before a target is sent to a worker (``--workers``, Dask).
 
@@ -174,17 +184,17 @@ def admit(
     must not test again.
     """
     if item.kind is Kind.EXCLUDED:
-        if sink.claim(item.key):
+        if writer.claim(item.key):
             write(excluded_record(item, item.reason or "excluded"))
         return None
     if item.kind is Kind.INVALID:
-        if sink.claim(item.key):
+        if writer.claim(item.key):
             write(error_record(item, f"invalid input: {item.reason}"))
         return None
     if item.kind is Kind.ADDRESS:
-        if not sink.claim(item.key):
+        if not writer.claim(item.key):
             duplicate()
             return None
         return ()
     assert item.name is not None
-    return tuple(sink.keys_for_name(item.name))
+    return tuple(writer.keys_for_name(item.name))

@@ -9,7 +9,6 @@ escaping.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -30,6 +29,8 @@ from relaycheck.boundedio import (
     shorten,
     sniff,
 )
+from relaycheck.render.escape import html_text as esc
+from relaycheck.render.escape import md_text, visible
 
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
 _IPV6 = re.compile(r"\[?\b[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}\b\]?")
@@ -251,34 +252,21 @@ def render_text(s: dict[str, Any]) -> str:
                 lines.append(f"           e.g. {', '.join(group['examples'])}")
     if s["findings"]:
         lines += ["", "FINDINGS", *(f"  {n:>7,}  {code}" for code, n in s["findings"].items())]
-    return "\n".join(_visible(line) for line in lines) + "\n"
-
-
-def _visible(text: str) -> str:
-    """Control characters (terminal escapes from a hostile banner) shown as ``\\xNN``."""
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-
-
-def _md(text: object) -> str:
-    value = _visible("" if text is None else str(text))
-    value = value.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-    return re.sub(r"([`*_<>\[\]])", r"\\\1", value)
+    return "\n".join(visible(line) for line in lines) + "\n"
 
 
 def render_markdown(s: dict[str, Any]) -> str:
-    out = [f"# Scan results: {_md(s['results'])}", ""]
+    out = [f"# Scan results: {md_text(s['results'])}", ""]
     if s["scan"]:
-        out += [f"Scan {_md(s['scan'].get('start'))} – {_md(s['scan'].get('end') or 'unfinished')}", ""]
-    out += ["| verdict | count |", "|---|---:|", *(f"| {_md(k)} | {v} |" for k, v in s["by_verdict"].items()), ""]
-    out += ["| status | count |", "|---|---:|", *(f"| {_md(k)} | {v} |" for k, v in s["by_status"].items()), ""]
+        out += [f"Scan {md_text(s['scan'].get('start'))} – {md_text(s['scan'].get('end') or 'unfinished')}", ""]
+    out += ["| verdict | count |", "|---|---:|", *(f"| {md_text(k)} | {v} |" for k, v in s["by_verdict"].items()), ""]
+    out += ["| status | count |", "|---|---:|", *(f"| {md_text(k)} | {v} |" for k, v in s["by_status"].items()), ""]
     out += [f"## Open relays ({s['by_verdict'].get('open', 0)})", ""]
     if s["open_relays"]:
         out += ["| address | port | name | confidence | evidence |", "|---|---:|---|---|---|"]
         for e in s["open_relays"]:
-            out.append(
-                f"| {_md(e['ip'])} | {e['port']} | {_md(e.get('domain') or e.get('host'))} | "
-                f"{_md(e.get('confidence'))} | {_md(_evidence_line(e))} |"
-            )
+            out.append(f"| {md_text(e['ip'])} | {e['port']} | {md_text(e.get('domain') or e.get('host'))} | "
+                       f"{md_text(e.get('confidence'))} | {md_text(_evidence_line(e))} |")
     else:
         out.append("No open relay found.")
     for title, key, label in (
@@ -287,10 +275,10 @@ def render_markdown(s: dict[str, Any]) -> str:
     ):
         if s[key]:
             out += ["", f"## {title}", "", f"| count | {label} | examples |", "|---:|---|---|"]
-            out += [f"| {g['count']} | {_md(g[label])} | {_md(', '.join(g['examples']))} |" for g in s[key]]
+            out += [f"| {g['count']} | {md_text(g[label])} | {md_text(', '.join(g['examples']))} |" for g in s[key]]
     if s["findings"]:
         out += ["", "## Findings", "", "| finding | count |", "|---|---:|"]
-        out += [f"| {_md(c)} | {n} |" for c, n in s["findings"].items()]
+        out += [f"| {md_text(c)} | {n} |" for c, n in s["findings"].items()]
     return "\n".join(out) + "\n"
 
 
@@ -300,26 +288,22 @@ vertical-align:top}th{background:#f3f3f3}td.n{text-align:right}.open{color:#b000
 code{font:12px ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}"""
 
 
-def _h(value: object) -> str:
-    return html.escape(_visible("" if value is None else str(value)), quote=True)
-
-
 def _html_table(head: list[str], rows: list[list[str]]) -> str:
-    cells = "".join(f"<th>{_h(h)}</th>" for h in head)
+    cells = "".join(f"<th>{esc(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(rows_cell for rows_cell in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render_html(s: dict[str, Any]) -> str:
     def td(value: object, cls: str = "") -> str:
-        return f'<td class="{cls}">{_h(value)}</td>' if cls else f"<td>{_h(value)}</td>"
+        return f'<td class="{cls}">{esc(value)}</td>' if cls else f"<td>{esc(value)}</td>"
 
     def code(value: object) -> str:
-        return f"<td><code>{_h(value)}</code></td>"
+        return f"<td><code>{esc(value)}</code></td>"
 
-    parts = [f"<h1>Scan results: {_h(s['results'])}</h1>"]
+    parts = [f"<h1>Scan results: {esc(s['results'])}</h1>"]
     if s["scan"]:
-        parts.append(f"<p>Scan {_h(s['scan'].get('start'))} – {_h(s['scan'].get('end') or 'unfinished')}</p>")
+        parts.append(f"<p>Scan {esc(s['scan'].get('start'))} – {esc(s['scan'].get('end') or 'unfinished')}</p>")
     parts.append(_html_table(["verdict", "count"], [[td(k), td(v, "n")] for k, v in s["by_verdict"].items()]))
     parts.append(_html_table(["status", "count"], [[td(k), td(v, "n")] for k, v in s["by_status"].items()]))
     open_count = s["by_verdict"].get("open", 0)
@@ -346,13 +330,10 @@ def render_html(s: dict[str, Any]) -> str:
         ("Not tested, by error", "errors", "error"),
     ):
         if s[key]:
-            parts.append(f"<h2>{_h(title)}</h2>")
-            parts.append(
-                _html_table(
-                    ["count", label, "examples"],
-                    [[td(g["count"], "n"), td(g[label]), code(", ".join(g["examples"]))] for g in s[key]],
-                )
-            )
+            parts.append(f"<h2>{esc(title)}</h2>")
+            parts.append(_html_table(["count", label, "examples"],
+                                     [[td(g["count"], "n"), td(g[label]), code(", ".join(g["examples"]))]
+                                      for g in s[key]]))
     if s["findings"]:
         parts.append("<h2>Findings</h2>")
         parts.append(_html_table(["finding", "count"], [[td(c), td(n, "n")] for c, n in s["findings"].items()]))
@@ -360,17 +341,6 @@ def render_html(s: dict[str, Any]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-        f"<title>relaycheck scan: {_h(s['results'])}</title><style>{_CSS}</style></head>\n"
+        f"<title>relaycheck scan: {esc(s['results'])}</title><style>{_CSS}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"
     )
-
-
-def render(summary: ScanSummary, fmt: str) -> str:
-    data = summary.as_dict()
-    if fmt == "json":
-        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    if fmt == "markdown":
-        return render_markdown(data)
-    if fmt == "html":
-        return render_html(data)
-    return render_text(data)

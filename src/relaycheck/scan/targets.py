@@ -7,7 +7,7 @@ one address at a time, in a seeded pseudo-random order (an affine permutation of
 so consecutive targets land in different /24s), and never held in memory.
 
 Every item has a *key*; records carry the same key (``ip|port|name``), which is what resume,
-sharding and the sink's de-duplication compare.
+sharding and the writer's de-duplication compare.
 """
 
 from __future__ import annotations
@@ -50,13 +50,13 @@ class Item:
     @property
     def key(self) -> str:
         if self.kind is Kind.EXCLUDED:
-            return target_key(self.block, self.port, self.name)
+            return record_key(self.block, self.port, self.name)
         if self.kind is Kind.INVALID:
             return "!" + self.given
-        return target_key(self.ip, self.port, self.name)
+        return record_key(self.ip, self.port, self.name)
 
 
-def target_key(ip: str | None, port: int, name: str | None) -> str:
+def record_key(ip: str | None, port: int, name: str | None) -> str:
     """The identity of one record: address, port, and the name the user gave (if any)."""
     return f"{ip or ''}|{port}|{name or ''}"
 
@@ -212,9 +212,8 @@ def expand(parsed: Iterable[Parsed], excludes: ExcludeList, seed: int) -> Iterat
         excluded = list(excludes.overlaps(block))
         for part, reason in excluded:
             for port in entry.ports:
-                yield Item(
-                    Kind.EXCLUDED, entry.given, port, name=entry.name, tag=entry.tag, reason=reason, block=str(part)
-                )
+                yield Item(Kind.EXCLUDED, entry.given, port, name=entry.name, tag=entry.tag, reason=reason,
+                           block=str(part))
         if sum(part.size for part, _ in excluded) == block.size:
             continue
         for offset in permutation(block.size, seed, entry.given):

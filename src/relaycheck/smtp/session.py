@@ -1,4 +1,4 @@
-"""A small asyncio SMTP client session for probing (DESIGN §4).
+"""A small asyncio SMTP client session for probing.
 
 Built on an ``asyncio.Protocol`` rather than streams so that the reply parser sees bytes the
 moment they arrive (caps enforced at once, not after buffering) and so that STARTTLS can discard,
@@ -353,7 +353,7 @@ class SmtpSession:
         return reply
 
     async def data_then_abort(self) -> Reply:
-        """Send DATA; on 354 drop the connection before a single content line (DESIGN §6)."""
+        """Send DATA; on 354 drop the connection before a single content line: probe mode never creates a message."""
         reply = await self.command("DATA")
         if reply.code == 354:
             self.abort(note="connection dropped after 354, before any content: no message exists")

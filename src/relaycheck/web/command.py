@@ -11,15 +11,9 @@ from relaycheck.options import CheckOptions
 from relaycheck.options.table import apply, build_engine, command_options, sections_of
 from relaycheck.web.settings import DEFAULT_PORTS, Settings
 
-SERVE_OPTIONS = (
-    "listen", "db", "allow_private", "allow_ports", "resolver", "requests_per_minute", "max_per_client",
-    "max_running", "cooldown", "trusted_proxies", "helo", "ext_recipients", "allow_data_probe",
-    "public_history",
-)  # fmt: skip
-
 
 @click.command("serve")
-@command_options(SERVE_OPTIONS, {**sections_of(CheckOptions(engine=Settings().engine)), "web": Settings()})
+@command_options("serve", {**sections_of(CheckOptions(engine=Settings().engine)), "web": Settings()})
 def serve_command(**values: Any) -> None:
     """Serve the web UI and the JSON API (/api/v1) for testing mail servers."""
     import uvicorn

@@ -27,7 +27,7 @@ from relaycheck.errors import UsageError
 FSYNC_EVERY = 1.0  # seconds: per-line fsync would cost more than the scan; a kill loses nothing anyway
 
 
-class JsonlSink:
+class JsonlOutput:
     def __init__(self, path: str, *, resume: bool = False) -> None:
         self.path = path
         self.keys: set[str] = set()  # written, or claimed by a test in flight
@@ -138,7 +138,7 @@ class JsonlSink:
         else:
             view = memoryview(line)
             while view:
-                view = view[os.write(self._fd, view) :]
+                view = view[os.write(self._fd, view):]
             if time.monotonic() - self._last_sync > FSYNC_EVERY:
                 os.fsync(self._fd)
                 self._last_sync = time.monotonic()
@@ -167,7 +167,7 @@ class JsonlSink:
             os.close(self._fd)  # releases the flock
             self._fd = -1
 
-    def __enter__(self) -> JsonlSink:
+    def __enter__(self) -> JsonlOutput:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .lab import Lab, Server, Verdict
+from .core import Lab
+from .specs import Server, Verdict
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXIT_CODES: dict[Verdict, int] = {"closed": 0, "open": 1, "inconclusive": 3}
 EXIT_USAGE = 2
 
@@ -137,8 +138,16 @@ def run_relaycheck(
 
 
 def check_server(lab: Lab, server: Server, *, retry_budget: int | None = None, timeout: float = 300) -> RelaycheckRun:
-    """relaycheck's full battery against one lab server, by address."""
-    return run_relaycheck(lab, server.ip, local_domain=server.domain, retry_budget=retry_budget, timeout=timeout)
+    """relaycheck's full battery against one lab server, by address, with the options its ground
+    truth needs (``ServerSpec.check_args``)."""
+    return run_relaycheck(
+        lab,
+        server.ip,
+        local_domain=server.domain,
+        retry_budget=retry_budget,
+        extra=server.spec.check_args,
+        timeout=timeout,
+    )
 
 
 def cli_missing(lab: Lab) -> str | None:
