@@ -200,6 +200,20 @@ def test_replies_come_after_a_human_looking_delay(tmp_path: Path) -> None:
     assert greeted - started >= 0.2 and answered - greeted >= 0.2
 
 
+def test_a_tool_s_untraced_connection_is_named_after_its_parallel_ones(honeypot: HoneypotThread) -> None:
+    """relaycheck checks STARTTLS on a connection of its own that carries none of its traces; it
+    ends while the client's other connection is open, and is named once that one names the tool."""
+    with smtplib.SMTP("127.0.0.1", honeypot.port, local_hostname="ops.example.net", timeout=10) as named:
+        with smtplib.SMTP("127.0.0.1", honeypot.port, local_hostname="ops.example.net", timeout=10) as plain:
+            plain.ehlo()
+        named.ehlo()
+        named.docmd("VRFY", "rc-nouser-0123456789@honeypot.test")
+    first, second = honeypot.wait_records(2)
+    assert (first.tool, second.tool) == ("relaycheck", "relaycheck")
+    assert second.commands == ["EHLO ops.example.net", "QUIT"]
+    assert second.reasons[-1].startswith("same client as a relaycheck session")
+
+
 def test_implicit_tls_listener(honeypot: HoneypotThread) -> None:
     tls = ssl.create_default_context()
     tls.check_hostname = False

@@ -55,6 +55,7 @@ MB = 1024 * 1024
 TOOL_MEMORY_SECONDS = 600.0  # a client's tool, remembered this long for its other sessions
 TOOL_MEMORY_ENTRIES = 4096
 BACKLOG = 1024  # pending connections the kernel holds while the loop accepts
+MAX_DEFERRED = 50  # unnamed scanner records held per client until its last session ends
 DROPBOX_SAVE_DELAY = 2.0  # seconds between rewrites of the drop-box registry
 
 
@@ -138,6 +139,7 @@ class Honeypot:
         self.live: set[HoneypotSMTP] = set()
         self._idle = asyncio.Event()  # set whenever a session leaves ``live``
         self._save_handle: asyncio.TimerHandle | None = None
+        self._deferred: dict[str, list[SessionRecord]] = {}  # client -> unnamed scanner records held back
         self._recent_tools: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.domains = self._domains()
 
@@ -222,7 +224,25 @@ class Honeypot:
         if pending:
             await asyncio.wait(pending, timeout=self.config.limits.finish_timeout)
         record.classification, record.tool, record.reasons = classify(record)
+        ip = record.client_ip
+        if (
+            record.tool is None
+            and record.classification == Classification.SCANNER
+            and self.active.get(ip, 0) > 0
+            and len(self._deferred.get(ip, ())) < MAX_DEFERRED
+        ):
+            # The same client is still connected: a tool working over parallel connections may
+            # name itself in one that ends later. Written when the client's last session ends.
+            self._deferred.setdefault(ip, []).append(record)
+            return
         self._remember_tool(record)
+        self._write(record)
+        if self.active.get(ip, 0) == 0:
+            for held in self._deferred.pop(ip, []):
+                self._remember_tool(held)
+                self._write(held)
+
+    def _write(self, record: SessionRecord) -> None:
         self._link_dropboxes(record)
         self.sessions += 1
         if not self.log.write(record, self.config.tags) and _worth_saying(self.log.failed):
