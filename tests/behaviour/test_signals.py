@@ -54,8 +54,11 @@ def test_a_background_job_of_a_script_has_sigint_ignored(tmp_path: Path) -> None
     assert ignored & (1 << (signal.SIGINT - 1))
 
 
-@pytest.mark.parametrize("mode", [[], ["--workers", "2"]], ids=["one-process", "workers"])
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+MODES = {"one-process": [], "workers": ["--workers", "2"], "dask": ["--dask", "local:1", "--chunk-size", "2"]}
+CASES = [(signal.SIGTERM, m) for m in MODES] + [(signal.SIGINT, m) for m in ("one-process", "workers")]
+
+
+@pytest.mark.parametrize(("signum", "mode"), [(s, MODES[m]) for s, m in CASES], ids=[f"{s.name}-{m}" for s, m in CASES])
 def test_a_signal_stops_a_background_scan_cleanly_and_it_resumes(
     population: Population, tmp_path: Path, signum: signal.Signals, mode: list[str]
 ) -> None:
