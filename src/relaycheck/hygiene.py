@@ -53,11 +53,18 @@ async def _answers(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str)
     return [rr.to_text().strip('"') for rr in answer]
 
 
-async def lookup_ptr(resolver: dns.asyncresolver.Resolver, address: str) -> tuple[tuple[str, ...], bool | None]:
-    """PTR names of ``address`` and whether one of them resolves back to it (FCrDNS)."""
+async def lookup_ptr(
+    resolver: dns.asyncresolver.Resolver, address: str
+) -> tuple[tuple[str, ...] | None, bool | None]:
+    """PTR names of ``address`` and whether one of them resolves back to it (FCrDNS).
+
+    ``(None, None)`` when the lookup itself failed (timeout, SERVFAIL): that is not "no PTR".
+    """
     names = await _answers(resolver, dns.reversename.from_address(address).to_text(), "PTR")
+    if names is None:
+        return None, None
     if not names:
-        return (), None if names is None else False
+        return (), False
     ptrs = tuple(n.rstrip(".").lower() for n in names)
     rdtype = "AAAA" if ":" in address else "A"
     forward = await asyncio.gather(*(_answers(resolver, n, rdtype) for n in ptrs if is_hostname(n)))

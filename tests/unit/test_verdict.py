@@ -51,6 +51,9 @@ def test_starttls_530_is_recognised_but_auth_530_is_not() -> None:
     assert not is_tls_required(reply("550 5.7.0 STARTTLS first"))
 
 
+ROLES = {"C-POSTMASTER": "postmaster", "C-CATCHALL": "catch-all"}  # the verdict finds controls by role
+
+
 def obs(probe_id: str, text: str, **kw: object) -> Observation:
     r = reply(text)
     kind = ProbeKind.CONTROL if probe_id.startswith("C-") else ProbeKind.RELAY
@@ -67,6 +70,7 @@ def obs(probe_id: str, text: str, **kw: object) -> Observation:
         reply=r,
         reason="",
         outside_domain="a.test" if kind is ProbeKind.RELAY else None,
+        role=ROLES.get(probe_id),
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 
