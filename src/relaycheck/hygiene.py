@@ -27,7 +27,7 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
-from relaycheck.errors import ProtocolError, TransportError
+from relaycheck.errors import ProtocolError, TlsError, TransportError
 from relaycheck.model import DnsblResult, Reply, TlsFacts, Transport
 from relaycheck.names import is_hostname
 from relaycheck.options import HygieneOptions
@@ -276,6 +276,10 @@ async def inspect_session(
             return SessionInspection(facts, _auth_mechanisms(ehlo), *vrfy)
         except _FAILURES as exc:
             session.abort()
+            if not isinstance(exc, TlsError):
+                # The session failed before or apart from TLS (refused, dropped, the server
+                # stopped): nothing was seen of TLS, so nothing is said about it.
+                return SessionInspection(None, (), *vrfy)
             if context is not None and "certificate verify failed" in str(exc).lower():
                 # Untrusted (self-signed, expired, unknown CA): note why, then look without verifying.
                 verify_error = str(exc).split("verify failed:", 1)[-1].strip()

@@ -274,7 +274,13 @@ def evidence_of(
     auth_bypass: AuthBypass | None = None,
 ) -> Evidence:
     relay = [o for o in observations if o.kind is ProbeKind.RELAY]
-    controls = {o.role: o for o in observations if o.kind is ProbeKind.CONTROL and o.role is not None}
+    controls: dict[str, Observation] = {}
+    for o in observations:  # the first of each role: the battery's own, not its repeat over STARTTLS
+        if o.kind is ProbeKind.CONTROL and o.role is not None and _judged(o):
+            controls.setdefault(o.role, o)
+    for o in observations:  # else one whose sender was refused (every sender refused)
+        if o.kind is ProbeKind.CONTROL and o.role is not None and o.outcome is not Outcome.SKIPPED:
+            controls.setdefault(o.role, o)
     domains = relay_domains_of(relay)
     return Evidence(
         relay=tuple(o for o in relay if _judged(o) and o.outside_domain not in domains),
