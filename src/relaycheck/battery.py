@@ -38,6 +38,7 @@ class Run:
     peer: str | None = None
     tls_phase: bool = False  # relay probes run over STARTTLS
     limit: int | None = None  # sessions at once the server allows us (learnt from a 421 greeting)
+    chunk: int | None = None  # probes per session the server's error limit allows (learnt from a 421)
 
     def new_session(self, transport: Transport | None = None, tls_context: ssl.SSLContext | None = None) -> SmtpSession:
         if transport is None:
@@ -286,7 +287,8 @@ class _Battery:
         self.preopened = preopened
         self.attempts = attempts
         self.results: dict[str, Observation] = {}
-        self.per_connection = max(1, run.options.probes_per_connection)
+        per_connection = run.options.probes_per_connection
+        self.per_connection = max(1, min(per_connection, run.chunk or per_connection))
         self.lock = asyncio.Lock()
         self.opening = 0  # workers waiting for their session: each will take up to per_connection probes
         self.working = 0  # workers holding a session
@@ -357,8 +359,9 @@ class _Battery:
                 attempts=self.attempts[item.probe.id],
             )
         left = chunk[len(done) :]
-        if done and left:  # the server has told us its limit: smaller chunks from now on
+        if done and left:  # the server has told us its limit: smaller chunks from now on, in this run
             self.per_connection = max(1, min(self.per_connection, len(done)))
+            run.chunk = self.per_connection
         for probe in left:
             if self.attempts[probe.id] >= MAX_ATTEMPTS:
                 self.results[probe.id] = failed(

@@ -43,6 +43,7 @@ from relaycheck.model import (
     Confidence,
     DnsblResult,
     Exchange,
+    Fingerprint,
     HygieneFacts,
     Observation,
     Outcome,
@@ -143,7 +144,7 @@ async def check_target(
         return pre
     dns_task = _dns_task(run)
     results = await _first_battery(run, pre)
-    results = await _retry_deferred(run, results, pre.by_id, pre.attempts)
+    results = await _retry_deferred(run, results, pre.by_id)
     results = await _around_relay_domains(run, pre.slots, results, pre.attempts)
     second = await _second_phase(run, pre)
     results.update(second.tls_battery)
@@ -372,7 +373,6 @@ def _report(
     options, target, facts = run.options, run.target, pre.facts
     order = [p.id for p in pre.probes] + [f"{p.id}{TLS_SUFFIX}" for p in pre.probes]
     observations = tuple(results[i] for i in order if i in results)
-    names, fcrdns, dnsbl, dns_note = lookups
     bypass = AuthBypass(*second.auth_bypass) if options.hygiene.auth_bypass else None
     decision = decide(
         observations,
@@ -382,25 +382,7 @@ def _report(
     )
     replies = [r for c in run.sessions for e in c.exchanges if (r := e.reply) is not None]
     identity = fingerprint(facts.banner, facts.extensions, replies)
-    inspection = second.inspection
-    tls = inspection.tls if inspection else None
-    if second.tls_failure is not None and (tls is None or tls.established):
-        tls = TlsFacts(offered=True, error=second.tls_failure)  # what the battery over STARTTLS met
-    hygiene = HygieneFacts(
-        ptr_names=names,
-        fcrdns=fcrdns,
-        tls=tls,
-        auth_before_tls=_auth_mechanisms(facts.extensions) if target.transport is not Transport.TLS else (),
-        auth_after_tls=inspection.auth_after_tls if inspection else (),
-        vrfy_postmaster=inspection.vrfy_postmaster if inspection else None,
-        vrfy_random=inspection.vrfy_random if inspection else None,
-        expn_postmaster=inspection.expn_postmaster if inspection else None,
-        auth_bypass_reply=second.auth_bypass[0],
-        auth_bypass_relay=second.auth_bypass[1],
-        dnsbl=dnsbl,
-        fingerprint=identity,
-        dns_note=dns_note,
-    )
+    hygiene = _hygiene(target, facts, second, lookups, identity)
     verdict = decision.verdict
     if verdict.kind is VerdictKind.OPEN and verdict.confidence is not Confidence.AUTH_BYPASS:
         verdict = replace(verdict, advice=fix_for("open-relay", identity.family) or verdict.advice)
@@ -417,6 +399,31 @@ def _report(
         round_trips=sum(s.round_trips for s in run.sessions),
         duration=time.monotonic() - started,
         hygiene=hygiene,
+    )
+
+
+def _hygiene(
+    target: Target, facts: SessionFacts, second: _SecondPhase, lookups: _Lookups, identity: Fingerprint
+) -> HygieneFacts:
+    names, fcrdns, dnsbl, dns_note = lookups
+    inspection = second.inspection or SessionInspection(None, (), None, None, None)
+    tls = inspection.tls
+    if second.tls_failure is not None and (tls is None or tls.established):
+        tls = TlsFacts(offered=True, error=second.tls_failure)  # what the battery over STARTTLS met
+    return HygieneFacts(
+        ptr_names=names,
+        fcrdns=fcrdns,
+        tls=tls,
+        auth_before_tls=_auth_mechanisms(facts.extensions) if target.transport is not Transport.TLS else (),
+        auth_after_tls=inspection.auth_after_tls,
+        vrfy_postmaster=inspection.vrfy_postmaster,
+        vrfy_random=inspection.vrfy_random,
+        expn_postmaster=inspection.expn_postmaster,
+        auth_bypass_reply=second.auth_bypass[0],
+        auth_bypass_relay=second.auth_bypass[1],
+        dnsbl=dnsbl,
+        fingerprint=identity,
+        dns_note=dns_note,
     )
 
 
@@ -517,22 +524,24 @@ async def _retry_deferred(
     run: Run,
     results: dict[str, Observation],
     by_id: dict[str, PlannedProbe],
-    attempts: dict[str, int],
 ) -> dict[str, Observation]:
     """Retry 4xx-deferred probes with back-off until they clear or the budget is spent."""
     budget_end = time.monotonic() + run.options.retry_budget
     wait = run.options.retry_first_wait
     while True:
-        deferred = [by_id[o.probe_id] for o in results.values() if o.outcome is Outcome.DEFERRED]
+        # the envelope as last sent: a stand-in sender when the probe's own was refused
+        deferred = [
+            replace(by_id[o.probe_id], mail_from=o.mail_from) for o in results.values() if o.outcome is Outcome.DEFERRED
+        ]
         left = budget_end - time.monotonic()
         if not deferred or left <= 0:
             return results
         await asyncio.sleep(min(wait, left))
         wait = min(wait * 2, 30.0)
-        retried = await battery(run, deferred, [], attempts)
+        retried = await battery(run, deferred, [], {})  # each round its own budget for drops
         for probe_id, obs in retried.items():
             previous = results[probe_id]
-            results[probe_id] = replace(obs, attempts=previous.attempts + 1)
+            results[probe_id] = replace(obs, attempts=previous.attempts + 1, refused_sender=previous.refused_sender)
 
 
 def _refused_greeting(target: Target, greeting: Reply, facts: SessionFacts, run: Run, started: float) -> TargetReport:
