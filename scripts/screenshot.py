@@ -95,8 +95,9 @@ def main() -> int:
                     page.click("details.transcript summary >> nth=0")
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(args.out), full_page=args.full_page)
+                height = page.evaluate("document.documentElement.scrollHeight")
                 browser.close()
-    print(f"screenshot: wrote {args.out}")
+    print(f"screenshot: wrote {args.out} (the page is {height} px tall at {args.width} px wide)")
     return 0
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from relaycheck.delivery import ArrivalWatcher
 from relaycheck.dns import (
     is_ip,
     lookup_addresses,
@@ -22,27 +21,16 @@ from relaycheck.dns import (
     split_host_port,
     valid_hostname,
 )
-from relaycheck.engine import EngineOptions, check_target
+from relaycheck.engine import check_target
 from relaycheck.errors import DnsError, UsageError
 from relaycheck.model import Exchange, InputProblem, Report, Target, TargetReport, Transport
+from relaycheck.options import CheckOptions
 from relaycheck.sink import Sink
+from relaycheck.validate import idna_ascii
+
+__all__ = ["CheckOptions", "check", "expand", "parse_target"]
 
 PORT_TRANSPORT = {25: Transport.PLAIN, 465: Transport.TLS, 587: Transport.PLAIN}
-
-
-@dataclass(frozen=True)
-class CheckOptions:
-    engine: EngineOptions = field(default_factory=EngineOptions)
-    transport: Transport | None = None  # None: by port (465 implicit TLS, else plain)
-    resolver: str | None = None  # IP[:PORT] of the DNS server to ask; None: the system's
-    use_mx: bool = True  # names without a port are looked up as mail domains first
-    port: int = 25  # port for targets given without one (MX hosts included)
-    ports: tuple[int, ...] | None = None  # several ports for targets given without one (--ports)
-    # Delivery mode (engine.confirm_address set): where arrivals are seen. Either relaycheck's
-    # own sink, started for the run on ``sink_listen`` (HOST:PORT), or a ready watcher (IMAP).
-    sink_listen: str | None = None
-    watcher: ArrivalWatcher | None = None
-    concurrency: int = 8  # targets tested at once
 
 
 @dataclass(frozen=True)
@@ -59,7 +47,7 @@ def parse_target(text: str) -> TargetSpec:
     if not text.strip():
         raise UsageError("empty target")
     host, port = split_host_port(text, default_port=None)
-    host = host.rstrip(".").lower()
+    host = idna_ascii(host.rstrip(".").lower())
     if not (is_ip(host) or valid_hostname(host)):
         raise UsageError(f"not a host name, IP address or domain: {text!r}")
     return TargetSpec(given=text, host=host, port=port)

@@ -1,4 +1,4 @@
-"""Running probes over a few SMTP connections (DESIGN §5): the battery.
+"""Running probes over a few SMTP connections: the battery.
 
 One ``Run`` per target opens sessions (clear text, STARTTLS or implicit TLS). ``battery``
 spreads the probes over at most ``max_connections`` sessions at once, each carrying a chunk of

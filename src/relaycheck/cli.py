@@ -12,48 +12,61 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import click
 
+from relaycheck import validate
 from relaycheck.api import CheckOptions, check
-from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
+from relaycheck.boundedio import shorten
+from relaycheck.engine import EngineOptions
 from relaycheck.errors import RelaycheckError, UsageError
+from relaycheck.extras import MissingExtra, import_feature, is_own_module, split_spec
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
-from relaycheck.model import Report, Transport
+from relaycheck.model import Report, Severity
+from relaycheck.options.table import build_check, command_options, sections_of
+from relaycheck.render import ReportKind, Style, chosen_format, render
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
-
-
-def _address(value: str) -> str:
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain or any(c in value for c in " <>\r\n"):
-        raise click.BadParameter(f"not a mail address: {value!r}")
-    return value
-
-
-def _addresses(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(_address(v) for v in values)
-
-
-def _one_address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    return None if value is None else _address(value)
-
+from relaycheck.stopping import stop_on_signals
 
 # Commands that live in their own packages, imported only when used (the web UI and Dask are
-# heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute".
+# heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute", plus
+# " [extra]" when the command needs an optional extra (the entry-point syntax).
 LAZY_COMMANDS = {
     "audit": "relaycheck.audit.command:audit_command",
     "scan": "relaycheck.scan.command:scan_command",
     "report": "relaycheck.scan.command:report_command",
-    "serve": "relaycheck.web.command:serve_command",
+    "serve": "relaycheck.web.command:serve_command [web]",
+    "exporter": "relaycheck.monitor.command:exporter_command [monitor]",
+    "watch": "relaycheck.monitor.watch_command:watch_command [monitor]",
+    "history": "relaycheck.monitor.watch_command:history_command [monitor]",
+    "honeypot": "relaycheck.honeypot.command:honeypot_command [honeypot]",
 }
 
 
 def _importable(name: str) -> bool:
     try:
-        return importlib.util.find_spec(LAZY_COMMANDS[name].split(":")[0]) is not None
-    except ModuleNotFoundError:  # the parent package is not there either
-        return False
+        return importlib.util.find_spec(split_spec(LAZY_COMMANDS[name])[0]) is not None
+    except ModuleNotFoundError as exc:  # importing the parent package failed
+        return not is_own_module(exc.name)  # it is there, but needs an extra that is not
+
+
+def _missing_extra_command(name: str, missing: MissingExtra) -> click.Command:
+    """Stands in for a command whose extra is not installed: listed in --help with the extra to
+    install, and whatever it is given, it says that in one line (exit 2)."""
+
+    def refuse() -> None:
+        raise missing
+
+    return click.Command(
+        name,
+        callback=refuse,
+        short_help=f"(needs relaycheck[{missing.extra}]: not installed)",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 class LazyGroup(click.Group):
@@ -62,11 +75,11 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS:
-            module_name, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            module_name, attribute, extra = split_spec(LAZY_COMMANDS[cmd_name])
             try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError:
-                return None
+                module = import_feature(module_name, f"'{cmd_name}'", extra)
+            except MissingExtra as missing:
+                return _missing_extra_command(cmd_name, missing)
             command = getattr(module, attribute)
             assert isinstance(command, click.Command)
             return command
@@ -87,217 +100,36 @@ def cli(ctx: click.Context) -> None:
         ctx.invoke(demo)
 
 
+
+
 @cli.command("check")
 @click.argument("targets", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the versioned JSON report (same as --format json).")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json", "markdown", "html"]),
-    default="text",
-    show_default=True,
-    help="Output format; markdown and html make a shareable report (html is self-contained).",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Show every probe and the full SMTP transcripts.")
-@click.option(
-    "--ext-recipient",
-    "ext_recipients",
-    multiple=True,
-    callback=_addresses,
-    metavar="ADDRESS",
-    help="Outside recipient for relay probes (repeatable; use two unrelated domains). "
-    f"Default: {', '.join(DEFAULT_OUTSIDE)}.",
-)
-@click.option("--sender", callback=_one_address, metavar="ADDRESS", help="Outside sender address.")
-@click.option("--local-domain", metavar="DOMAIN", help="The server's mail domain (default: from DNS/banner).")
-@click.option("--helo", metavar="NAME", help="EHLO name to announce (default: this machine's FQDN).")
-@click.option("--resolver", metavar="IP[:PORT]", help="Ask this DNS server instead of the system's.")
-@click.option(
-    "--retry-budget",
-    type=click.FloatRange(0, 3600),
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Keep retrying deferred (4xx, greylisted) probes this long.",
-)
-@click.option(
-    "--data-probe",
-    is_flag=True,
-    help="For accepted recipients, send DATA and hang up on 354 before any content (no message is created).",
-)
-@click.option(
-    "--confirm",
-    "confirm",
-    callback=_one_address,
-    metavar="ADDRESS",
-    help="Delivery mode: relay probes go to ADDRESS (a mailbox you control); each accepted one sends "
-    "one labelled test message, and its arrival is checked (--sink or --imap).",
-)
-@click.option("--sink", "sink_listen", metavar="HOST:PORT", help="Receive test messages with relaycheck's own sink.")
-@click.option(
-    "--imap",
-    "imap_url",
-    metavar="URL",
-    help=f"Look for test messages in this mailbox: imaps://user@host/INBOX (password: ${PASSWORD_VARIABLE} "
-    "or a prompt).",
-)
-@click.option("--imap-keep", is_flag=True, help="Leave the test messages in the IMAP mailbox.")
-@click.option(
-    "--imap-cafile",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="FILE",
-    help="Trust only this certificate (PEM) for the IMAP server, e.g. its self-signed one. Default: the "
-    "system's trust store.",
-)
-@click.option(
-    "--confirm-timeout",
-    type=click.FloatRange(1, 3600),
-    default=120.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long to wait for test messages to arrive.",
-)
-@click.option(
-    "--transport",
-    type=click.Choice([t.value for t in Transport]),
-    help="plain, starttls or tls (implicit TLS). Default: tls on port 465, plain otherwise.",
-)
-@click.option(
-    "--port",
-    type=click.IntRange(1, 65535),
-    default=25,
-    show_default=True,
-    help="Port for targets given without one (MX hosts included); 465 implies implicit TLS.",
-)
-@click.option(
-    "--ports",
-    metavar="LIST",
-    help="Ports to test for targets given without one, e.g. 25,465,587 (465: implicit TLS; 587: "
-    "submission, where relaying without AUTH is an open relay too). Default: 25.",
-)
-@click.option("--all-ports", is_flag=True, help="Same as --ports 25,465,587.")
-@click.option("--no-ptr", is_flag=True, help="Skip the reverse DNS (PTR, FCrDNS) checks.")
-@click.option("--no-dnsbl", is_flag=True, help="Skip the blocklist (DNSBL) lookups.")
-@click.option("--dnsbl-zone", "dnsbl_zones", multiple=True, metavar="ZONE", help="Also ask this DNSBL zone.")
-@click.option("--no-tls-check", is_flag=True, help="Skip the certificate and TLS protocol checks.")
-@click.option("--no-tls-battery", is_flag=True, help="Do not repeat the relay battery over STARTTLS.")
-@click.option("--no-vrfy", is_flag=True, help="Skip the VRFY/EXPN user-enumeration check.")
-@click.option(
-    "--auth-bypass-check",
-    is_flag=True,
-    help="Try ONE AUTH with a random user and password, then a relay probe (servers that relay after "
-    "any AUTH are open). Never more than one attempt.",
-)
-@click.option("--all-probes", is_flag=True, help="Also run the optional probes (the V26 address-literal control).")
-@click.option("--no-mx", is_flag=True, help="Treat names as hosts: do not look up MX records.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0.1, 600),
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Per-step timeout (greeting, each reply).",
-)
-@click.option(
-    "--max-connections",
-    type=click.IntRange(1, 10),
-    default=3,
-    show_default=True,
-    help="Connections at once per host.",
-)
-def check_command(
-    targets: tuple[str, ...],
-    as_json: bool,
-    output_format: str,
-    verbose: bool,
-    ext_recipients: tuple[str, ...],
-    sender: str | None,
-    local_domain: str | None,
-    helo: str | None,
-    resolver: str | None,
-    retry_budget: float,
-    data_probe: bool,
-    confirm: str | None,
-    sink_listen: str | None,
-    imap_url: str | None,
-    imap_keep: bool,
-    imap_cafile: str | None,
-    confirm_timeout: float,
-    transport: str | None,
-    port: int,
-    ports: str | None,
-    all_ports: bool,
-    no_ptr: bool,
-    no_dnsbl: bool,
-    dnsbl_zones: tuple[str, ...],
-    no_tls_check: bool,
-    no_tls_battery: bool,
-    no_vrfy: bool,
-    auth_bypass_check: bool,
-    all_probes: bool,
-    no_mx: bool,
-    timeout: float,
-    max_connections: int,
-) -> None:
+@command_options("check", sections_of(CheckOptions()))
+def check_command(targets: tuple[str, ...], **values: Any) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
-    outside = ext_recipients or DEFAULT_OUTSIDE
-    watcher = _watcher(confirm, sink_listen, imap_url, imap_keep, imap_cafile)
-    if not confirm and len({a.rpartition("@")[2].lower() for a in outside}) < 2:
+    output_format = chosen_format(values["output_format"], values["as_json"])  # before any target is touched
+    if values["warn_severity"] and output_format != "nagios":
+        raise UsageError("--warn-severity is for --format nagios")
+    options = build_check(values)
+    confirm = options.engine.confirm_address
+    watcher = _watcher(confirm, options.sink_listen, values["imap_url"], values["imap_keep"], values["imap_cafile"])
+    if not confirm and len({a.rpartition("@")[2].lower() for a in options.engine.ext_recipients}) < 2:
         click.echo(
             "relaycheck: note: with a single outside domain a backup MX for it looks like an "
             "open relay; give a second --ext-recipient at an unrelated domain.",
             err=True,
         )
-    engine = EngineOptions(
-        ext_recipients=outside,
-        sender=sender,
-        local_domain=local_domain.lower().rstrip(".") if local_domain else None,
-        helo=helo or default_helo(),
-        retry_budget=retry_budget,
-        data_probe=data_probe,
-        confirm_address=confirm,
-        confirm_timeout=confirm_timeout,
-        max_connections=max_connections,
-        all_probes=all_probes,
-        command_timeout=timeout,
-        greeting_timeout=timeout,
-        connect_timeout=min(timeout, 10.0),
-        resolver=resolver,
-        hygiene=HygieneOptions(
-            ptr=not no_ptr,
-            dnsbl=not no_dnsbl,
-            extra_dnsbl_zones=tuple(z.lower().strip(".") for z in dnsbl_zones),
-            tls=not no_tls_check,
-            tls_battery=not no_tls_battery,
-            vrfy=not no_vrfy,
-            auth_bypass=auth_bypass_check,
-        ),
-    )
-    options = CheckOptions(
-        engine=engine,
-        transport=Transport(transport) if transport else None,
-        resolver=resolver,
-        use_mx=not no_mx,
-        port=port,
-        ports=(25, 465, 587) if all_ports else _ports(ports),
-        sink_listen=sink_listen,
-        watcher=watcher,
-    )
+    options = replace(options, watcher=watcher)
     report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
-    _emit(report, output_format="json" if as_json else output_format, verbose=verbose)
+    if output_format == "nagios":
+        from relaycheck.render.nagios import render_nagios
+
+        warn = values["warn_severity"]
+        text, state = render_nagios(report, Severity(warn) if warn else None)
+        click.echo(text, nl=False)
+        raise SystemExit(int(state))
+    _emit(report, output_format=output_format, verbose=values["verbose"])
     raise SystemExit(summarize(report).exit_code)
-
-
-def _ports(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        ports = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise UsageError(f"--ports takes numbers separated by commas, not {text!r}") from None
-    if not ports or not all(0 < p < 65536 for p in ports):
-        raise UsageError(f"--ports takes port numbers from 1 to 65535, not {text!r}")
-    return tuple(dict.fromkeys(ports))
 
 
 def _watcher(
@@ -328,20 +160,8 @@ def _status(message: str) -> None:
 
 
 def _emit(report: Report, *, output_format: str, verbose: bool) -> None:
-    # The renderers (rich, the HTML templates) load here: `scan`, `audit` and the rest never need them.
-    from relaycheck.render.html import render_html
-    from relaycheck.render.json import render_json
-    from relaycheck.render.markdown import render_markdown
-    from relaycheck.render.text import render_text
-
-    if output_format == "json":
-        click.echo(render_json(report), nl=False)
-    elif output_format == "markdown":
-        click.echo(render_markdown(report), nl=False)
-    elif output_format == "html":
-        click.echo(render_html(report), nl=False)
-    else:
-        click.echo(render_text(report, verbose=verbose, color=sys.stdout.isatty()), nl=False)
+    style = Style(verbose=verbose, color=sys.stdout.isatty())
+    click.echo(render(ReportKind.CHECK, report, output_format, style), nl=False)
 
 
 @cli.command()
@@ -388,6 +208,7 @@ def sink_command(domain: str, listen: str) -> None:
     from relaycheck.sink import Arrival, Sink
 
     host, port = split_host_port(listen, default_port=25)
+    domain = validate.domain(domain, "--domain")
 
     def show(arrival: Arrival) -> None:
         path = " <- ".join(arrival.received) or "(no Received headers)"
@@ -406,37 +227,63 @@ def sink_command(domain: str, listen: str) -> None:
     asyncio.run(serve())
 
 
+def click_error_line(exc: click.ClickException) -> str:
+    """Click's usage errors in one line (click prints the usage and a hint on three), naming the
+    command and where its help is."""
+    message = shorten(" ".join(exc.format_message().split()), 300)
+    context = getattr(exc, "ctx", None)
+    if context is None:
+        return message
+    path = context.command_path
+    return f"{message} (see '{path} --help')"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and ``entry_point``)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    code, message = _run(args)
+    if message is not None:
+        if _nagios(args):  # a monitoring system reads stdout and knows 3 as UNKNOWN, not 2
+            from relaycheck.render.nagios import State, unknown
+
+            click.echo(unknown(message.removeprefix("relaycheck: ")), nl=False)
+            return int(State.UNKNOWN)
+        click.echo(message, err=True)
+    return code
+
+
+def _nagios(args: list[str]) -> bool:
+    """``check --format nagios`` was asked for: errors then follow the plugin conventions."""
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return "check" in args and ("--format=nagios" in args or ("--format", "nagios") in pairs)
+
+
+def _run(args: list[str]) -> tuple[int, str | None]:
+    """The exit code, and the one line to show when the command failed."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="relaycheck", standalone_mode=False)
+        with stop_on_signals():
+            cli.main(args=args, prog_name="relaycheck", standalone_mode=False)
     except SystemExit as exit_:
-        return int(exit_.code or 0)
+        return int(exit_.code or 0), None
     except click.exceptions.Abort:
-        click.echo("relaycheck: interrupted", err=True)
-        return 130
+        return 130, "relaycheck: interrupted"
     except click.ClickException as exc:
-        exc.show()
-        return EXIT_USAGE
+        line = f"relaycheck: {click_error_line(exc)}"
+        return EXIT_USAGE, line
     except UsageError as exc:
-        click.echo(f"relaycheck: {exc}", err=True)
-        return EXIT_USAGE
+        return EXIT_USAGE, f"relaycheck: {exc}"
     except RelaycheckError as exc:
-        click.echo(f"relaycheck: {exc}", err=True)
-        return EXIT_INCONCLUSIVE
+        return EXIT_INCONCLUSIVE, f"relaycheck: {exc}"
     except KeyboardInterrupt:
-        click.echo("relaycheck: interrupted", err=True)
-        return 130
+        return 130, "relaycheck: interrupted"
     except Exception as exc:  # a bug: one line for the user, the traceback on request
         if os.environ.get("RELAYCHECK_DEBUG"):
             raise
-        click.echo(
+        return EXIT_INCONCLUSIVE, (
             f"relaycheck: internal error: {type(exc).__name__}: {exc} "
-            "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)",
-            err=True,
+            "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)"
         )
-        return EXIT_INCONCLUSIVE
-    return EXIT_OK
+    return EXIT_OK, None
 
 
 def entry_point() -> None:

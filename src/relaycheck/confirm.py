@@ -1,4 +1,4 @@
-"""PURE: the delivery-mode test message (DESIGN §6): small, clearly labelled, one per probe.
+"""PURE: the delivery-mode test message: small, clearly labelled, one per probe.
 
 The message says what it is, who sent it (the EHLO name the operator chose), against which
 server, through which envelope, and carries a unique token that the sink or the IMAP poller

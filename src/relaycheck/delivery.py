@@ -1,4 +1,4 @@
-"""The DATA stage, for recipients the server accepted at RCPT (DESIGN §6).
+"""The DATA stage, for recipients the server accepted at RCPT.
 
 - ``data_probe`` (``--data-probe``): MAIL, RCPT, DATA; on 354 hang up before a single content
   line, so no message can exist. Tells servers that refuse at DATA from real relays.

@@ -35,8 +35,9 @@ from relaycheck.battery import (
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
 from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, mark_unknown, sent_tokens
 from relaycheck.dns import make_resolver
-from relaycheck.errors import RelaycheckError, TlsError
+from relaycheck.errors import RelaycheckError, TlsError, kind_of
 from relaycheck.findings import hygiene_findings, with_remediation
+from relaycheck.findings.fixes import fix_for
 from relaycheck.fingerprint import fingerprint
 from relaycheck.hygiene import HygieneOptions, SessionInspection, auth_bypass_check, dns_facts, inspect_session
 from relaycheck.model import (
@@ -60,7 +61,6 @@ from relaycheck.model import (
 )
 from relaycheck.names import is_hostname
 from relaycheck.options import DEFAULT_OUTSIDE, EngineOptions, default_helo, ip_literal
-from relaycheck.remediation import fix_for
 from relaycheck.smtp.session import SmtpSession
 from relaycheck.smtp.wire import Ehlo, banner_host
 from relaycheck.verdict import AuthBypass, decide, is_sender_refused, is_tls_required, relay_domains_of
@@ -85,7 +85,8 @@ def _slots(run: Run, facts: SessionFacts) -> Slots:
     )
 
 
-def _unreachable(target: Target, reason: str, started: float, run: Run | None) -> TargetReport:
+def _unreachable(target: Target, failure: RelaycheckError, started: float, run: Run | None) -> TargetReport:
+    reason = str(failure)
     return TargetReport(
         target=target,
         verdict=Verdict(
@@ -100,7 +101,18 @@ def _unreachable(target: Target, reason: str, started: float, run: Run | None) -
         round_trips=sum(s.round_trips for s in run.sessions) if run else 0,
         duration=time.monotonic() - started,
         error=reason,
+        error_kind=kind_of(failure),
     )
+
+
+@dataclass(frozen=True)
+class RetryWait:
+    """The engine is about to wait before retrying deferred probes (greylisting), for live displays."""
+
+    attempt: int  # the retry round that follows the wait, 1 for the first
+    deferred: int  # probes still deferred
+    wait: float  # seconds until that round starts
+    budget_left: float  # seconds of the retry budget left, the wait included
 
 
 @dataclass
@@ -127,6 +139,7 @@ async def check_target(
     on_exchange: Callable[[int, Exchange], None] | None = None,
     watcher: ArrivalWatcher | None = None,
     on_status: Callable[[str], None] | None = None,
+    on_retry: Callable[[RetryWait], None] | None = None,
 ) -> TargetReport:
     """Test one SMTP endpoint. Never raises for network trouble: it is reported instead.
 
@@ -144,7 +157,7 @@ async def check_target(
         return pre
     dns_task = _dns_task(run)
     results = await _first_battery(run, pre)
-    results = await _retry_deferred(run, results, pre.by_id)
+    results = await _retry_deferred(run, results, pre.by_id, on_retry)
     results = await _around_relay_domains(run, pre.slots, results, pre.attempts)
     second = await _second_phase(run, pre)
     results.update(second.tls_battery)
@@ -166,7 +179,7 @@ async def _preflight(run: Run, started: float) -> _Preflight | TargetReport:
         session, greeting, ehlo = await run.open()
     except FAILURES as exc:
         await abandon(run, ahead)
-        return _unreachable(target, str(exc), started, run)
+        return _unreachable(target, exc, started, run)
     run.peer = session.peer_address
     facts = _session_facts(run, greeting, ehlo)
     if greeting.code != 220:
@@ -181,7 +194,7 @@ async def _preflight(run: Run, started: float) -> _Preflight | TargetReport:
         check = await transaction(session, postmaster, facts.pipelining)
     except FAILURES as exc:
         await abandon(run, ahead)
-        return _unreachable(target, str(exc), started, run)
+        return _unreachable(target, exc, started, run)
     pre = _Preflight(session, facts, slots, probes, check, ahead, {postmaster.id: 1})
     if any(r is not None and is_tls_required(r) for r in (check.mail, check.rcpt)):
         pre.facts = replace(pre.facts, tls_required=True)
@@ -524,10 +537,12 @@ async def _retry_deferred(
     run: Run,
     results: dict[str, Observation],
     by_id: dict[str, PlannedProbe],
+    on_retry: Callable[[RetryWait], None] | None = None,
 ) -> dict[str, Observation]:
     """Retry 4xx-deferred probes with back-off until they clear or the budget is spent."""
     budget_end = time.monotonic() + run.options.retry_budget
     wait = run.options.retry_first_wait
+    attempt = 0
     while True:
         # the envelope as last sent: a stand-in sender when the probe's own was refused
         deferred = [
@@ -536,6 +551,9 @@ async def _retry_deferred(
         left = budget_end - time.monotonic()
         if not deferred or left <= 0:
             return results
+        attempt += 1
+        if on_retry is not None:
+            on_retry(RetryWait(attempt, len(deferred), min(wait, left), left))
         await asyncio.sleep(min(wait, left))
         wait = min(wait * 2, 30.0)
         retried = await battery(run, deferred, [], {})  # each round its own budget for drops

@@ -1,4 +1,4 @@
-"""Hygiene checks, the I/O side (issue 5): collect ``HygieneFacts`` for one target.
+"""Hygiene checks, the I/O side: collect ``HygieneFacts`` for one target.
 
 - ``dns_facts``: PTR, forward-confirmed reverse DNS, DNSBL listings (concurrent lookups);
 - ``inspect_session``: one extra SMTP session for VRFY/EXPN, then STARTTLS with a *verifying*
@@ -7,7 +7,7 @@
 - ``auth_bypass_check``: with ``--auth-bypass-check`` only, exactly ONE AUTH attempt with a
   random user and password, then one relay RCPT. Never more: no credential guessing.
 
-What the facts mean is decided elsewhere (``findings.py``, pure).
+What the facts mean is decided elsewhere (``findings/hygiene.py``, pure).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import ipaddress
 import secrets
 import ssl
@@ -27,7 +28,7 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
-from relaycheck.errors import ProtocolError, TlsError, TransportError
+from relaycheck.errors import CertificateUnverified, ProtocolError, TlsError, TransportError
 from relaycheck.model import DnsblResult, Reply, TlsFacts, Transport
 from relaycheck.names import is_hostname
 from relaycheck.options import HygieneOptions
@@ -111,7 +112,7 @@ def dnsbl_zone_names(options: HygieneOptions, address: str) -> tuple[str, ...]:
         chosen = list(options.dnsbl_zones)
     else:
         chosen = [z.name for z in dnsbl.load_zones() if ":" not in address or z.ipv6]
-    return tuple(dict.fromkeys([*chosen, *options.extra_dnsbl_zones]))
+    return tuple(dict.fromkeys(chosen))
 
 
 async def dns_facts(
@@ -169,6 +170,7 @@ def tls_facts(ssl_object: ssl.SSLObject, host: str, *, offered: bool, verify_err
     )
     if not der:
         return base
+    base = TlsFacts(**{**base.__dict__, "cert_sha256": hashlib.sha256(der).hexdigest()})
     from cryptography import x509  # only for servers that offer TLS: not imported by every scan
     from cryptography.x509.oid import NameOID
 
@@ -199,6 +201,7 @@ def tls_facts(ssl_object: ssl.SSLObject, host: str, *, offered: bool, verify_err
         chain_verified=verify_error is None,
         verify_error=verify_error,
         hostname_matches=_hostname_matches(host, sans or ((subject,) if subject else ())) if is_name else None,
+        cert_sha256=base.cert_sha256,
     )
 
 
@@ -280,9 +283,9 @@ async def inspect_session(
                 # The session failed before or apart from TLS (refused, dropped, the server
                 # stopped): nothing was seen of TLS, so nothing is said about it.
                 return SessionInspection(None, (), *vrfy)
-            if context is not None and "certificate verify failed" in str(exc).lower():
+            if context is not None and isinstance(exc, CertificateUnverified):
                 # Untrusted (self-signed, expired, unknown CA): note why, then look without verifying.
-                verify_error = str(exc).split("verify failed:", 1)[-1].strip()
+                verify_error = exc.reason
                 context = None
                 continue
             return SessionInspection(TlsFacts(offered=True, error=str(exc)), (), *vrfy)

@@ -16,14 +16,10 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from relaycheck.errors import RelaycheckError, UsageError
+from relaycheck.errors import ImapError, UsageError
 from relaycheck.sink import TOKEN_HEADER, Arrival, parse_arrival
 
 PASSWORD_VARIABLE = "RELAYCHECK_IMAP_PASSWORD"
-
-
-class ImapError(RelaycheckError):
-    """The mailbox could not be read (login refused, no such mailbox, connection failed)."""
 
 
 @dataclass(frozen=True)

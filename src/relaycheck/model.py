@@ -1,6 +1,6 @@
 """The report model: frozen dataclasses shared by every layer (a leaf: imports nothing of ours).
 
-Vocabulary (DESIGN §1): a *target* is one SMTP endpoint; a *probe* one relay attempt or control;
+Vocabulary: a *target* is one SMTP endpoint; a *probe* one relay attempt or control;
 an *observation* what one probe produced; a *verdict* the conclusion for a target; a *finding*
 anything else worth telling the admin.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
+
+from relaycheck.errors import ErrorKind
 
 SCHEMA_VERSION = 1
 
@@ -65,6 +67,11 @@ class Severity(StrEnum):
     MEDIUM = "medium"
     LOW = "low"
     INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        """0 for critical, 4 for info: the one order of findings in every report."""
+        return _SEVERITY_RANK[self]
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,9 @@ class Verdict:
     advice: str | None = None  # what to do next (fix, retry, confirm)
 
 
+_SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}  # declared most severe first
+
+
 @dataclass(frozen=True)
 class Finding:
     code: str  # stable, e.g. "relay-domain", "catch-all", "tls-required"
@@ -246,6 +256,7 @@ class TlsFacts:
     verify_error: str | None = None
     hostname_matches: bool | None = None  # the target's host name against SAN/CN (None: no name)
     error: str | None = None  # the handshake failed: why
+    cert_sha256: str | None = None  # SHA-256 of the certificate (DER), hex: tells a replaced certificate
 
 
 @dataclass(frozen=True)
@@ -259,7 +270,7 @@ class DnsblResult:
 
 @dataclass(frozen=True)
 class HygieneFacts:
-    """Everything the hygiene checks collected about one target (pure data for findings.py).
+    """Everything the hygiene checks collected about one target (pure data for findings/hygiene.py).
 
     ``None`` means "not checked" (turned off, or not applicable), as opposed to an empty answer.
     """
@@ -291,6 +302,7 @@ class TargetReport:
     duration: float = 0.0
     error: str | None = None  # the target could not be tested at all (refused, timeout…)
     hygiene: HygieneFacts | None = None
+    error_kind: ErrorKind | None = None  # what kind of failure ``error`` is, set where it was raised
 
 
 @dataclass(frozen=True)

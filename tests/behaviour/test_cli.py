@@ -113,6 +113,15 @@ def test_unreachable_target_exits_3_with_explanation(capsys: Capture) -> None:
     assert "cannot connect" in out and "Traceback" not in out
 
 
+def test_the_kind_of_failure_is_in_the_json_report(capsys: Capture) -> None:
+    with socket.socket() as sock:  # bound, not listening: the connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert main(["check", f"127.0.0.1:{port}", *COMMON, "--json"]) == 3
+    [target] = json.loads(capsys.readouterr().out)["targets"]
+    assert (target["error_kind"], target["verdict"]["verdict"]) == ("refused", "inconclusive")
+
+
 def test_domain_is_expanded_through_mx_and_every_mx_tested(
     smtp_server: ServerFactory, capsys: Capture
 ) -> None:
@@ -184,3 +193,13 @@ def test_demo_shows_hygiene_findings_from_its_own_dns(capsys: Capture) -> None:
     assert open_relay["hygiene"]["fcrdns"] is True
     assert "dnsbl-listed" in {f["code"] for f in open_relay["findings"]}
     assert "postconf" in open_relay["verdict"]["advice"]  # the fix for the MTA it looks like
+
+
+def test_probes_per_connection_spreads_the_battery(smtp_server: ServerFactory, capsys: Capture) -> None:
+    server = smtp_server("closed")
+    connections = {}
+    for per_connection in ("9", "1"):
+        args = ["check", server.address, *COMMON, "--no-tls-check", "--no-vrfy", "--json"]
+        assert main([*args, "--probes-per-connection", per_connection]) == 0
+        connections[per_connection] = json.loads(capsys.readouterr().out)["targets"][0]["connections"]
+    assert connections["1"] > connections["9"]

@@ -26,9 +26,9 @@ from relaycheck.engine import EngineOptions
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.scan.distributed import run_distributed
 from relaycheck.scan.excludes import ExcludeList
+from relaycheck.scan.output import JsonlOutput
 from relaycheck.scan.population import Population, plan
 from relaycheck.scan.runner import ScanConfig
-from relaycheck.scan.sink import JsonlSink
 from relaycheck.scan.targets import expand, parse_inputs
 
 LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "scan" / "fenced_relaycheck.py"
@@ -87,8 +87,8 @@ def assert_every_target_once(population: Population, records: list[dict[str, Any
 def test_chunks_stream_into_the_file(client: Client, population: Population, tmp_path: pathlib.Path) -> None:
     out = tmp_path / "dask.jsonl"
     on_disk: list[int] = []
-    with JsonlSink(str(out)) as sink:
-        stats = run_distributed(items(population), config(0), sink, client=client, chunk_size=16,
+    with JsonlOutput(str(out)) as writer:
+        stats = run_distributed(items(population), config(0), writer, client=client, chunk_size=16,
                                 on_chunk=lambda _n: on_disk.append(len(out.read_bytes().splitlines())))
     assert (stats.workers, stats.threads, stats.chunks, stats.failed_chunks) == (2, 2, COUNT // 16, 0)
     assert on_disk[0] < COUNT and on_disk == sorted(on_disk)  # written chunk by chunk, not at the end
@@ -112,8 +112,8 @@ def test_a_worker_killed_mid_scan_loses_and_repeats_nothing(client: Client, popu
         killed.update(worker=worker, keys=keys)
 
     # --rate keeps each chunk on its worker for a few tenths of a second: long enough to be killed
-    with JsonlSink(str(out)) as sink:
-        stats = run_distributed(items(population), config(300), sink, client=client, chunk_size=16,
+    with JsonlOutput(str(out)) as writer:
+        stats = run_distributed(items(population), config(300), writer, client=client, chunk_size=16,
                                 on_chunk=kill_a_busy_worker)
     assert killed, "no worker was busy when the first chunk finished: the test proves nothing"
     assert stats.failed_chunks == 0

@@ -1,4 +1,4 @@
-"""Every verdict rule of DESIGN §2 against a server that behaves that way (aiosmtpd, loopback)."""
+"""Every verdict rule against a server that behaves that way (aiosmtpd, loopback)."""
 
 from __future__ import annotations
 

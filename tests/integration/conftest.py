@@ -13,7 +13,7 @@ from typing import NoReturn
 import pytest
 
 from .lab import Lab, missing_prerequisite, start_lab
-from .relaycheck_cli import cli_missing
+from .lab.runner import cli_missing
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -23,24 +23,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from relaycheck.cli import main
 
 from .lab import (
-    EXIM_BIN,
-    EXIM_CONF,
     FIRST_SERVER_HOST,
     NET,
     POSTFIX_MASTER_CF,
     SERVERS,
-    SINK_IP,
-    SMTP_PORT,
     Lab,
     Server,
     ServerSpec,
+    exim_conf,
     postfix_main_cf,
+    sendmail_mc,
 )
-from .relaycheck_cli import RelaycheckRun, check_server
+from .lab.runner import RelaycheckRun, check_server
 
 AUDIT_EXIT = {"open": 1, "closed": 0, "inconclusive": 0}
 GREYLIST_RETRY_BUDGET = 30
@@ -51,8 +50,8 @@ def expected_audit_exit(spec: ServerSpec) -> int:
 
 
 def write_configuration(server: Server, lab_root: Path) -> list[Path]:
-    """The server's configuration files as lab.py writes them (prepare_postfix / prepare_exim,
-    without the chown and the MTA's own check); returns the files to audit."""
+    """The server's configuration files as the lab writes them (prepare_postfix / prepare_exim /
+    prepare_sendmail, without the chown and the MTA's own check); returns the files to audit."""
     work = server.workdir
     if server.spec.mta == "postfix":
         etc = work / "etc"
@@ -63,26 +62,20 @@ def write_configuration(server: Server, lab_root: Path) -> list[Path]:
             (etc / name).write_text(content)
         return audited_files(server)
     work.mkdir(parents=True, exist_ok=True)
-    conf = EXIM_CONF.format(
-        hostname=server.hostname,
-        exim_path=EXIM_BIN,
-        domain=server.domain,
-        relay_from_hosts=server.spec.exim_relay_from_hosts,
-        ip=server.ip,
-        port=server.port,
-        work=work,
-        sink_ip=SINK_IP,
-        sink_port=SMTP_PORT,
-    )
-    (work / "exim.conf").write_text(conf)
+    if server.spec.mta == "sendmail":
+        (work / "sendmail.mc").write_text(sendmail_mc(server))
+        return audited_files(server)
+    (work / "exim.conf").write_text(exim_conf(server))
     return audited_files(server)
 
 
 def audited_files(server: Server) -> list[Path]:
     """What an admin would hand to the auditor: main.cf and master.cf (the tables they name are
-    found by the auditor itself), or Exim's one configuration file."""
+    found by the auditor itself), Exim's one configuration file, or Sendmail's sendmail.mc."""
     if server.spec.mta == "postfix":
         return [server.workdir / "etc/main.cf", server.workdir / "etc/master.cf"]
+    if server.spec.mta == "sendmail":
+        return [server.workdir / "sendmail.mc"]
     return [server.workdir / "exim.conf"]
 
 
@@ -128,9 +121,15 @@ def live_runs(lab: Lab, relaycheck_cli: None) -> dict[str, RelaycheckRun]:
         return {name: future.result() for name, future in futures.items()}
 
 
+def _live_param(spec: ServerSpec) -> ParameterSet:
+    """The server, expected to fail (without insisting) while its engine rule is not built."""
+    marks = [pytest.mark.xfail(strict=False, reason=spec.engine_gap)] if spec.engine_gap else []
+    return pytest.param(spec, id=spec.name, marks=marks)
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("spec", SERVERS, ids=[s.name for s in SERVERS])
+@pytest.mark.parametrize("spec", [_live_param(s) for s in SERVERS])
 def test_audit_agrees_with_live_verdict(
     lab: Lab, live_runs: dict[str, RelaycheckRun], spec: ServerSpec, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -43,7 +43,7 @@ from .lab import (
     postfix_deliveries,
     postfix_queued,
 )
-from .relaycheck_cli import EXIT_CODES, RelaycheckRun, run_relaycheck
+from .lab.runner import EXIT_CODES, RelaycheckRun, run_relaycheck
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -26,8 +26,8 @@ from relaycheck.fingerprint import FAMILY_NAMES, fingerprint
 from relaycheck.model import Reply
 from relaycheck.smtp.wire import ReplyParser, parse_ehlo
 
-from .lab import EXIM_BIN, OPENSMTPD_BIN, Lab, Server
-from .relaycheck_cli import EXIT_CODES, RelaycheckRun, check_server
+from .lab import EXIM_BIN, OPENSMTPD_BIN, SENDMAIL_BIN, Lab, Server
+from .lab.runner import EXIT_CODES, RelaycheckRun, check_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -39,9 +39,10 @@ SESSIONS: dict[str, tuple[str, ...]] = {
     "postfix": ("postfix-closed", "postfix-defer", "postfix-reject-client"),
     "exim": ("exim-closed",),
     "opensmtpd": ("opensmtpd-closed",),
+    "sendmail": ("sendmail-closed",),
 }
-# Exim's greeting carries the time of day ($tod_full): the one part that changes between runs.
-_DATE = re.compile(r"\b[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\b")
+# Exim's and Sendmail's greetings carry the time of day: the one part that changes between runs.
+_DATE = re.compile(r"\b[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d (?:[+-]\d{4}|[A-Z]{3,4})\b")
 
 Step = tuple[str | None, list[str]]  # (command sent or None for the greeting, reply lines)
 
@@ -125,6 +126,7 @@ def software_versions() -> dict[str, str]:
         "postfix": first(["postconf", "-d", "-h", "mail_version"], r"^(\S+)"),
         "exim": first([str(EXIM_BIN), "-C", "/dev/null", "-bV"], r"^Exim version (\S+)"),
         "opensmtpd": first([str(OPENSMTPD_BIN), "-h"], r"^version: OpenSMTPD (\S+)"),
+        "sendmail": first([str(SENDMAIL_BIN), "-d0.1", "-bt", "-C/dev/null"], r"^Version (\S+)"),
     }
 
 

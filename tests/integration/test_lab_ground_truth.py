@@ -8,6 +8,7 @@ greylisting test lets relaycheck's retry do the waiting, see there; its verdicts
 
 from __future__ import annotations
 
+import contextlib
 import email
 import imaplib
 import re
@@ -34,16 +35,16 @@ from .lab import (
     file_size,
     read_from,
 )
-from .relaycheck_cli import run_relaycheck
+from .lab.runner import run_relaycheck
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 Reply = tuple[int, str]
 
 
-def _unique_sender(lab: Lab) -> str:
+def _unique_sender(lab: Lab, domain: str | None = None) -> str:
     # A fresh sender per conversation: a new greylisting triplet, and a token to find.
-    return f"gt-{uuid.uuid4().hex[:12]}@{lab.client_hostname}"
+    return f"gt-{uuid.uuid4().hex[:12]}@{domain or lab.client_hostname}"
 
 
 def _lab_tls_context() -> ssl.SSLContext:
@@ -62,6 +63,8 @@ def _reply(pair: tuple[int, bytes]) -> Reply:
 class Conversation:
     mail_before_tls: Reply | None
     mail: Reply
+    # MAIL FROM:<> when the sender was refused: the transaction the RCPT replies belong to.
+    null_sender: Reply | None
     outside: Reply
     postmaster: Reply
 
@@ -73,7 +76,7 @@ def _open_session(lab: Lab, server: Server) -> smtplib.SMTP:
 
 
 def _converse(lab: Lab, server: Server, sender: str) -> Conversation:
-    """EHLO, [MAIL; RSET; STARTTLS; EHLO], MAIL, RCPT outside, RCPT postmaster, QUIT."""
+    """EHLO, [MAIL; RSET; STARTTLS; EHLO], MAIL, [MAIL FROM:<>], RCPT outside, RCPT postmaster, QUIT."""
     with _open_session(lab, server) as smtp:
         before_tls = None
         if server.spec.tls_required:
@@ -82,19 +85,97 @@ def _converse(lab: Lab, server: Server, sender: str) -> Conversation:
             smtp.starttls(context=_lab_tls_context())
             smtp.ehlo()
         mail = _reply(smtp.mail(sender))
+        null_sender = None if mail[0] == 250 else _reply(smtp.mail(""))
         outside = _reply(smtp.rcpt(f"relaytest@{lab.outside_domains[0]}"))
         postmaster = _reply(smtp.rcpt(f"postmaster@{server.domain}"))
-    return Conversation(before_tls, mail, outside, postmaster)
+    return Conversation(before_tls, mail, null_sender, outside, postmaster)
 
 
 @pytest.mark.parametrize("spec", ALL_SERVERS, ids=[s.name for s in ALL_SERVERS])
 def test_raw_rcpt_replies(lab: Lab, spec: ServerSpec) -> None:
     server = lab.server(spec.name)
     talk = lab.in_client(lambda: _converse(lab, server, _unique_sender(lab)))
-    assert talk.mail[0] == 250, talk
+    assert talk.mail[0] == spec.outside_mail, talk
+    if spec.outside_mail != 250:
+        assert talk.null_sender is not None, talk
+        assert talk.null_sender[0] == 250, talk
     assert talk.outside[0] == spec.outside_rcpt, talk
     assert spec.outside_text in talk.outside[1], talk
     assert talk.postmaster[0] == spec.postmaster_rcpt, talk
+
+
+REFUSED_AT_DATA = [s for s in ALL_SERVERS if s.outside_data is not None]
+
+
+@pytest.mark.parametrize("spec", REFUSED_AT_DATA, ids=[s.name for s in REFUSED_AT_DATA])
+def test_relay_accepted_at_rcpt_is_refused_at_data(lab: Lab, spec: ServerSpec) -> None:
+    """The relay decision is made after RCPT: the outside recipient is accepted, DATA is not."""
+    server = lab.server(spec.name)
+
+    def talk() -> tuple[Reply, Reply]:
+        with _open_session(lab, server) as smtp:
+            smtp.mail(_unique_sender(lab))
+            rcpt = _reply(smtp.rcpt(f"relaytest@{lab.outside_domains[0]}"))
+            return rcpt, _reply(smtp.docmd("DATA"))
+
+    rcpt, data = lab.in_client(talk)
+    assert rcpt[0] == 250, rcpt
+    assert data[0] == spec.outside_data, data
+
+
+CONNECTION_LIMITED = [s for s in ALL_SERVERS if s.max_connections is not None]
+
+
+@pytest.mark.parametrize("spec", CONNECTION_LIMITED, ids=[s.name for s in CONNECTION_LIMITED])
+def test_connection_over_the_per_client_limit_gets_421(lab: Lab, spec: ServerSpec) -> None:
+    server = lab.server(spec.name)
+    assert spec.max_connections is not None
+
+    def talk() -> tuple[list[Reply], Reply]:
+        with contextlib.ExitStack() as held:
+            greetings = []
+            for _ in range(spec.max_connections or 0):
+                smtp = held.enter_context(smtplib.SMTP(local_hostname=lab.client_hostname, timeout=15))
+                greetings.append(_reply(smtp.connect(server.ip, server.port)))
+                greetings.append(_reply(smtp.noop()))  # the session is up, not merely queued
+            with pytest.raises(smtplib.SMTPConnectError) as refused:
+                smtplib.SMTP(server.ip, server.port, local_hostname=lab.client_hostname, timeout=15)
+            return greetings, (refused.value.smtp_code, refused.value.smtp_error.decode())
+
+    greetings, over = lab.in_client(talk)
+    assert all(code in {220, 250} for code, _ in greetings), greetings
+    assert over[0] == 421, over
+    assert "too many connections" in over[1], over
+
+
+STARTTLS_FAILING = [s for s in ALL_SERVERS if s.starttls_failure is not None]
+
+
+@pytest.mark.parametrize("spec", STARTTLS_FAILING, ids=[s.name for s in STARTTLS_FAILING])
+def test_starttls_is_offered_and_fails(lab: Lab, spec: ServerSpec) -> None:
+    """STARTTLS is advertised; it is refused (454) or the handshake after 220 fails, while the
+    plaintext session works."""
+    server = lab.server(spec.name)
+
+    def talk() -> tuple[bool, Reply, BaseException]:
+        with _open_session(lab, server) as smtp:
+            advertised = smtp.has_extn("starttls")
+            mail = _reply(smtp.mail(_unique_sender(lab)))
+            smtp.rset()
+            try:
+                smtp.starttls(context=_lab_tls_context())
+            except (smtplib.SMTPResponseException, ssl.SSLError) as exc:
+                return advertised, mail, exc
+        raise AssertionError("STARTTLS succeeded")
+
+    advertised, mail, failure = lab.in_client(talk)
+    assert advertised
+    assert mail[0] == 250, mail
+    if spec.starttls_failure == "454":
+        assert isinstance(failure, smtplib.SMTPResponseException), failure
+        assert failure.smtp_code == 454, failure
+    else:
+        assert isinstance(failure, ssl.SSLError), failure
 
 
 def test_tls_required_server_refuses_mail_before_starttls(lab: Lab) -> None:
@@ -161,7 +242,8 @@ OPEN_WITHOUT_RETRY = [s for s in SERVERS if s.expected == "open"]
 def test_open_relay_delivers_to_the_sink(lab: Lab, spec: ServerSpec) -> None:
     server = lab.server(spec.name)
     token = uuid.uuid4().hex
-    lab.in_client(lambda: _send_message(lab, server, _unique_sender(lab), token))
+    sender = _unique_sender(lab, server.domain if spec.relays_for_local_sender else None)
+    lab.in_client(lambda: _send_message(lab, server, sender, token))
 
     def arrived() -> bool:
         return any(token in str(m["content"]) for m in lab.sink_messages())

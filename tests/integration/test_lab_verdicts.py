@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from .lab import (
     SERVERS,
@@ -21,7 +22,7 @@ from .lab import (
     Verdict,
     postfix_error_stats,
 )
-from .relaycheck_cli import EXIT_CODES, RelaycheckRun, check_server, run_relaycheck
+from .lab.runner import EXIT_CODES, RelaycheckRun, check_server, run_relaycheck
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -36,17 +37,34 @@ class Case:
     server: str
     expected: Verdict
     retry_budget: int | None = None
+    engine_gap: str = ""  # see ServerSpec.engine_gap
 
 
 CASES: tuple[Case, ...] = (
-    *(Case(s.name, s.name, s.expected, 0 if s.greylist else None) for s in SERVERS),
+    *(Case(s.name, s.name, s.expected, 0 if s.greylist else None, s.engine_gap) for s in SERVERS),
     *(
         Case(f"{s.name}-retry", s.name, s.expected_with_retry, GREYLIST_RETRY_BUDGET)
         for s in SERVERS
         if s.expected_with_retry
     ),
 )
+
+
+def _verdict_param(case: Case) -> ParameterSet:
+    """The case, expected to fail (without insisting) while its engine rule is not built."""
+    marks = [pytest.mark.xfail(strict=False, reason=case.engine_gap)] if case.engine_gap else []
+    return pytest.param(case, id=case.id, marks=marks)
+
+
 POSTFIX_SERVERS = [s.name for s in SERVERS if s.mta == "postfix"]
+
+
+def _error_limit_param(name: str) -> ParameterSet:
+    """A Postfix server, expected to trip the error limits (without insisting) while the engine
+    rule that would spare it is not built."""
+    spec = next(s for s in SERVERS if s.name == name)
+    gap = spec.engine_gap if spec.gap_trips_error_limit else ""
+    return pytest.param(name, id=name, marks=[pytest.mark.xfail(strict=False, reason=gap)] if gap else [])
 
 
 @dataclass(frozen=True)
@@ -90,7 +108,7 @@ def batch(lab: Lab, relaycheck_cli: None) -> Batch:
     return Batch(runs, logs)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", [_verdict_param(c) for c in CASES])
 def test_verdict_matches_ground_truth(lab: Lab, batch: Batch, case: Case) -> None:
     run = batch.runs[case.id]
     assert run.verdict == case.expected, run.describe()
@@ -135,7 +153,7 @@ def test_postfix_never_disconnects_for_too_many_errors(lab: Lab, batch: Batch, n
     assert stats.too_many_errors == 0, stats
 
 
-@pytest.mark.parametrize("name", POSTFIX_SERVERS)
+@pytest.mark.parametrize("name", [_error_limit_param(n) for n in POSTFIX_SERVERS])
 def test_postfix_error_sleeps_are_never_triggered(lab: Lab, batch: Batch, name: str) -> None:
     """No session reaches smtpd_soft_error_limit refusals and carries on: no tarpit delays."""
     stats = postfix_error_stats(batch.postfix_logs[name], lab.client_ip)

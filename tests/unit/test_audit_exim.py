@@ -159,3 +159,107 @@ def test_garbage_in_the_acl_section_is_unparsed_not_fatal() -> None:
     assert codes(report) == {"unparsed-line"}
     assert report.findings[0].location == "exim4.conf:4"
     assert report.conclusion is CLOSED
+
+
+# ---- the relay decision after RCPT: acl_smtp_predata / acl_smtp_data --------------------------
+
+MAIN = (
+    "domainlist local_domains = @ : example.net\ndomainlist relay_to_domains =\nhostlist relay_from_hosts = {hosts}\n"
+)
+RCPT_ACCEPTS_ALL = "acl_check_rcpt:\n  accept  hosts = :\n  require verify = recipient\n  accept\n"
+FORANY_DOMAIN = "${if forany{<, $recipients}{!match_domain{${domain:$item}}{+local_domains : +relay_to_domains}}}"
+FORANY_ADDRESS = "${if forany{<, $recipients}{!match_address{$item}{*@+local_domains}}}"
+
+
+def later_acl_config(
+    option: str, body: str, *, hosts: str = "127.0.0.1", rcpt: str = RCPT_ACCEPTS_ALL, name: str = "later"
+) -> str:
+    return (
+        MAIN.format(hosts=hosts)
+        + f"acl_smtp_rcpt = acl_check_rcpt\n{option} = {name}\nbegin acl\n{rcpt}\nlater:\n{body}"
+    )
+
+
+def relay_check(condition: str) -> str:
+    return (
+        "  accept  hosts = :\n  accept  hosts = +relay_from_hosts\n  accept  authenticated = *\n"
+        f"  deny    message = relay not permitted\n          condition = {condition}\n  accept\n"
+    )
+
+
+@pytest.mark.parametrize("option", ["acl_smtp_predata", "acl_smtp_data"])
+@pytest.mark.parametrize("condition", [FORANY_DOMAIN, FORANY_ADDRESS], ids=["match_domain", "match_address"])
+def test_relay_refused_after_rcpt_is_closed(option: str, condition: str) -> None:
+    report = audit_text(later_acl_config(option, relay_check(condition)))
+    assert report.conclusion is CLOSED, report.explanation
+    assert codes(report) == set()
+    assert f"{option} 'later' refuses the message (exim4.conf:" in report.explanation
+
+
+def test_without_the_later_acl_the_same_rcpt_acl_relays() -> None:
+    """The control for the test above: the RCPT ACL alone accepts every foreign recipient."""
+    text = MAIN.format(hosts="127.0.0.1") + f"acl_smtp_rcpt = acl_check_rcpt\nbegin acl\n{RCPT_ACCEPTS_ALL}"
+    assert codes(audit_text(text)) == {"exim-acl-accept-any-host"}
+
+
+def test_later_refusal_points_at_the_deny_statement() -> None:
+    report = audit_text(later_acl_config("acl_smtp_predata", relay_check(FORANY_DOMAIN)))
+    deny_line = (
+        later_acl_config("acl_smtp_predata", relay_check(FORANY_DOMAIN))
+        .splitlines()
+        .index("  deny    message = relay not permitted")
+    )
+    assert f"(exim4.conf:{deny_line + 1})" in report.explanation
+
+
+def test_condition_split_over_continuation_lines_is_recognised() -> None:
+    split = FORANY_DOMAIN.replace("}{!match", "}\\\n              {!match")
+    assert "\\\n" in split
+    assert audit_text(later_acl_config("acl_smtp_predata", relay_check(split))).conclusion is CLOSED
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "  accept\n",  # a later ACL that takes everything
+        "  deny    condition = ${if forany{<, $recipients}{!match_domain{${domain:$item}}{*}}}\n  accept\n",
+        "  deny    condition = ${if eq{$acl_m0}{1}}\n  accept\n",  # a condition the audit cannot read
+        # an accept it cannot evaluate comes first: the message may get through there
+        "  accept  condition = ${lookup{$sender_host_address}lsearch{/etc/exim/ok}{yes}{no}}\n"
+        f"  deny    condition = {FORANY_DOMAIN}\n  accept\n",
+    ],
+    ids=["accept-all", "domain-list-matches-everything", "unreadable-condition", "unknown-accept-first"],
+)
+def test_later_acl_that_may_let_the_relay_through_stays_open(body: str) -> None:
+    report = audit_text(later_acl_config("acl_smtp_predata", body))
+    assert report.conclusion is OPEN, report.explanation
+    assert "exim-acl-accept-any-host" in codes(report)
+
+
+def test_later_acl_that_is_not_defined_is_not_counted_on() -> None:
+    text = later_acl_config("acl_smtp_predata", relay_check(FORANY_DOMAIN), name="missing_acl")
+    assert audit_text(text).conclusion is OPEN
+
+
+def test_later_acl_trusting_everyone_keeps_the_relay_from_any_finding() -> None:
+    """relay_from_hosts = 0.0.0.0/0: the predata ACL's 'accept hosts = +relay_from_hosts' lets it pass."""
+    stock_rcpt = (
+        "acl_check_rcpt:\n  accept  hosts = +relay_from_hosts\n"
+        "  require message = relay not permitted\n          domains = +local_domains\n  accept\n"
+    )
+    text = later_acl_config("acl_smtp_predata", relay_check(FORANY_DOMAIN), hosts="0.0.0.0/0", rcpt=stock_rcpt)
+    assert codes(audit_text(text)) == {"exim-relay-from-any"}
+
+
+def test_wide_relay_network_is_judged_through_the_later_acl() -> None:
+    """A wide outside network in relay_from_hosts passes the predata ACL's accept too: still a finding;
+    with a predata ACL that refuses every outside domain regardless of the client, it is not."""
+    stock_rcpt = (
+        "acl_check_rcpt:\n  accept  hosts = +relay_from_hosts\n"
+        "  require message = relay not permitted\n          domains = +local_domains\n  accept\n"
+    )
+    passes = later_acl_config("acl_smtp_predata", relay_check(FORANY_DOMAIN), hosts="78.0.0.0/8", rcpt=stock_rcpt)
+    assert codes(audit_text(passes)) == {"exim-relay-from-wide"}
+    refuses_all = f"  deny    condition = {FORANY_DOMAIN}\n  accept\n"
+    closed = later_acl_config("acl_smtp_predata", refuses_all, hosts="78.0.0.0/8", rcpt=stock_rcpt)
+    assert audit_text(closed).conclusion is CLOSED

@@ -37,7 +37,7 @@ SLOTS_V4 = Slots(
     random_user=RANDOM,
 )
 
-# The research table (anchors-mission.md §1) with u, ext, ext2, s, D, H, [IP] filled as above.
+# The probe table with u, ext, ext2, s, D, H, [IP] filled as above.
 # MAIL is None where the table says "(varies)"; then the catalogue's choice is not pinned here.
 RESEARCH_TABLE: dict[str, tuple[str | None, str]] = {
     "V01": (f"<{SENDER}>", f"<{U}@{EXT}>"),
@@ -68,7 +68,7 @@ RESEARCH_TABLE: dict[str, tuple[str | None, str]] = {
 }
 V26 = (f"<{S}@{LIT}>", f"<{U}@{LIT}>")
 
-# Recipient encodings that hide the outside address in a local-looking one (DESIGN §2).
+# Recipient encodings that hide the outside address in a local-looking one.
 TRICKS = {"V10", "V12", "V13", "V14", "V15", "V16", "V17", "V18", "V19", "V22", "V23", "V24", "V25"}
 
 

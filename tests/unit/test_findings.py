@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from relaycheck.findings import CATALOGUE, hygiene_findings, with_remediation
+from relaycheck.findings import hygiene_findings, registry, with_remediation
+from relaycheck.findings.fixes import fix_for
+from relaycheck.findings.registry import Source
 from relaycheck.model import DnsblResult, Finding, HygieneFacts, Reply, SessionFacts, Severity, TlsFacts
-from relaycheck.remediation import fix_for
 from relaycheck.smtp.wire import parse_enhanced
 
+CATALOGUE = {c.code: c for c in registry.of_source(Source.HYGIENE)}
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 HOST = "mx.example.com"
 
@@ -270,6 +272,16 @@ def test_auth_bypass_without_relay_is_still_critical() -> None:
 def test_vrfy_without_real_data_is_fine(postmaster: str, random: str | None) -> None:
     found = run(hygiene={"vrfy_postmaster": reply(postmaster), "vrfy_random": reply(random) if random else None})
     assert found == []
+
+
+def test_a_server_that_says_yes_to_a_random_user_reveals_nothing() -> None:
+    everything = reply("250 2.1.5 ok")
+    found = run(hygiene={"vrfy_postmaster": everything, "vrfy_random": everything, "expn_postmaster": everything})
+    assert found == []
+    # the same EXPN answer from a server that refuses unknown users is enumeration
+    refused = reply("550 5.1.1 unknown")
+    found = run(hygiene={"vrfy_postmaster": everything, "vrfy_random": refused, "expn_postmaster": everything})
+    assert [f.code for f in found] == ["vrfy-enabled"]
 
 
 def test_one_dnsbl_finding_per_zone_with_delisting_help() -> None:

@@ -1,8 +1,8 @@
 """The fingerprint table against real replies: the integration lab's MTAs, as captured verbatim.
 
 ``tests/fixtures/banners/lab-<family>.txt`` hold whole conversations (greeting, EHLO, a relay
-attempt, postmaster, an unknown user, VRFY/EXPN/HELP) with the lab's Debian 12 Postfix, Exim and
-OpenSMTPD, written by tests/integration/test_lab_banners.py, which also checks that they still
+attempt, postmaster, an unknown user, VRFY/EXPN/HELP) with the lab's Debian 12 Postfix, Exim,
+OpenSMTPD and Sendmail, written by tests/integration/test_lab_banners.py, which also checks that they still
 match what the lab says. No network and no root here.
 """
 
@@ -69,11 +69,11 @@ def load(path: Path) -> list[Session]:
 
 SESSIONS = [session for path in FILES for session in load(path)]
 # Debian's Postfix banner ("ESMTP Postfix (Debian/GNU)") and OpenSMTPD's hide the version.
-VERSION_SHOWN = {"postfix": False, "exim": True, "opensmtpd": False}
+VERSION_SHOWN = {"postfix": False, "exim": True, "opensmtpd": False, "sendmail": True}
 
 
 def test_every_lab_family_has_its_fixture() -> None:
-    assert {s.family for s in SESSIONS} == {"postfix", "exim", "opensmtpd"}
+    assert {s.family for s in SESSIONS} == {"postfix", "exim", "opensmtpd", "sendmail"}
 
 
 @pytest.mark.parametrize("session", SESSIONS, ids=lambda s: s.id)

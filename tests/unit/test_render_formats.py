@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 import pytest
 
 from relaycheck.findings import hygiene_findings
+from relaycheck.findings.fixes import fix_for
 from relaycheck.fingerprint import fingerprint
 from relaycheck.model import (
     Confidence,
@@ -38,9 +39,9 @@ from relaycheck.model import (
     Verdict,
     VerdictKind,
 )
-from relaycheck.remediation import fix_for
+from relaycheck.render.escape import md_fence, md_text
 from relaycheck.render.html import render_html
-from relaycheck.render.markdown import md_fence, md_text, render_markdown
+from relaycheck.render.markdown import render_markdown
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"

@@ -11,8 +11,8 @@ from typing import Any
 
 from relaycheck.scan.distributed import DaskStats, _Driver
 from relaycheck.scan.excludes import ExcludeList
+from relaycheck.scan.output import JsonlOutput
 from relaycheck.scan.runner import ScanConfig
-from relaycheck.scan.sink import JsonlSink
 from relaycheck.scan.targets import Item, Kind, expand, parse_inputs
 
 
@@ -72,8 +72,8 @@ def drive(tmp_path: pathlib.Path, client: FakeClient, specs: list[str], chunk: i
     out = tmp_path / "out.jsonl"
     stats = DaskStats(workers=1, threads=1)
     items = expand(parse_inputs(specs, [], (25,)), ExcludeList(), 0)
-    with JsonlSink(str(out)) as sink:
-        _Driver(client, ScanConfig(), sink, stats, chunk, None, None).run(items)
+    with JsonlOutput(str(out)) as writer:
+        _Driver(client, ScanConfig(), writer, stats, chunk, None, None).run(items)
     import json
 
     return Counter(json.loads(line)["key"] for line in out.read_text().splitlines()), stats
@@ -105,7 +105,7 @@ def test_excluded_and_invalid_items_are_written_by_the_client(tmp_path: pathlib.
     out = tmp_path / "out.jsonl"
     items = [Item(Kind.EXCLUDED, "10.0.0.0/8", 25, reason="Private-Use", block="10.0.0.0/8"),
              Item(Kind.INVALID, "bad!", 25, reason="not a target"), Item(Kind.ADDRESS, "192.0.2.1", 25, ip="192.0.2.1")]
-    with JsonlSink(str(out)) as sink:
-        _Driver(client, ScanConfig(), sink, DaskStats(workers=1, threads=1), 8, None, None).run(iter(items))
+    with JsonlOutput(str(out)) as writer:
+        _Driver(client, ScanConfig(), writer, DaskStats(workers=1, threads=1), 8, None, None).run(iter(items))
     assert [i.kind for chunk in client.submitted for i in chunk] == [Kind.ADDRESS]  # only tests travel
     assert sorted(out.read_text().count(s) for s in ('"excluded"', '"invalid input', '"ok"')) == [1, 1, 1]

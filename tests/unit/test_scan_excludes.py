@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relaycheck.errors import UsageError
+from relaycheck.reach import Exclusion, parse_exclusions
 from relaycheck.scan.addresses import Block, parse_block
-from relaycheck.scan.excludes import ExcludeList, Rule, build_excludes, default_rules, parse_rules
+from relaycheck.scan.excludes import ExcludeList, build_excludes, default_rules
 
 
 def reason(excludes: ExcludeList, text: str) -> str | None:
@@ -96,7 +97,7 @@ def test_exclude_file(tmp_path: pathlib.Path) -> None:
     path.write_text("198.51.100.0/25\nnot-an-address\n")
     with pytest.raises(UsageError, match=r"optout.conf:2"):
         build_excludes(include_reserved=True, exclude_files=[str(path)])
-    with pytest.raises(UsageError, match="cannot read exclude file"):
+    with pytest.raises(UsageError, match=r"cannot read .*missing: No such file"):
         build_excludes(include_reserved=True, exclude_files=[str(tmp_path / "missing")])
 
 
@@ -107,7 +108,7 @@ def test_default_list_parses_and_covers_both_families() -> None:
 
 
 def test_overlaps_cut_a_block_into_excluded_parts() -> None:
-    excludes = ExcludeList(parse_rules("192.0.2.0/30 # a\n192.0.2.2-192.0.2.9 # b\n192.0.2.200 # c", "f"))
+    excludes = ExcludeList(parse_exclusions("192.0.2.0/30 # a\n192.0.2.2-192.0.2.9 # b\n192.0.2.200 # c", "f"))
     parts = [(str(p), r) for p, r in excludes.overlaps(parse_block("192.0.2.1-192.0.2.200"))]
     assert parts == [("192.0.2.1-192.0.2.3", "a"), ("192.0.2.4-192.0.2.9", "b"), ("192.0.2.200", "c")]
     assert excludes.excluded_count(parse_block("192.0.2.0/24")) == 11
@@ -118,7 +119,7 @@ def test_overlaps_cut_a_block_into_excluded_parts() -> None:
     st.lists(st.integers(0, 300), min_size=1, max_size=40),
 )
 def test_lookup_matches_brute_force(ranges: list[tuple[int, int]], probes: list[int]) -> None:
-    rules = [Rule(Block(4, min(a, b), max(a, b)), f"r{n}") for n, (a, b) in enumerate(ranges)]
+    rules = [Exclusion(Block(4, min(a, b), max(a, b)), f"r{n}") for n, (a, b) in enumerate(ranges)]
     excludes = ExcludeList(rules)
     for value in probes:
         covering = [r for r in rules if r.block.first <= value <= r.block.last]

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from relaycheck.scan.limits import KeyedLimiter, RateLimiter
+from relaycheck.scan.limits import ConnectRateLimiter, KeyedLimiter
 
 
 class Clock:
@@ -20,7 +20,7 @@ class Clock:
 
 def test_rate_limiter_spaces_tokens() -> None:
     clock = Clock()
-    limiter = RateLimiter(10, burst=1, clock=clock)
+    limiter = ConnectRateLimiter(10, burst=1, clock=clock)
     assert limiter.reserve() == 0.0
     assert limiter.reserve() == pytest.approx(0.1)
     assert limiter.reserve(3) == pytest.approx(0.4)  # booked after the earlier ones
@@ -31,7 +31,7 @@ def test_rate_limiter_spaces_tokens() -> None:
 
 def test_rate_limiter_burst_and_average() -> None:
     clock = Clock()
-    limiter = RateLimiter(100, burst=5, clock=clock)
+    limiter = ConnectRateLimiter(100, burst=5, clock=clock)
     waits = [limiter.reserve() for _ in range(1000)]
     assert waits[:5] == pytest.approx([0.0] * 5, abs=1e-9)
     # 1000 tokens at 100/s: the last one is usable after ~10 s minus the burst
@@ -40,7 +40,7 @@ def test_rate_limiter_burst_and_average() -> None:
 
 
 def test_unlimited() -> None:
-    limiter = RateLimiter(0)
+    limiter = ConnectRateLimiter(0)
     assert all(limiter.reserve(3) == 0 for _ in range(10)) and limiter.taken == 30
 
 

@@ -6,6 +6,19 @@ import errno
 
 import pytest
 
+from relaycheck.errors import (
+    ConnectError,
+    ConnectionClosed,
+    ErrorKind,
+    MalformedReply,
+    PartialReplies,
+    ProtocolError,
+    RelaycheckError,
+    ReplyTooLong,
+    StepTimeout,
+    TlsError,
+    kind_of,
+)
 from relaycheck.model import (
     Confidence,
     ConnectionLog,
@@ -26,41 +39,50 @@ INCONCLUSIVE = Verdict(VerdictKind.INCONCLUSIVE, Confidence.UNDETERMINED, "The s
 GREETED = (ConnectionLog(0, Transport.PLAIN, False, (Exchange(None, Reply(220, ("mx ESMTP",)), 0.0),)),)
 
 
-def failed(error: str, connections: tuple[ConnectionLog, ...] = ()) -> TargetReport:
-    return TargetReport(TARGET, INCONCLUSIVE, connections=connections, error=error)
+def failed(failure: RelaycheckError, connections: tuple[ConnectionLog, ...] = ()) -> TargetReport:
+    return TargetReport(TARGET, INCONCLUSIVE, connections=connections, error=str(failure), error_kind=kind_of(failure))
+
+
+UNREACHABLE = ConnectError("cannot connect to 192.0.2.7 port 25: Connect call failed ('192.0.2.7', 25)")
 
 
 @pytest.mark.parametrize(
-    ("error", "stats", "greeted", "status"),
+    ("failure", "stats", "greeted", "status"),
     [
-        (
-            "cannot connect to 192.0.2.7 port 25: Connect call failed ('192.0.2.7', 25)",
-            ConnectStats(3, 0, [errno.ECONNREFUSED] * 3),
-            False,
-            Status.REFUSED,
-        ),
-        ("cannot connect to 192.0.2.7 port 25: Connection refused", None, False, Status.REFUSED),
-        (
-            "cannot connect to 192.0.2.7 port 25: Connect call failed ('192.0.2.7', 25)",
-            ConnectStats(3, 0, [errno.EHOSTUNREACH] * 3),
-            False,
-            Status.ERROR,
-        ),
-        ("connection to 192.0.2.7 port 25 timed out after 10 s", ConnectStats(3, 0, []), False, Status.TIMEOUT),
-        ("no reply to the greeting within 30 s", ConnectStats(3, 3, []), False, Status.TIMEOUT),
-        ("the per-target deadline was reached", None, True, Status.TIMEOUT),
-        ("TLS handshake with 192.0.2.7:465 failed: wrong version", None, False, Status.TLS_ERROR),
-        ("STARTTLS refused: 454 4.7.0 TLS not available", None, True, Status.TLS_ERROR),
-        ("not an SMTP reply line: 'SSH-2.0-OpenSSH_9.6'", None, False, Status.NOT_SMTP),
-        ("reply line longer than 4096 bytes", None, False, Status.NOT_SMTP),
-        ("reply line longer than 4096 bytes", None, True, Status.PROTOCOL_ERROR),
-        ("reply code out of range: 999", None, True, Status.PROTOCOL_ERROR),
-        ("server floods replies that were never asked for", None, True, Status.PROTOCOL_ERROR),
-        ("server closed the connection", None, False, Status.ERROR),
+        (UNREACHABLE, ConnectStats(3, 0, [errno.ECONNREFUSED] * 3), False, Status.REFUSED),
+        (ConnectError("cannot connect: Connection refused", kind=ErrorKind.REFUSED), None, False, Status.REFUSED),
+        (UNREACHABLE, ConnectStats(3, 0, [errno.EHOSTUNREACH] * 3), False, Status.ERROR),
+        (ConnectError("connection timed out after 10 s", kind=ErrorKind.TIMEOUT), ConnectStats(3, 0, []), False,
+         Status.TIMEOUT),
+        (StepTimeout("no reply to the greeting within 30 s"), ConnectStats(3, 3, []), False, Status.TIMEOUT),
+        (StepTimeout("the per-target deadline was reached"), None, True, Status.TIMEOUT),
+        (TlsError("TLS handshake with 192.0.2.7:465 failed: wrong version"), None, False, Status.TLS_ERROR),
+        (TlsError("STARTTLS refused: 454 4.7.0 TLS not available"), None, True, Status.TLS_ERROR),
+        (MalformedReply("not an SMTP reply line: 'SSH-2.0-OpenSSH_9.6'"), None, False, Status.NOT_SMTP),
+        (ReplyTooLong("reply line longer than 4096 bytes"), None, False, Status.NOT_SMTP),
+        (ReplyTooLong("reply line longer than 4096 bytes"), None, True, Status.PROTOCOL_ERROR),
+        (ProtocolError("server floods replies that were never asked for"), None, True, Status.PROTOCOL_ERROR),
+        (PartialReplies(StepTimeout("no reply to RCPT within 30 s"), []), None, True, Status.TIMEOUT),
+        (ConnectionClosed("server closed the connection"), None, False, Status.ERROR),
     ],
+)  # fmt: skip
+def test_status_taxonomy(failure: RelaycheckError, stats: ConnectStats | None, greeted: bool, status: Status) -> None:
+    assert status_of(failed(failure, GREETED if greeted else ()), stats) is status
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [StepTimeout("no reply to STARTTLS within 30 s"), ConnectionClosed("server closed the connection: timed out")],
 )
-def test_status_taxonomy(error: str, stats: ConnectStats | None, greeted: bool, status: Status) -> None:
-    assert status_of(failed(error, GREETED if greeted else ()), stats) is status
+def test_status_follows_the_kind_not_the_words(failure: RelaycheckError) -> None:
+    expected = Status.TIMEOUT if failure.kind is ErrorKind.TIMEOUT else Status.ERROR
+    assert status_of(failed(failure, GREETED)) is expected
+
+
+def test_the_kind_travels_to_the_record() -> None:
+    record = report_record("192.0.2.7|25|", Item(Kind.ADDRESS, "192.0.2.7", 25, ip="192.0.2.7"),
+                           failed(TlsError("TLS handshake failed")))
+    assert (record["status"], record["error_kind"]) == ("tls-error", "tls")
 
 
 def test_ok_when_the_engine_had_an_smtp_conversation() -> None:
@@ -71,7 +93,7 @@ def test_ok_when_the_engine_had_an_smtp_conversation() -> None:
 def test_report_record_embeds_check_fields() -> None:
     item = Item(Kind.ADDRESS, "192.0.2.0/24", 25, ip="192.0.2.7", tag="t")
     record = report_record(
-        "192.0.2.7|25|", item, failed("no reply to the greeting within 30 s"), stats=ConnectStats(3, 3, [])
+        "192.0.2.7|25|", item, failed(StepTimeout("no reply to the greeting within 30 s")), stats=ConnectStats(3, 3, [])
     )
     assert record["key"] == "192.0.2.7|25|" and record["ip"] == "192.0.2.7" and record["host"] is None
     assert (record["status"], record["verdict"], record["confidence"]) == ("timeout", "inconclusive", "undetermined")

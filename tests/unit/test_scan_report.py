@@ -9,7 +9,8 @@ import re
 import pytest
 
 from relaycheck.cli import main
-from relaycheck.scan.summary import load_summary, normalise, render
+from relaycheck.render import ReportKind, render
+from relaycheck.scan.summary import load_summary, normalise
 
 HOSTILE = '<script>alert(1)</script> | *x* \x1b[31mred "q" &amp;'
 
@@ -99,7 +100,7 @@ def test_normalise() -> None:
 def test_html_is_self_contained_and_escaped(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "r.jsonl"
     write(path, RECORDS)
-    page = render(load_summary(str(path)), "html")
+    page = render(ReportKind.SCAN, load_summary(str(path)), "html")
     assert "<script" not in page and "alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "\x1b" not in page and "\\x1b[31mred" in page
@@ -110,7 +111,7 @@ def test_html_is_self_contained_and_escaped(tmp_path: pathlib.Path) -> None:
 def test_markdown_escapes_table_syntax(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "r.jsonl"
     write(path, RECORDS)
-    text = render(load_summary(str(path)), "markdown")
+    text = render(ReportKind.SCAN, load_summary(str(path)), "markdown")
     assert "<script>" not in text
     for row in (line for line in text.splitlines() if line.startswith("| ") and "refused the session" in line):
         assert row.count(" | ") == 2  # the hostile "|" did not add a column
@@ -119,7 +120,7 @@ def test_markdown_escapes_table_syntax(tmp_path: pathlib.Path) -> None:
 def test_text_neutralises_terminal_escapes(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "r.jsonl"
     write(path, RECORDS)
-    text = render(load_summary(str(path)), "text")
+    text = render(ReportKind.SCAN, load_summary(str(path)), "text")
     assert "\x1b" not in text and "\\x1b[31mred" in text
     assert "OPEN RELAYS (2)" in text
 

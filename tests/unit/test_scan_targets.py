@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relaycheck.errors import UsageError
+from relaycheck.reach import Exclusion
 from relaycheck.scan.addresses import MAX_BLOCK, Block, looks_like_block, parse_block
-from relaycheck.scan.excludes import ExcludeList, Rule
+from relaycheck.scan.excludes import ExcludeList
 from relaycheck.scan.targets import (
     Item,
     Kind,
@@ -163,7 +164,7 @@ def test_shard_split_is_stable_and_roughly_even() -> None:
 
 
 def test_expand_yields_allowed_addresses_once_and_one_record_per_excluded_part() -> None:
-    excludes = ExcludeList([Rule(parse_block("192.0.2.8/29"), "lab"), Rule(parse_block("192.0.2.0"), "net")])
+    excludes = ExcludeList([Exclusion(parse_block("192.0.2.8/29"), "lab"), Exclusion(parse_block("192.0.2.0"), "net")])
     items = addresses(["192.0.2.0/28"], excludes)
     excluded = [i for i in items if i.kind is Kind.EXCLUDED]
     assert [(i.block, i.reason) for i in excluded] == [("192.0.2.0", "net"), ("192.0.2.8/29", "lab")]
@@ -183,7 +184,7 @@ def test_expand_against_brute_force(a: int, b: int, rules: list[tuple[int, int]]
     low, high = sorted((a, b))
     block_text = f"{ipaddress.IPv4Address(base + low)}-{ipaddress.IPv4Address(base + high)}"
     excludes = ExcludeList(
-        Rule(Block(4, base + min(x, y), base + max(x, y)), f"r{n}") for n, (x, y) in enumerate(rules)
+        Exclusion(Block(4, base + min(x, y), base + max(x, y)), f"r{n}") for n, (x, y) in enumerate(rules)
     )
     items = addresses([block_text], excludes)
     scanned = {int(ipaddress.ip_address(i.ip or "")) for i in items if i.kind is Kind.ADDRESS}
@@ -195,7 +196,7 @@ def test_expand_against_brute_force(a: int, b: int, rules: list[tuple[int, int]]
 
 
 def test_estimate_counts_records() -> None:
-    excludes = ExcludeList([Rule(parse_block("192.0.2.0/30"), "x")])
+    excludes = ExcludeList([Exclusion(parse_block("192.0.2.0/30"), "x")])
     assert estimate(["192.0.2.0/29", "mx.example.org", "198.51.100.1"], [], (25,), excludes) == 4 + 1 + 1 + 1
     assert estimate([], ["-"], (25,), excludes) is None
 
@@ -262,5 +263,5 @@ def test_list_file_and_stdin(tmp_path: pytest.TempPathFactory, monkeypatch: pyte
     )
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"198.51.100.1\n198.51.100.2\n")))
     assert [i.ip for i in expand(parse_inputs([], ["-"], (25,)), NONE, 0)] == ["198.51.100.1", "198.51.100.2"]
-    with pytest.raises(UsageError, match="cannot read target list"):
+    with pytest.raises(UsageError, match=r"cannot read .*targets\.txt\.missing: No such file"):
         list(parse_inputs([], [str(path) + ".missing"], (25,)))

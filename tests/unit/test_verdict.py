@@ -1,4 +1,4 @@
-"""Verdict tables: reply classification and the DESIGN §2 rules, as pure functions (no sockets)."""
+"""Verdict tables: reply classification and the verdict rules, as pure functions (no sockets)."""
 
 from __future__ import annotations
 

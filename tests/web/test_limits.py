@@ -24,7 +24,9 @@ def test_requests_per_minute_per_client_get_429_with_retry_after(web: WebFactory
     page = app.client.get("/")
     assert page.status_code == 429
     assert 1 <= int(page.headers["retry-after"]) <= 12  # one request comes back every 12 s
-    assert "too many requests" in page.text and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Too many requests" in page.text and 'class="site"' in page.text  # inside the site layout
+    assert f"Try again in {page.headers['retry-after']} second" in page.text  # with the wait
     api = app.client.get("/api/v1/checks", params={"target": "example.com"})
     assert api.status_code == 429 and api.json()["error"] == "rate-limited"
     assert "retry-after" in api.headers
@@ -121,7 +123,7 @@ def test_retest_after_the_cooldown_starts_a_new_test(web: WebFactory, smtp: Smtp
     new_id = retest.headers["location"].rsplit("/", 1)[1]
     app.wait(new_id)
     page = app.client.get(f"/check/{new_id}").text
-    assert f"Earlier tests of {server.address}" in page  # the history of the same target
+    assert f"Earlier tests of this server <span class=\"sub\">({server.address})</span>" in page  # same server
     assert f'<a href="/check/{done["id"]}">view</a>' in page and "this test" in page
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from relaycheck.reach import Exclusion, special_purpose
+from relaycheck.scan.excludes import build_excludes
 from relaycheck.testing.dnsserver import DnsServerThread
 from relaycheck.web import Settings, create_app
 from relaycheck.web.guard import refusal
@@ -66,31 +68,33 @@ def assert_untouched(sock: socket.socket) -> None:
 
 
 INTERNAL_LITERALS = [
-    ("127.0.0.1", "loopback"),
-    ("127.10.20.30", "loopback"),
-    ("0.0.0.0", "unspecified"),
-    ("10.1.2.3", "private"),
-    ("172.16.0.1", "private"),
-    ("192.168.1.1", "private"),
+    ("127.0.0.1", "Loopback"),
+    ("127.10.20.30", "Loopback"),
+    ("0.0.0.0", "Unspecified"),
+    ("10.1.2.3", "Private-Use"),
+    ("172.16.0.1", "Private-Use"),
+    ("192.168.1.1", "Private-Use"),
     ("100.64.0.1", "carrier-grade NAT"),
-    ("169.254.169.254", "link-local"),  # cloud metadata
-    ("224.0.0.1", "multicast"),
-    ("239.255.255.250", "multicast"),
-    ("255.255.255.255", "broadcast"),
-    ("240.0.0.1", "reserved"),
-    ("198.18.0.1", "benchmarking"),
-    ("192.0.2.1", "documentation"),
-    ("192.0.0.8", "address"),  # IETF protocol assignments: Python 3.11 thinks it is global
-    ("192.88.99.1", "special-purpose"),  # the deprecated 6to4 relay anycast
-    ("[3fff::25]", "special-purpose"),  # documentation (RFC 9637)
-    ("[100::1]", "reserved"),  # discard-only
-    ("[::1]", "loopback"),
-    ("[::]", "unspecified"),
-    ("[fe80::1]", "link-local"),
-    ("[fc00::1]", "private"),
-    ("[fd12:3456::1]", "private"),
-    ("[ff02::1]", "multicast"),
-    ("[2001:db8::25]", "documentation"),
+    ("169.254.169.254", "Link-Local"),  # cloud metadata
+    ("224.0.0.1", "Multicast"),
+    ("239.255.255.250", "Multicast"),
+    ("255.255.255.255", "Broadcast"),
+    ("240.0.0.1", "Reserved"),
+    ("198.18.0.1", "Benchmarking"),
+    ("192.0.2.1", "Documentation"),
+    ("192.0.0.8", "IETF Protocol Assignments"),  # Python 3.11 thinks it is global
+    ("192.88.99.1", "6to4 Relay Anycast"),
+    ("192.31.196.1", "AS112"),  # globally routed, but no mail server: the one policy of scans too
+    ("[3fff::25]", "Documentation (RFC 9637)"),
+    ("[100::1]", "Discard-Only"),
+    ("[::1]", "Loopback"),
+    ("[::]", "Unspecified"),
+    ("[fe80::1]", "Link-Local"),
+    ("[fc00::1]", "Unique-Local"),
+    ("[fd12:3456::1]", "Unique-Local"),
+    ("[ff02::1]", "Multicast"),
+    ("[2001:db8::25]", "Documentation"),
+    ("[2002:808:808::1]", "6to4"),  # a public IPv4 inside, but the prefix is excluded from scans as well
     ("[::ffff:127.0.0.1]", "IPv4-mapped"),
     ("[::ffff:10.0.0.1]", "IPv4-mapped"),
     ("[::ffff:8.8.8.8]", "IPv4-mapped"),  # never a real destination in DNS either
@@ -148,17 +152,17 @@ MX_RECORDS = {
 @pytest.mark.parametrize(
     ("domain", "words"),
     [
-        ("loop.test", "127.0.0.1 is a loopback address"),
-        ("private.test", "10.0.0.25 is a private address"),
-        ("metadata.test", "169.254.169.254 is a link-local address"),
-        ("v6loop.test", "::1 is a loopback address"),
+        ("loop.test", "127.0.0.1 is a special-purpose address: Loopback (RFC 1122)"),
+        ("private.test", "10.0.0.25 is a special-purpose address: Private-Use (RFC 1918)"),
+        ("metadata.test", "169.254.169.254 is a special-purpose address: Link-Local (RFC 3927)"),
+        ("v6loop.test", "::1 is a special-purpose address: Loopback"),
         ("mapped.test", "IPv4-mapped"),
-        ("linklocal.test", "link-local"),
-        ("ula.test", "private"),
+        ("linklocal.test", "Link-Local"),
+        ("ula.test", "Unique-Local"),
         ("nat64.test", "NAT64 for 127.0.0.1"),
-        ("both.test", "loopback"),
+        ("both.test", "Loopback"),
         ("many.test", "a.many.test: 10.0.0.1"),
-        ("implicit.test", "loopback"),
+        ("implicit.test", "Loopback"),
     ],
 )
 def test_mx_records_pointing_inward_are_refused(
@@ -169,7 +173,7 @@ def test_mx_records_pointing_inward_are_refused(
 
 
 def test_mx_named_localhost_is_refused(public: httpx.Client, listener: socket.socket) -> None:
-    assert "loopback" in refused(public, "literal.test", port=listener.getsockname()[1])
+    assert "Loopback" in refused(public, "literal.test", port=listener.getsockname()[1])
     assert_untouched(listener)
 
 
@@ -188,9 +192,8 @@ def test_only_the_allowed_mx_hosts_of_a_mixed_domain_are_tested(web: WebFactory,
     done = app.wait(created.json()["id"])
     report = done["report"]
     assert [t["target"]["host"] for t in report["targets"]] == ["good.mixed.test"]
-    assert report["problems"] == [
-        {"input": "bad.mixed.test", "problem": "not tested: 224.0.0.25 is a multicast address"}
-    ]
+    multicast = "not tested: 224.0.0.25 is a special-purpose address: Multicast (RFC 5771)"
+    assert report["problems"] == [{"input": "bad.mixed.test", "problem": multicast}]
     assert done["verdict"] == "inconclusive"  # one MX could not be tested: not a clean bill of health
 
 
@@ -230,3 +233,18 @@ def test_allow_private_still_refuses_what_nobody_can_connect_to() -> None:
     assert refusal("::1", allow_private=True) is None
     for address in ("0.0.0.0", "::", "224.0.0.1", "ff02::1", "255.255.255.255", "::ffff:224.0.0.1"):
         assert refusal(address, allow_private=True), address
+
+
+@pytest.mark.parametrize("exclusion", special_purpose(), ids=str)
+def test_the_web_and_scans_share_one_address_policy(exclusion: Exclusion) -> None:
+    """Every block a scan leaves out by default is refused by the web service, and the blocks
+    nobody can connect to stay refused and excluded in labs (--allow-private, --include-reserved)."""
+    block = exclusion.block
+    value = block.first + block.size // 2  # inside, away from the edges
+    address = block.address(value)
+    if str(block) == "64:ff9b::/96":
+        return  # a NAT64 address is judged by the IPv4 inside; scans test the IPv4 address itself
+    assert refusal(address, allow_private=False), address
+    assert build_excludes(include_reserved=False).reason(block.version, value)
+    lab = build_excludes(include_reserved=True).reason(block.version, value)
+    assert bool(refusal(address, allow_private=True)) == bool(lab), address

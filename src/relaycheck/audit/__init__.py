@@ -1,6 +1,6 @@
 """Offline configuration auditor (``relaycheck audit``): configuration files -> findings.
 
-PURE layer (DESIGN §3): the parsers and rules take file *texts* and return findings; reading
+PURE layer: the parsers and rules take file *texts* and return findings; reading
 files, stdin and directories happens in ``command.py`` only. One module per mail server family
 (postfix, exim, exchange, sendmail, opensmtpd); ``rules.py`` holds every rule's code, severity,
 plain-words meaning and fix as data.

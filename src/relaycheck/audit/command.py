@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,12 +19,15 @@ from relaycheck.audit.detect import detect_family
 from relaycheck.audit.engine import audit_sources
 from relaycheck.audit.model import Family, SourceFile
 from relaycheck.audit.postfix import table_paths
-from relaycheck.audit.render import RENDERERS, exit_code, render_html, render_json, render_markdown, render_text
+from relaycheck.audit.render import exit_code
+from relaycheck.boundedio import STDIN, display_name, read_capped
 from relaycheck.errors import UsageError
+from relaycheck.options.table import command_options
+from relaycheck.render import ReportKind, Style, chosen_format, render
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_DIRECTORY_FILES = 500
-STDIN_NAME = "<stdin>"
+STDIN_NAME = "<stdin>"  # how standard input is named in reports
 # Debian's update-exim4.conf concatenates conf.d in this order (main first, then the sections).
 EXIM_SPLIT_ORDER = ("main", "acl", "router", "transport", "retry", "rewrite", "auth")
 SKIPPED_SUFFIXES = (".db", ".lmdb", ".cdb", ".dpkg-old", ".dpkg-dist", ".dpkg-new", ".bak", ".orig", ".rpmsave", "~")
@@ -40,13 +43,11 @@ def decode(data: bytes, name: str) -> str:
 
 
 def read_file(path: Path) -> SourceFile:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise UsageError(f"{path} is {size} bytes; configuration files over {MAX_FILE_BYTES} bytes are refused")
-        return SourceFile(str(path), decode(path.read_bytes(), str(path)))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    """A configuration file (or ``-``, standard input): the bytes read are capped, whatever
+    ``st_size`` says (character devices and pipes have none)."""
+    name = str(path)
+    raw = read_capped(name, MAX_FILE_BYTES, what="a configuration file")
+    return SourceFile(STDIN_NAME if name == STDIN else name, decode(raw, display_name(name)))
 
 
 def _directory_order(root: Path, path: Path) -> tuple[int, str]:
@@ -72,7 +73,7 @@ def known_layout(root: Path) -> list[Path] | None:
         return present("exim4.conf")
     debconf = root / "update-exim4.conf.conf"
     if debconf.is_file():
-        split = "dc_use_split_config='true'" in debconf.read_text(errors="replace")
+        split = "dc_use_split_config='true'" in read_file(debconf).text
         if split and (root / "conf.d").is_dir():
             return [debconf, *sorted_directory(root / "conf.d")]
         return [debconf, *present("exim4.conf.template")]
@@ -108,15 +109,8 @@ def read_inputs(names: tuple[str, ...]) -> list[SourceFile]:
         raise UsageError("'-' (standard input) can be given only once")
     sources: list[SourceFile] = []
     for name in names:
-        if name == "-":
-            stream = sys.stdin
-            if stream is None:
-                raise UsageError("no standard input to read")
-            try:
-                raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode()
-            except (OSError, ValueError) as exc:
-                raise UsageError(f"cannot read standard input: {exc}") from None
-            sources.append(SourceFile(STDIN_NAME, decode(raw, "standard input")))
+        if name == STDIN:
+            sources.append(read_file(Path(STDIN)))
             continue
         path = Path(name)
         if path.is_dir():
@@ -144,59 +138,25 @@ def postfix_tables(sources: list[SourceFile]) -> list[SourceFile]:
 FAMILY_FLAGS = tuple(f.value for f in Family)
 
 
+
+
 @click.command("audit")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.option("--postfix", "is_postfix", is_flag=True, help="Audit as Postfix (main.cf, master.cf, postconf -n).")
-@click.option("--exim", "is_exim", is_flag=True, help="Audit as Exim (exim4.conf, update-exim4.conf.conf, conf.d).")
-@click.option("--exchange", "is_exchange", is_flag=True, help="Audit as Exchange (Get-ReceiveConnector output).")
-@click.option("--sendmail", "is_sendmail", is_flag=True, help="Audit as Sendmail (sendmail.mc, access).")
-@click.option("--opensmtpd", "is_opensmtpd", is_flag=True, help="Audit as OpenSMTPD (smtpd.conf).")
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("--format", "fmt", type=click.Choice(RENDERERS), help="Output format (default: text).")
-@click.option("--no-tables", is_flag=True, help="Do not read the Postfix lookup tables the configuration names.")
-@click.option("-v", "--verbose", is_flag=True, help="List every line that could not be parsed.")
-def audit_command(
-    files: tuple[str, ...],
-    is_postfix: bool,
-    is_exim: bool,
-    is_exchange: bool,
-    is_sendmail: bool,
-    is_opensmtpd: bool,
-    as_json: bool,
-    fmt: str | None,
-    no_tables: bool,
-    verbose: bool,
-) -> None:
+@command_options("audit", {})
+def audit_command(files: tuple[str, ...], **values: Any) -> None:
     """Audit mail server configuration FILEs for open relay paths, offline ('-' reads stdin).
 
-    Exit codes: 0 no open relay path, 1 open relay possible, 2 usage error, 3 nothing understood.
+    Exit codes: 0 no open relay path, 1 open relay possible, 2 usage error, 3 (mostly) not understood.
     """
-    forced = [
-        f for f, on in zip(Family, (is_postfix, is_exim, is_exchange, is_sendmail, is_opensmtpd), strict=True) if on
-    ]
+    forced = [f for f in Family if values[f"is_{f.value}"]]
     if len(forced) > 1:
         raise UsageError(f"choose one of {', '.join('--' + f.value for f in forced)}")
-    if as_json and fmt not in {None, "json"}:
-        raise UsageError(f"--json and --format {fmt} contradict each other")
-    output = "json" if as_json else (fmt or "text")
+    output = chosen_format(values["output_format"], values["as_json"])
     sources = read_inputs(files)
     family = forced[0] if forced else detect_family(sources)
-    if family is Family.POSTFIX and not no_tables:
+    if family is Family.POSTFIX and not values["no_tables"]:
         sources += postfix_tables(sources)
     report = dataclasses.replace(audit_sources(sources, family), family_detected=not forced)
-    if output == "json":
-        click.echo(render_json(report, _tool_version()), nl=False)
-    elif output == "markdown":
-        click.echo(render_markdown(report), nl=False)
-    elif output == "html":
-        click.echo(render_html(report), nl=False)
-    else:
-        click.echo(render_text(report, verbose=verbose, color=sys.stdout.isatty()), nl=False)
+    style = Style(verbose=values["verbose"], color=sys.stdout.isatty())
+    click.echo(render(ReportKind.AUDIT, report, output, style), nl=False)
     raise SystemExit(exit_code(report))
-
-
-def _tool_version() -> str:
-    try:
-        return version("relaycheck")
-    except PackageNotFoundError:
-        return ""

@@ -21,13 +21,12 @@ AUDITORS: dict[Family, Callable[[Sequence[SourceFile]], FamilyResult]] = {
     Family.SENDMAIL: audit_sendmail,
     Family.OPENSMTPD: audit_opensmtpd,
 }
-SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}  # critical first
 
 
 def _sorted(findings: Sequence[Finding]) -> tuple[Finding, ...]:
     """Relay paths first, then by severity; the parser's order (file, line) within a tier."""
     return tuple(
-        sorted(findings, key=lambda f: (not opens_relay(f.code), SEVERITY_ORDER[f.severity], f.code == "unparsed-line"))
+        sorted(findings, key=lambda f: (not opens_relay(f.code), f.severity.rank, f.code == "unparsed-line"))
     )
 
 
@@ -37,6 +36,13 @@ def conclude(result: FamilyResult) -> tuple[Conclusion, str]:
         return Conclusion.COULD_NOT_PARSE, (
             "Nothing in the input could be understood as this kind of configuration, so no conclusion is "
             "possible. Check that the right file (or --postfix/--exim/... override) was given."
+        )
+    unparsed = sum(1 for f in result.findings if f.code == "unparsed-line")
+    if unparsed > result.understood:
+        return Conclusion.COULD_NOT_PARSE, (
+            f"Most of the input is not this kind of configuration: {unparsed} line(s) could not be parsed, "
+            f"{result.understood} could. A conclusion from the few that could would be a guess. Check that the "
+            "right file (or --postfix/--exim/... override) was given."
         )
     if relay:
         first = relay[0]
@@ -48,7 +54,6 @@ def conclude(result: FamilyResult) -> tuple[Conclusion, str]:
         )
     worth = [f for f in result.findings if f.code != "unparsed-line" and f.severity is not Severity.INFO]
     extra = f" {len(worth)} other finding(s) deserve a look." if worth else ""
-    unparsed = sum(1 for f in result.findings if f.code == "unparsed-line")
     skipped = f" {unparsed} line(s) could not be parsed and were not judged." if unparsed else ""
     return Conclusion.NO_OPEN_RELAY_PATH, (
         f"No open relay path found: in the configuration given, no rule lets an unauthenticated outside client "

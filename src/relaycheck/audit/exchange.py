@@ -254,20 +254,16 @@ def _connector_findings(connector: Connector, anonymous_grant: Record | None, ha
     if anonymous_grant is not None:
         grant_line = anonymous_grant.line("ExtendedRights")
         grant_lines = (*lines, *((grant_line,) if grant_line else ()))
-        code = {
-            Width.EVERYONE: "exchange-anonymous-relay-everyone",
-            Width.OUTSIDE_WIDE: "exchange-anonymous-relay-wide",
-            Width.OUTSIDE_RANGE: "exchange-anonymous-relay-range",
-        }.get(judged.width)
+        anonymous = ("exchange-anonymous-relay-everyone", "exchange-anonymous-relay-wide",
+                     "exchange-anonymous-relay-range")
+        code = netclass.code_for_width(judged.width, anonymous)
         if code:
             findings.append(finding(code, where, *grant_lines))
     mechanisms = (record.get("AuthMechanism") or "").lower()
     if "externalauthoritative" in mechanisms:
-        code = {
-            Width.EVERYONE: "exchange-externally-secured-everyone",
-            Width.OUTSIDE_WIDE: "exchange-externally-secured-wide",
-            Width.OUTSIDE_RANGE: "exchange-externally-secured-range",
-        }.get(judged.width)
+        secured = ("exchange-externally-secured-everyone", "exchange-externally-secured-wide",
+                   "exchange-externally-secured-range")
+        code = netclass.code_for_width(judged.width, secured)
         auth_line = record.line("AuthMechanism")
         if code:
             findings.append(finding(code, where, *lines, *((auth_line,) if auth_line else ())))

@@ -5,6 +5,12 @@ for an unauthenticated outside client sending to a foreign domain, with the name
 (``relay_from_hosts``, ``local_domains``, ``relay_to_domains``) after macro expansion and
 ``.ifdef`` processing. Like Exim, a missing RCPT ACL refuses every recipient, and reaching the
 end of the ACL is an implicit deny.
+
+The relay decision may also be made later: a RCPT ACL that accepts the foreign recipient still
+relays nothing when the predata ACL (``acl_smtp_predata``, run at DATA) or the DATA ACL
+(``acl_smtp_data``, run after the message) refuses the message for that client, e.g. with
+``condition = ${if forany{<, $recipients}{!match_domain{${domain:$item}}{+local_domains}}}``.
+Those ACLs are walked the same way once the RCPT ACL relays; unset, they accept.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from enum import Enum
 from relaycheck.audit import netclass
 from relaycheck.audit.model import FamilyResult, Line, SourceFile
 from relaycheck.audit.netclass import Width
-from relaycheck.audit.rules import finding, unparsed
+from relaycheck.audit.rules import dedupe, finding, unparsed
 from relaycheck.model import Finding
 
 _MACRO = re.compile(r"^([A-Z][A-Za-z0-9_]*)\s*=\s*(.*)$")
@@ -411,7 +417,34 @@ def _domain_item(ctx: Context, item: str, depth: int) -> Evaluated:
     return Evaluated(Match.NEVER)
 
 
+# "${if forany{<list of $recipients>}{!match_domain{${domain:$item}}{DOMAINS}}}" and the
+# match_address form "{!match_address{$item}{*@DOMAINS}}": true when a recipient lies outside
+# DOMAINS, i.e. for the foreign recipient of a relay attempt unless DOMAINS matches it.
+_OUTSIDE_RECIPIENT = re.compile(
+    r"^\$\{if\s+forany\s*\{[^{}]*\$\{?recipients\}?[^{}]*\}\s*"
+    r"\{\s*!\s*(?:match_domain\s*\{\s*\$\{domain:\$\{?item\}?\}\s*\}|match_address\s*\{\s*\$\{?item\}?\s*\}"
+    r"\s*\{\s*\*@)\s*\{?\s*([^{}]*?)\s*\}\s*\}\s*\}$"
+)
+
+
+def _recipient_outside(ctx: Context, value: str) -> Evaluated | None:
+    """A condition that is true when some recipient's domain is outside a domain list, or None."""
+    match = _OUTSIDE_RECIPIENT.match(" ".join(value.split()))
+    if match is None:
+        return None
+    inside = _domain_list(ctx, match.group(1))
+    if inside.match is Match.NEVER:
+        return Evaluated(Match.ALWAYS)  # the foreign domain is outside the list
+    if inside.match is Match.ALWAYS:
+        return Evaluated(Match.NEVER)
+    return Evaluated(Match.UNKNOWN, ("exim-acl-unverified", f"condition = {value}.", ()))
+
+
 def _evaluate(ctx: Context, name: str, value: str) -> Evaluated:
+    if name == "condition":
+        recognised = _recipient_outside(ctx, value)
+        if recognised is not None:
+            return recognised
     if name == "hosts":
         return _host_list(ctx, value)
     if name == "domains":
@@ -543,11 +576,8 @@ def _debconf_only(config: EximConfig, findings: list[Finding]) -> None:
         if ";" not in nets.value and ":" in nets.value:
             members = [(i, n) for i in split_list(nets.value) if (n := netclass.parse_network(i))]
         judged = netclass.judge(members)
-        code = {
-            Width.EVERYONE: "exim-relay-from-any",
-            Width.OUTSIDE_WIDE: "exim-relay-from-wide",
-            Width.OUTSIDE_RANGE: "exim-relay-from-range",
-        }.get(judged.width)
+        code = netclass.code_for_width(judged.width, ("exim-relay-from-any", "exim-relay-from-wide",
+                                                      "exim-relay-from-range"))
         if code:
             findings.append(
                 finding(
@@ -591,6 +621,33 @@ def _rcpt_acl(config: EximConfig) -> tuple[str | None, list[Statement]]:
     return name, config.acls.get(name, [])
 
 
+# The ACLs Exim runs after RCPT for a message over SMTP, in order; unset, they accept.
+LATER_ACLS = ("acl_smtp_predata", "acl_smtp_data")
+
+
+@dataclass(frozen=True)
+class LaterRefusal:
+    option: str  # acl_smtp_predata / acl_smtp_data
+    acl: str
+    line: Line  # the statement that refuses, or the option when the end of the ACL does
+
+
+def later_refusal(config: EximConfig, ctx: Context) -> LaterRefusal | None:
+    """The first ACL after RCPT that refuses the relay attempt ``ctx`` describes, if one does."""
+    for option in LATER_ACLS:
+        setting = config.options.get(option)
+        if setting is None:
+            continue
+        name = setting.value.strip()
+        if name not in config.acls:
+            continue  # inline ACL text or a file: not evaluated, so it is not counted on
+        outcome = walk_acl(Context(config, ctx.population, ctx.populations), config.acls[name])
+        # An 'accept' on a condition the audit cannot evaluate may let the message through.
+        if not outcome.relays and not outcome.unknowns:
+            return LaterRefusal(option, name, outcome.decided_at or setting.line)
+    return None
+
+
 def _findings_from_outcome(outcome: AclOutcome, findings: list[Finding]) -> None:
     if outcome.relays and outcome.cause is not None:
         code, detail, lines = outcome.cause
@@ -622,17 +679,20 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
             "Exim: judged update-exim4.conf.conf as Debian's stock exim4.conf.template uses it "
             "(relay_from_hosts = 127.0.0.1 : ::1 : dc_relay_nets; relay check on +local_domains : +relay_to_domains)."
         )
-        return FamilyResult(tuple(_dedupe(findings)), config.understood, summary)
+        return FamilyResult(tuple(dedupe(findings)), config.understood, summary)
     acl_name, statements = _rcpt_acl(config)
     if acl_name is None:
         summary = "Exim: acl_smtp_rcpt is not set, so Exim refuses every recipient from remote hosts."
         return FamilyResult(tuple(findings), config.understood, summary)
     ctx = Context(config)
     outcome = walk_acl(ctx, statements)
-    _findings_from_outcome(outcome, findings)
+    refused_later = later_refusal(config, ctx) if outcome.relays or outcome.unknowns else None
+    if refused_later is None:
+        _findings_from_outcome(outcome, findings)
     for key, cause in list(ctx.populations.items()):
-        population_outcome = walk_acl(Context(config, key, ctx.populations), statements)
-        if population_outcome.relays:
+        population = Context(config, key, ctx.populations)
+        population_outcome = walk_acl(population, statements)
+        if population_outcome.relays and later_refusal(config, population) is None:
             code, detail, lines = cause
             extra = population_outcome.cause[2] if population_outcome.cause else ()
             findings.append(finding(code, detail, *_unique((*lines, *extra))))
@@ -642,7 +702,14 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
         f"Exim: walked the RCPT ACL '{acl_name}' ({len(statements)} statements) for an unauthenticated outside "
         "client sending to a foreign domain, with the named lists after macro expansion."
     )
-    return FamilyResult(tuple(_dedupe(findings)), config.understood, summary)
+    if refused_later is not None:
+        where = refused_later.line.location
+        summary += (
+            f" It accepts such recipients, but {refused_later.option} '{refused_later.acl}' refuses the message"
+            f" ({where}): the relay decision is made after RCPT, so a test that stops at RCPT sees the"
+            " recipient accepted (relaycheck check --data-probe sees the refusal)."
+        )
+    return FamilyResult(tuple(dedupe(findings)), config.understood, summary)
 
 
 def _relay_from_hosts_note(config: EximConfig, findings: list[Finding]) -> None:
@@ -654,14 +721,3 @@ def _relay_from_hosts_note(config: EximConfig, findings: list[Finding]) -> None:
     judged = netclass.judge(members)
     if judged.width is Width.OUTSIDE_RANGE:
         findings.append(finding("exim-relay-from-range", f"relay_from_hosts includes {judged.widest}.", setting.line))
-
-
-def _dedupe(findings: list[Finding]) -> list[Finding]:
-    seen: set[tuple[str, str | None]] = set()
-    result: list[Finding] = []
-    for item in findings:
-        key = (item.code, item.location)
-        if key not in seen:
-            seen.add(key)
-            result.append(item)
-    return result

@@ -47,6 +47,13 @@ class Width(IntEnum):
     EVERYONE = 4  # every address (0.0.0.0/0, ::/0, 0.0.0.0-255.255.255.255, "*")
 
 
+def code_for_width(width: Width, codes: tuple[str, str, str]) -> str | None:
+    """The finding code for an outside network of ``width``: ``codes`` are those for everyone,
+    a wide outside network and an outside range; None for narrower ones."""
+    widths = (Width.EVERYONE, Width.OUTSIDE_WIDE, Width.OUTSIDE_RANGE)
+    return codes[widths.index(width)] if width in widths else None
+
+
 @dataclass(frozen=True)
 class Judged:
     width: Width

@@ -17,7 +17,7 @@ from enum import Enum
 from relaycheck.audit import netclass
 from relaycheck.audit.model import FamilyResult, Line, SourceFile
 from relaycheck.audit.netclass import Width
-from relaycheck.audit.rules import finding, unparsed
+from relaycheck.audit.rules import dedupe, finding, unparsed
 from relaycheck.model import Finding
 
 _TOKEN = re.compile(r'"[^"]*"|<[^>]*>|\{[^}]*\}|!|[^\s!"<{]+')
@@ -436,14 +436,4 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
         f"OpenSMTPD: tried {len(rules)} rule(s) in order for an unauthenticated client on an outside address "
         "(first match wins) to see whether one hands a foreign recipient to a relay action."
     )
-    return FamilyResult(tuple(_dedupe(findings)), config.understood, summary)
-
-
-def _dedupe(findings: list[Finding]) -> list[Finding]:
-    seen: set[tuple[str, str | None]] = set()
-    result: list[Finding] = []
-    for item in findings:
-        if (item.code, item.location) not in seen:
-            seen.add((item.code, item.location))
-            result.append(item)
-    return result
+    return FamilyResult(tuple(dedupe(findings)), config.understood, summary)

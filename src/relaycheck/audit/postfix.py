@@ -35,7 +35,7 @@ from relaycheck.audit.postfix_config import (
     referenced_table_paths,
     split_braced,
 )
-from relaycheck.audit.rules import finding
+from relaycheck.audit.rules import dedupe, finding
 from relaycheck.model import Finding
 
 # smtpd evaluates these at RCPT time (smtpd_delay_reject = yes), in this order; the data lists
@@ -195,11 +195,7 @@ def _default_note(param: Param) -> tuple[str, ...]:
 
 # ---- mynetworks and friends ----------------------------------------------------------------
 
-MYNETWORKS_CODES = {
-    Width.EVERYONE: "postfix-mynetworks-everyone",
-    Width.OUTSIDE_WIDE: "postfix-mynetworks-public",
-    Width.OUTSIDE_RANGE: "postfix-mynetworks-public-range",
-}
+MYNETWORKS_CODES = ("postfix-mynetworks-everyone", "postfix-mynetworks-public", "postfix-mynetworks-public-range")
 
 
 def _mynetworks_population(ctx: ServiceContext) -> Population | None:
@@ -221,7 +217,7 @@ def _mynetworks_population(ctx: ServiceContext) -> Population | None:
         if net is not None:
             members.append((entry, net))
     judged = netclass.judge(members)
-    code = MYNETWORKS_CODES.get(judged.width)
+    code = netclass.code_for_width(judged.width, MYNETWORKS_CODES)
     if code is None:
         return None
     return Population(
@@ -698,19 +694,8 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
             lines = (param.line,) if param is not None and param.line is not None else ()
         findings.append(finding("postfix-not-internet-facing", f"Service {name}.", *lines))
     relay_findings = _merge(verdicts)
-    findings = _dedupe([*relay_findings, *findings])
+    findings = dedupe([*relay_findings, *findings], by_detail=True)
     return FamilyResult(tuple(findings), config.understood, _summary(config, verdicts, skipped))
-
-
-def _dedupe(findings: list[Finding]) -> list[Finding]:
-    seen: set[tuple[str, str | None, str]] = set()
-    result: list[Finding] = []
-    for item in findings:
-        key = (item.code, item.location, item.detail)
-        if key not in seen:
-            seen.add(key)
-            result.append(item)
-    return result
 
 
 def _summary(config: PostfixConfig, verdicts: list[ServiceVerdict], skipped: list[str]) -> str:

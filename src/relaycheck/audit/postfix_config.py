@@ -120,8 +120,9 @@ def _parse_main(source: SourceFile, config: PostfixConfig) -> None:
         config.params[name] = Param(name, value, line)
 
 
-def split_braced(text: str) -> list[str]:
-    """Split on whitespace and commas, keeping ``{ ... }`` groups (Postfix 3.0 syntax) whole."""
+def split_braced(text: str, *, commas: bool = True) -> list[str]:
+    """Split on whitespace (and commas, unless ``commas`` is false: master.cf fields), keeping
+    ``{ ... }`` groups (Postfix 3.0 syntax, master.cf ``{ name = value }``) whole."""
     tokens: list[str] = []
     current: list[str] = []
     depth = 0
@@ -130,7 +131,7 @@ def split_braced(text: str) -> list[str]:
             depth += 1
         elif char == "}" and depth:
             depth -= 1
-        if depth == 0 and (char.isspace() or char == ","):
+        if depth == 0 and (char.isspace() or (commas and char == ",")):
             if current:
                 tokens.append("".join(current))
                 current = []
@@ -169,32 +170,11 @@ def _master_args(args: list[str], block: list[Line], config: PostfixConfig) -> d
     return overrides
 
 
-def _tokens_keeping_braces(text: str) -> list[str]:
-    """Whitespace split that keeps ``{ name = value }`` master.cf groups together."""
-    tokens: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for char in text:
-        if char == "{":
-            depth += 1
-        elif char == "}" and depth:
-            depth -= 1
-        if depth == 0 and char.isspace():
-            if current:
-                tokens.append("".join(current))
-                current = []
-            continue
-        current.append(char)
-    if current:
-        tokens.append("".join(current))
-    return tokens
-
-
 def _parse_master(source: SourceFile, config: PostfixConfig) -> None:
     config.master_given = True
     for block, joined in logical_blocks(source):
         line = block[0]
-        fields = _tokens_keeping_braces(joined)
+        fields = split_braced(joined, commas=False)
         if len(fields) < 8 or fields[1] not in _SERVICE_TYPES:
             config.findings.append(
                 unparsed(line, "expected 'service type private unpriv chroot wakeup maxproc command'")

@@ -7,10 +7,8 @@ findings were made (``rules.clean``).
 
 from __future__ import annotations
 
-import html
 import io
 import json
-import re
 from collections import Counter
 from typing import Any
 
@@ -21,20 +19,16 @@ from rich.padding import Padding
 from relaycheck.audit.model import AuditReport, Conclusion
 from relaycheck.audit.rules import opens_relay
 from relaycheck.model import Finding, Severity
+from relaycheck.render.escape import html_text as esc
+from relaycheck.render.escape import md_table, md_text
 from relaycheck.render.json import finding_dict
+from relaycheck.render.text import SEVERITY_STYLE
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_OPEN
 
 HEADLINE = {
     Conclusion.OPEN_RELAY_POSSIBLE: ("OPEN RELAY POSSIBLE", "bold white on red"),
     Conclusion.NO_OPEN_RELAY_PATH: ("NO OPEN RELAY PATH", "bold white on green"),
     Conclusion.COULD_NOT_PARSE: ("COULD NOT PARSE", "bold black on yellow"),
-}
-SEVERITY_STYLE = {
-    Severity.CRITICAL: "bold red",
-    Severity.HIGH: "red",
-    Severity.MEDIUM: "yellow",
-    Severity.LOW: "cyan",
-    Severity.INFO: "dim",
 }
 UNPARSED_SHOWN = 5  # without --verbose, a wrong file should not drown the report
 
@@ -121,15 +115,6 @@ def render_json(report: AuditReport, tool_version: str = "") -> str:
 
 # ---- Markdown ------------------------------------------------------------------------------
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]#!|~])")
-
-
-def md(text: str) -> str:
-    """Markdown-safe text: HTML-escaped (Markdown passes raw HTML through) and punctuation escaped."""
-    escaped = html.escape(text, quote=False)
-    return _MD_SPECIAL.sub(r"\\\1", escaped).replace("\n", " ")
-
-
 def render_markdown(report: AuditReport) -> str:
     label = HEADLINE[report.conclusion][0].lower()
     how = "detected" if report.family_detected else "as requested"
@@ -137,27 +122,26 @@ def render_markdown(report: AuditReport) -> str:
         f"# relaycheck audit: {label}",
         "",
         f"**Mail server:** {report.family} ({how})  ",
-        f"**Files:** {', '.join(md(f) for f in report.files)}",
+        f"**Files:** {', '.join(md_text(f) for f in report.files)}",
         "",
-        md(report.explanation),
+        md_text(report.explanation),
         "",
     ]
     if report.findings:
-        lines += ["| Severity | Code | Location | Relay path | Finding |", "|---|---|---|---|---|"]
-        for item in report.findings:
-            relay = "yes" if opens_relay(item.code) else ""
-            lines.append(
-                f"| {item.severity} | {md(item.code)} | {md(item.location or '')} | {relay} | {md(item.title)} |"
-            )
+        rows = [
+            [str(f.severity), f.code, f.location or "", "yes" if opens_relay(f.code) else "", f.title]
+            for f in report.findings
+        ]
+        lines.append(md_table(["Severity", "Code", "Location", "Relay path", "Finding"], rows))
         lines += ["", "## Findings", ""]
         for item in report.findings:
             lines += [
-                f"### {str(item.severity).upper()} {md(item.code)}: {md(item.title)}",
+                f"### {str(item.severity).upper()} {md_text(item.code)}: {md_text(item.title)}",
                 "",
-                f"- **Where:** {md(item.location or 'not tied to one line')}",
-                f"- **What it allows:** {md(item.detail)}",
-                *(f"- **Evidence:** {md(e)}" for e in item.evidence),
-                *([f"- **Fix:** {md(item.remediation)}"] if item.remediation else []),
+                f"- **Where:** {md_text(item.location or 'not tied to one line')}",
+                f"- **What it allows:** {md_text(item.detail)}",
+                *(f"- **Evidence:** {md_text(e)}" for e in item.evidence),
+                *([f"- **Fix:** {md_text(item.remediation)}"] if item.remediation else []),
                 "",
             ]
     else:
@@ -178,16 +162,12 @@ section{border-top:1px solid #ddd;margin-top:1rem}code,pre{background:#f4f4f4;pa
 """.strip()
 
 
-def _h(text: str) -> str:
-    return html.escape(text, quote=True)
-
-
 def render_html(report: AuditReport) -> str:
     label = HEADLINE[report.conclusion][0]
     how = "detected" if report.family_detected else "as requested"
     rows = "".join(
-        f'<tr><td class="{_h(str(f.severity))}">{_h(str(f.severity))}</td><td><code>{_h(f.code)}</code></td>'
-        f"<td>{_h(f.location or '')}</td><td>{'yes' if opens_relay(f.code) else ''}</td><td>{_h(f.title)}</td></tr>"
+        f'<tr><td class="{esc(str(f.severity))}">{esc(str(f.severity))}</td><td><code>{esc(f.code)}</code></td>'
+        f"<td>{esc(f.location or '')}</td><td>{'yes' if opens_relay(f.code) else ''}</td><td>{esc(f.title)}</td></tr>"
         for f in report.findings
     )
     sections = "".join(_finding_html(f) for f in report.findings)
@@ -199,23 +179,21 @@ def render_html(report: AuditReport) -> str:
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>relaycheck audit: {_h(label.lower())}</title><style>{_CSS}</style></head><body>"
-        f'<h1>relaycheck audit <span class="badge {_h(str(report.conclusion))}">{_h(label)}</span></h1>'
-        f"<p><strong>Mail server:</strong> {_h(str(report.family))} ({how})<br>"
-        f"<strong>Files:</strong> {_h(', '.join(report.files))}</p>"
-        f"<p>{_h(report.explanation)}</p>{table}{sections}</body></html>\n"
+        f"<title>relaycheck audit: {esc(label.lower())}</title><style>{_CSS}</style></head><body>"
+        f'<h1>relaycheck audit <span class="badge {esc(str(report.conclusion))}">{esc(label)}</span></h1>'
+        f"<p><strong>Mail server:</strong> {esc(str(report.family))} ({how})<br>"
+        f"<strong>Files:</strong> {esc(', '.join(report.files))}</p>"
+        f"<p>{esc(report.explanation)}</p>{table}{sections}</body></html>\n"
     )
 
 
 def _finding_html(item: Finding) -> str:
-    evidence = "".join(f"<pre>{_h(e)}</pre>" for e in item.evidence)
-    fix = f"<p><strong>Fix:</strong> {_h(item.remediation)}</p>" if item.remediation else ""
+    evidence = "".join(f"<pre>{esc(e)}</pre>" for e in item.evidence)
+    fix = f"<p><strong>Fix:</strong> {esc(item.remediation)}</p>" if item.remediation else ""
     return (
-        f'<section><h2><span class="{_h(str(item.severity))}">{_h(str(item.severity).upper())}</span> '
-        f"<code>{_h(item.code)}</code> {_h(item.title)}</h2>"
-        f"<p><strong>Where:</strong> {_h(item.location or 'not tied to one line')}</p>"
-        f"<p>{_h(item.detail)}</p>{evidence}{fix}</section>"
+        f'<section><h2><span class="{esc(str(item.severity))}">{esc(str(item.severity).upper())}</span> '
+        f"<code>{esc(item.code)}</code> {esc(item.title)}</h2>"
+        f"<p><strong>Where:</strong> {esc(item.location or 'not tied to one line')}</p>"
+        f"<p>{esc(item.detail)}</p>{evidence}{fix}</section>"
     )
 
-
-RENDERERS = ("text", "json", "markdown", "html")

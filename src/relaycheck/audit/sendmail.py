@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from relaycheck.audit import netclass
 from relaycheck.audit.model import FamilyResult, Line, SourceFile
 from relaycheck.audit.netclass import Width
-from relaycheck.audit.rules import finding, unparsed
+from relaycheck.audit.rules import dedupe, finding, unparsed
 from relaycheck.model import Finding
 
 _FEATURE = re.compile(r"FEATURE\(\s*[`'\"]?([A-Za-z_]+)['\"]?\s*(?:,\s*([^)]*))?\)")
@@ -201,14 +201,4 @@ def audit(sources: Sequence[SourceFile]) -> FamilyResult:
         f"Sendmail: read {files}; judged relay FEATUREs (sendmail.mc) and RELAY answers of the access map "
         f"and relay-domains by who can obtain them (client address, forged sender, recipient domain)."
     )
-    return FamilyResult(tuple(_dedupe(findings)), config.understood, summary)
-
-
-def _dedupe(findings: list[Finding]) -> list[Finding]:
-    seen: set[tuple[str, str | None]] = set()
-    result: list[Finding] = []
-    for item in findings:
-        if (item.code, item.location) not in seen:
-            seen.add((item.code, item.location))
-            result.append(item)
-    return result
+    return FamilyResult(tuple(dedupe(findings)), config.understood, summary)

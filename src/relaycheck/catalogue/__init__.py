@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from relaycheck.errors import CatalogueError
 from relaycheck.model import ProbeKind
 
 SLOTS = frozenset(
@@ -64,10 +65,6 @@ class PlannedProbe:
     domain_check: bool
     role: str | None
     catches: str
-
-
-class CatalogueError(ValueError):
-    """The catalogue file is malformed (a bug in the package, caught by the catalogue tests)."""
 
 
 def _fields(template: str) -> set[str]:

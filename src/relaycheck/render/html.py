@@ -9,11 +9,11 @@ line of defence should an unescaped string ever slip through.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterable
 
+from relaycheck.findings.fixes import blocks
 from relaycheck.model import Finding, Observation, Report, TargetReport, VerdictKind
-from relaycheck.remediation import blocks
+from relaycheck.render.escape import html_text as esc
 from relaycheck.render.markdown import (
     accepted_relays,
     confidence,
@@ -63,10 +63,6 @@ details { margin: .6em 0; } summary { cursor: pointer; font-weight: 600; }
 ul.evidence { margin: .3em 0; } ul.evidence li { font-family: ui-monospace, Menlo, Consolas, monospace;
                                                   font-size: 13px; overflow-wrap: anywhere; }
 """
-
-
-def esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def render_html(report: Report) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from relaycheck.findings.fixes import Block, blocks, fix_for
 from relaycheck.fingerprint import FAMILY_NAMES, UNKNOWN
 from relaycheck.model import (
     ConnectionLog,
@@ -27,7 +28,7 @@ from relaycheck.model import (
     TargetReport,
     VerdictKind,
 )
-from relaycheck.remediation import Block, blocks, fix_for
+from relaycheck.render.escape import md_fence, md_table, md_text
 from relaycheck.report import summarize
 
 HEADLINES = {
@@ -35,7 +36,6 @@ HEADLINES = {
     VerdictKind.CLOSED: "CLOSED",
     VerdictKind.INCONCLUSIVE: "INCONCLUSIVE",
 }
-SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 
 
 # --- plain-words description of a target (shared with render/html.py) --------------------------
@@ -81,7 +81,7 @@ def fix_heading(f: Finding, t: TargetReport) -> str:
 
 
 def sorted_findings(findings: Iterable[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: SEVERITY_ORDER.get(str(f.severity), 9))
+    return sorted(findings, key=lambda f: f.severity.rank)
 
 
 def accepted_relays(t: TargetReport) -> list[Observation]:
@@ -251,30 +251,6 @@ def report_lines(report: Report) -> list[str]:
 
 
 # --- Markdown ---------------------------------------------------------------------------------
-
-_MD_PUNCT = re.compile(r"([\\`*_\[\]{}|~#!])")
-
-
-def md_text(text: str) -> str:
-    """Untrusted text for Markdown running text or a table cell, on one line."""
-    text = " ".join(text.split())
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_PUNCT.sub(r"\\\1", text)
-
-
-def md_fence(lines: Iterable[str], info: str = "") -> str:
-    """A fenced code block that its content cannot close."""
-    body = list(lines)
-    longest = max((len(run) for line in body for run in re.findall(r"`+", line)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return "\n".join([fence + info, *body, fence])
-
-
-def md_table(header: list[str], rows: Iterable[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(md_text(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(out)
-
 
 def md_blocks(parts: list[Block]) -> str:
     return "\n\n".join(md_fence(b.text.splitlines()) if b.verbatim else md_text(b.text) for b in parts)

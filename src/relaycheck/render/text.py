@@ -40,7 +40,6 @@ OUTCOME_STYLE = {
 }
 
 
-SEVERITY_ORDER = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO]
 SEVERITY_STYLE = {
     Severity.CRITICAL: "bold white on red",
     Severity.HIGH: "bold red",
@@ -95,7 +94,7 @@ def _target(console: Console, t: TargetReport, verbose: bool) -> None:
     if identity is not None and identity.family != "unknown":
         version = f" {identity.version}" if identity.version else ""
         console.print(Padding(f"[dim]server software:[/] {escape(identity.family)}{escape(version)}", (0, 0, 0, 2)))
-    for finding in sorted(t.findings, key=lambda f: SEVERITY_ORDER.index(f.severity)):
+    for finding in sorted(t.findings, key=lambda f: f.severity.rank):
         style = SEVERITY_STYLE[finding.severity]
         console.print(
             Padding(

@@ -4,7 +4,7 @@
 - ``excludes``: the IANA special-purpose default list and user excludes
 - ``runner``: the asyncio scan (same ``expand`` + ``check_target`` as ``relaycheck check``)
 - ``limits``: global connection rate, per-host and per-subnet caps
-- ``records`` / ``sink`` / ``meta``: JSON Lines records, resume, metadata
+- ``records`` / ``output`` / ``meta``: JSON Lines records (the output file), resume, metadata
 - ``distributed``: Dask scale-out (imported only with ``--dask``)
 - ``summary``: ``relaycheck report``
 - ``population``: a loopback population of SMTP servers for tests and the benchmark

@@ -1,10 +1,9 @@
 """Scale-out on Dask: chunks of targets run as tasks on a cluster, records stream into one file.
 
-Imported only for ``--dask`` (Dask is the optional ``relaycheck[dask]`` extra). Shape
-(research wave2 §B5–B6):
+Imported only for ``--dask`` (Dask is the optional ``relaycheck[dask]`` extra). Shape:
 
 - the client reads the inputs (in a thread: a slow pipe never stalls it), claims each address
-  at the sink (resume and duplicate inputs are filtered here), and submits chunks of a few
+  at the writer (resume and duplicate inputs are filtered here), and submits chunks of a few
   hundred items; at most two chunks per worker thread are in flight, so the scheduler never
   holds a huge graph and results never pile up in worker memory;
 - each task is ``runner.scan_chunk``: a plain function that runs the very coroutine the
@@ -13,7 +12,7 @@ Imported only for ``--dask`` (Dask is the optional ``relaycheck[dask]`` extra). 
 - completed chunks are written to the JSONL file as they arrive and their futures released at
   once: a result no one holds cannot be recomputed (re-probing hosts) if a worker dies later;
 - a worker that dies mid-chunk: the scheduler reruns that chunk on another worker; the chunk
-  wrote nothing before it finished, and the sink drops any key it has already written, so every
+  wrote nothing before it finished, and the writer drops any key it has already written, so every
   target still appears exactly once. A chunk that fails for good (``KilledWorker`` after
   ``distributed.scheduler.allowed-failures``) becomes one ``error`` record per target.
 - the global ``--rate`` and ``--concurrency`` are split between the cluster's worker threads;
@@ -24,6 +23,7 @@ Imported only for ``--dask`` (Dask is the optional ``relaycheck[dask]`` extra). 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import queue
 import time
@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaycheck.errors import UsageError
+from relaycheck.extras import MissingExtra
 from relaycheck.scan.inputs import END, InputThread
-from relaycheck.scan.records import admit, error_record
+from relaycheck.scan.output import JsonlOutput
+from relaycheck.scan.records import admit, deliver, error_record
 from relaycheck.scan.runner import ScanConfig, scan_chunk
-from relaycheck.scan.sink import JsonlSink
 from relaycheck.scan.targets import Item, Kind
 
 DEFAULT_CHUNK = 256
@@ -44,7 +45,11 @@ FLUSH_PARTIAL_AFTER = 0.3  # seconds: an incomplete chunk is sent when workers w
 
 
 def parse_dask(spec: str) -> tuple[str | None, int | None]:
-    """``tcp://host:8786`` (a running scheduler) or ``local`` / ``local:N`` (N worker processes)."""
+    """``tcp://host:8786`` (a running scheduler) or ``local`` / ``local:N`` (N worker processes).
+
+    Checked before anything is opened: Dask itself must be installed (the dask extra)."""
+    if not all(importlib.util.find_spec(m) for m in ("dask", "distributed")):
+        raise MissingExtra("--dask", "dask")
     if spec == "local" or spec.startswith("local:"):
         count = spec.partition(":")[2]
         if count and not (count.isdigit() and int(count) > 0):
@@ -71,7 +76,7 @@ class DaskStats:
 def run_distributed(
     items: Iterable[Item],
     config: ScanConfig,
-    sink: JsonlSink,
+    writer: JsonlOutput,
     *,
     address: str | None = None,
     workers: int | None = None,
@@ -81,11 +86,11 @@ def run_distributed(
     on_chunk: Callable[[int], None] | None = None,
 ) -> DaskStats:
     """Scan ``items`` on a Dask cluster (``client`` given, a scheduler ``address``, or a local
-    cluster of ``workers`` processes), writing every record to ``sink``."""
+    cluster of ``workers`` processes), writing every record to ``writer``."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise UsageError("--dask needs Dask: pip install 'relaycheck[dask]'") from None
+        raise MissingExtra("--dask", "dask") from None
 
     stats = DaskStats()
     cluster = None
@@ -93,7 +98,9 @@ def run_distributed(
     if client is None:
         if address is None:
             cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=workers or (os.cpu_count() or 1), threads_per_worker=1, processes=True,
+                n_workers=workers or (os.cpu_count() or 1),
+                threads_per_worker=1,
+                processes=True,
                 dashboard_address=None,
             )
         try:
@@ -106,7 +113,7 @@ def run_distributed(
         _check_workers(client)
         nthreads = client.nthreads()
         stats.workers, stats.threads = len(nthreads), max(1, sum(nthreads.values()))
-        _Driver(client, config.share(stats.threads), sink, stats, chunk_size, on_record, on_chunk).run(items)
+        _Driver(client, config.share(stats.threads), writer, stats, chunk_size, on_record, on_chunk).run(items)
     finally:
         if own_client:
             client.close()
@@ -131,13 +138,12 @@ def _check_workers(client: Any) -> None:
         raise UsageError(f"Dask workers run other relaycheck versions than this client ({__version__}): {wrong}")
 
 
-
 class _Driver:
-    def __init__(self, client: Any, config: ScanConfig, sink: JsonlSink, stats: DaskStats, chunk_size: int,
+    def __init__(self, client: Any, config: ScanConfig, writer: JsonlOutput, stats: DaskStats, chunk_size: int,
                  on_record: Callable[[dict[str, Any]], None] | None, on_chunk: Callable[[int], None] | None) -> None:
         self.client = client
         self.config = config
-        self.sink = sink
+        self.writer = writer
         self.stats = stats
         self.chunk_size = max(1, chunk_size)
         self.slots = 2 * stats.threads
@@ -151,15 +157,12 @@ class _Driver:
         self.batch_started = 0.0
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self.sink.write(record):
-            if self.on_record is not None:
-                self.on_record(record)
-        else:
+        if not deliver(self.writer, record, self.on_record):
             self.stats.duplicates += 1
 
     def _take(self, item: Item) -> None:
         """Filter one input on the client; targets to test join the current batch."""
-        skip = admit(item, self.sink, self._write, self._duplicate)
+        skip = admit(item, self.writer, self._write, self._duplicate)
         if skip is None:
             return
         self.skip.update(skip)
@@ -190,14 +193,15 @@ class _Driver:
             records = future.result()
         except Exception as exc:  # KilledWorker after repeated worker deaths, a bug in a chunk
             self.stats.failed_chunks += 1
-            records = [error_record(item, f"chunk failed on the Dask cluster: {type(exc).__name__}: {exc}")
-                       for item in items]
+            records = [
+                error_record(item, f"chunk failed on the Dask cluster: {type(exc).__name__}: {exc}") for item in items
+            ]
         finally:
             future.release()
         for record in records:
             self._write(record)
         for item in items:  # belt and braces: a claimed address always ends as a record
-            if item.kind is Kind.ADDRESS and self.sink.is_pending(item.key):
+            if item.kind is Kind.ADDRESS and self.writer.is_pending(item.key):
                 self._write(error_record(item, "the chunk returned no record for this target"))
         if self.on_chunk is not None:
             self.on_chunk(self.stats.chunks)
@@ -241,4 +245,4 @@ class _Driver:
                 future.cancel()
             for items in self.pending.values():
                 for item in items:
-                    self.sink.release(item.key)
+                    self.writer.release(item.key)

@@ -1,10 +1,11 @@
 """PURE: exclude lists: which addresses a scan must not touch, and why.
 
-The default list is the IANA special-purpose registries (``iana-special-purpose.txt``, shipped
-as package data); users add ``--exclude`` blocks and ``--exclude-file`` files in the same
-format as zmap/zgrab2 blocklists: one IP, CIDR or range per line, ``#`` starts a comment (the
-comment becomes the reason shown in the record). Lookups are a binary search over disjoint
-integer intervals, so checking every address of a /8 costs about a microsecond each.
+The default list is the address policy of ``relaycheck.reach`` (the IANA special-purpose
+registries, the list the web service refuses too); users add ``--exclude`` blocks and
+``--exclude-file`` files in the same format as zmap/zgrab2 blocklists: one IP, CIDR or range per
+line, ``#`` starts a comment (the comment becomes the reason shown in the record). Lookups are a
+binary search over disjoint integer intervals, so checking every address of a /8 costs about a
+microsecond each.
 """
 
 from __future__ import annotations
@@ -12,40 +13,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 
-from relaycheck.errors import UsageError
-from relaycheck.scan.addresses import Block, parse_block
-
-DEFAULT_LIST = "iana-special-purpose.txt"
+from relaycheck.boundedio import read_capped
+from relaycheck.reach import Exclusion, never_reachable, parse_exclusions, special_purpose
+from relaycheck.scan.addresses import Block
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
-    block: Block
-    reason: str
-
-
-def parse_rules(text: str, source: str) -> list[Rule]:
-    """Rules from exclude-file text; ``UsageError`` names the file and line of a bad entry."""
-    rules: list[Rule] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        spec, _, comment = line.partition("#")
-        spec = spec.strip()
-        if not spec:
-            continue
-        for part in spec.replace(",", " ").split():
-            try:
-                block = parse_block(part, max_size=None)
-            except UsageError as exc:
-                raise UsageError(f"{source}:{number}: {exc}") from None
-            rules.append(Rule(block, comment.strip() or f"listed in {source}"))
-    return rules
-
-
-def default_rules() -> list[Rule]:
-    text = resources.files("relaycheck.scan").joinpath(DEFAULT_LIST).read_text(encoding="utf-8")
-    return parse_rules(text, DEFAULT_LIST)
+def default_rules() -> list[Exclusion]:
+    return list(special_purpose())
 
 
 @dataclass
@@ -56,9 +31,9 @@ class _Segments:
 
 
 class ExcludeList:
-    """Disjoint intervals per IP version; the first rule (by start) covering an address names it."""
+    """Disjoint intervals per IP version; the first exclusion (by start) covering an address names it."""
 
-    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+    def __init__(self, rules: Iterable[Exclusion] = ()) -> None:
         self.rules = list(rules)
         self._by_version = {4: _Segments(), 6: _Segments()}
         ordered = sorted(self.rules, key=lambda r: (r.block.version, r.block.first, -r.block.last))
@@ -98,18 +73,18 @@ class ExcludeList:
         return sum(part.size for part, _ in self.overlaps(block))
 
 
+MAX_EXCLUDE_FILE = 64 * 1024 * 1024  # zmap's blocklists are a few hundred KB
+
+
 def build_excludes(
     *, include_reserved: bool, excludes: Iterable[str] = (), exclude_files: Iterable[str] = ()
 ) -> ExcludeList:
-    """The exclude list a scan uses: IANA defaults (unless lifted) + ``--exclude`` + files."""
-    rules = [] if include_reserved else default_rules()
+    """The exclude list a scan uses: IANA defaults (lifted but for the blocks nobody can connect
+    to) + ``--exclude`` + files."""
+    rules = list(never_reachable()) if include_reserved else default_rules()
     for spec in excludes:
-        rules += parse_rules(spec, "--exclude")
+        rules += parse_exclusions(spec, "--exclude")
     for path in exclude_files:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read exclude file {path}: {exc.strerror or exc}") from None
-        rules += parse_rules(text, path)
+        text = read_capped(path, MAX_EXCLUDE_FILE, what="an exclude list").decode("utf-8", errors="replace")
+        rules += parse_exclusions(text, path)
     return ExcludeList(rules)

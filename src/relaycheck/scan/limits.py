@@ -26,7 +26,7 @@ from typing import Any
 from relaycheck.scan.records import ConnectStats
 
 
-class RateLimiter:
+class ConnectRateLimiter:
     """GCRA token bucket: on average ``rate`` tokens per second, bursts of up to ``burst``.
 
     ``reserve(n)`` books ``n`` tokens and returns how long to wait before using them, so there
@@ -122,7 +122,7 @@ class ConnectGate:
     """The connect gate, mixed into an event loop class: TCP connects are rate-limited and
     accounted per target."""
 
-    limiter: RateLimiter | None = None
+    limiter: ConnectRateLimiter | None = None
 
     async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
         paid = current_target.get()

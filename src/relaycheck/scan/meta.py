@@ -8,15 +8,18 @@ import json
 import os
 from typing import Any
 
+from relaycheck.boundedio import InputError, read_capped
+from relaycheck.scan.output import JsonlOutput
 from relaycheck.scan.records import RECORD_VERSION
-from relaycheck.scan.sink import JsonlSink
+
+MAX_BYTES = 16 * 1024 * 1024
 
 
 def load(path: str) -> dict[str, Any]:
+    """The metadata of an earlier run; {} when there is none (a resumed scan starts a new one)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
+        data = json.loads(read_capped(path, MAX_BYTES, what="scan metadata"))
+    except (InputError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -32,7 +35,7 @@ def write(path: str, data: dict[str, Any]) -> None:
 
 
 def document(previous: dict[str, Any], *, output: str, parameters: dict[str, Any], run: dict[str, Any],
-             sink: JsonlSink, complete: bool) -> dict[str, Any]:
+             writer: JsonlOutput, complete: bool) -> dict[str, Any]:
     from relaycheck import __version__
 
     runs = [r for r in previous.get("runs", []) if isinstance(r, dict) and r.get("id") != run.get("id")]
@@ -47,9 +50,9 @@ def document(previous: dict[str, Any], *, output: str, parameters: dict[str, Any
         "complete": complete,
         "parameters": parameters,
         "counts": {
-            "records": sink.total,
-            "by_status": dict(sorted(sink.by_status.items())),
-            "by_verdict": dict(sorted(sink.by_verdict.items())),
+            "records": writer.total,
+            "by_status": dict(sorted(writer.by_status.items())),
+            "by_verdict": dict(sorted(writer.by_verdict.items())),
         },
         "runs": runs,
     }

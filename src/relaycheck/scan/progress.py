@@ -14,7 +14,7 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-class Progress:
+class ProgressDisplay:
     """Counts records as they are written; subclasses show them."""
 
     def __init__(self, total: int | None, already: int = 0) -> None:
@@ -45,7 +45,7 @@ class Progress:
     def stop(self) -> None: ...
 
 
-class LineProgress(Progress):
+class LineProgress(ProgressDisplay):
     """One line every ``interval`` seconds on ``stream``, from a daemon thread."""
 
     def __init__(self, total: int | None, already: int = 0, *, interval: float = 5.0,
@@ -75,7 +75,7 @@ class LineProgress(Progress):
             self._emit()
 
 
-class RichProgress(Progress):
+class RichProgress(ProgressDisplay):
     def __init__(self, total: int | None, already: int = 0) -> None:
         super().__init__(total, already)
         from rich.console import Console
@@ -102,7 +102,7 @@ class RichProgress(Progress):
         self._bar.stop()
 
 
-def make_progress(total: int | None, already: int, *, mode: str, interval: float) -> Progress:
+def make_progress(total: int | None, already: int, *, mode: str, interval: float) -> ProgressDisplay:
     """``mode``: auto (bar on a terminal, lines otherwise), bar, lines, none."""
     if mode == "auto":
         mode = "bar" if sys.stderr.isatty() else "lines"
@@ -110,4 +110,4 @@ def make_progress(total: int | None, already: int, *, mode: str, interval: float
         return RichProgress(total, already)
     if mode == "lines":
         return LineProgress(total, already, interval=interval)
-    return Progress(total, already)
+    return ProgressDisplay(total, already)

@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from relaycheck.errors import ErrorKind
 from relaycheck.model import ConnectionLog, TargetReport
 from relaycheck.render.json import target_report_dict
-from relaycheck.scan.targets import Item, Kind, target_key
+from relaycheck.scan.targets import Item, Kind, record_key
 
 if TYPE_CHECKING:
-    from relaycheck.scan.sink import JsonlSink
+    from relaycheck.scan.output import JsonlOutput
 
 RECORD_VERSION = 1
 
@@ -47,8 +48,12 @@ class ConnectStats:
     errnos: list[int] = field(default_factory=list)
 
 
-_NOT_SMTP_MARKERS = ("not an SMTP reply line", "reply code out of range", "reply line longer", "reply longer")
-_TIMEOUT_MARKERS = ("timed out", "no reply to", "deadline was reached")
+# The failure kinds that have a status of their own; every other kind is ``error``.
+_STATUS_OF_KIND = {
+    ErrorKind.TLS: Status.TLS_ERROR,
+    ErrorKind.TIMEOUT: Status.TIMEOUT,
+    ErrorKind.REFUSED: Status.REFUSED,
+}
 
 
 def _greeted(connections: tuple[ConnectionLog, ...]) -> bool:
@@ -56,25 +61,17 @@ def _greeted(connections: tuple[ConnectionLog, ...]) -> bool:
 
 
 def status_of(report: TargetReport, stats: ConnectStats | None = None) -> Status:
-    """Map the engine's one-line error (and the connect errnos) onto the status taxonomy."""
-    error = report.error
-    if error is None:
+    """Map the kind of the engine's failure (and the connect errnos) onto the status taxonomy."""
+    if report.error is None:
         return Status.OK
     if stats is not None and stats.opened == 0 and stats.errnos:
         if errno.ECONNREFUSED in stats.errnos:
             return Status.REFUSED
         if errno.ETIMEDOUT in stats.errnos:
             return Status.TIMEOUT
-    if "TLS" in error:
-        return Status.TLS_ERROR
-    if any(m in error for m in _TIMEOUT_MARKERS):
-        return Status.TIMEOUT
-    if "Connection refused" in error:
-        return Status.REFUSED
-    greeted = _greeted(report.connections)
-    if any(m in error for m in _NOT_SMTP_MARKERS) or "floods replies" in error:
-        return Status.PROTOCOL_ERROR if greeted else Status.NOT_SMTP
-    return Status.ERROR
+    if report.error_kind is ErrorKind.PROTOCOL:
+        return Status.PROTOCOL_ERROR if _greeted(report.connections) else Status.NOT_SMTP
+    return _STATUS_OF_KIND.get(report.error_kind, Status.ERROR) if report.error_kind else Status.ERROR
 
 
 def now() -> str:
@@ -132,6 +129,7 @@ def report_record(key: str, item: Item, report: TargetReport, *, stats: ConnectS
         verdict=str(report.verdict.kind),
         confidence=str(report.verdict.confidence),
         error=report.error,
+        error_kind=str(report.error_kind) if report.error_kind is not None else None,
         banner=str(report.facts.banner) if report.facts.banner is not None else None,
         evidence=_evidence(report),
         findings=[f.code for f in report.findings],
@@ -150,7 +148,7 @@ def excluded_record(item: Item, reason: str, *, ip: str | None = None, host: str
     if item.kind is Kind.EXCLUDED:
         key, ip = item.key, item.block
     else:
-        key = target_key(ip, item.port, item.name) if ip is not None else item.key
+        key = record_key(ip, item.port, item.name) if ip is not None else item.key
     record = _base(key, item, ip=ip, host=host, domain=domain if domain is not None else item.name)
     record.update(status=str(Status.EXCLUDED), verdict=None, error=f"excluded: {reason}", time=now(),
                   v=RECORD_VERSION)
@@ -159,14 +157,24 @@ def excluded_record(item: Item, reason: str, *, ip: str | None = None, host: str
 
 def error_record(item: Item, message: str, *, ip: str | None = None) -> dict[str, Any]:
     """No test happened: unreadable input, DNS failure, null MX, a chunk that kept failing."""
-    key = item.key if ip is None else target_key(ip, item.port, item.name)
+    key = item.key if ip is None else record_key(ip, item.port, item.name)
     record = _base(key, item, ip=ip if ip is not None else item.ip, host=None, domain=item.name)
     record.update(status=str(Status.ERROR), verdict=None, error=message, time=now(), v=RECORD_VERSION)
     return record
 
 
+def deliver(writer: JsonlOutput, record: dict[str, Any], on_record: Callable[[dict[str, Any]], None] | None) -> bool:
+    """A front's last step for a finished record: write it once and show it; False for a
+    duplicate (its key is in the file already)."""
+    if not writer.write(record):
+        return False
+    if on_record is not None:
+        on_record(record)
+    return True
+
+
 def admit(
-    item: Item, sink: JsonlSink, write: Callable[[dict[str, Any]], None], duplicate: Callable[[], None]
+    item: Item, writer: JsonlOutput, write: Callable[[dict[str, Any]], None], duplicate: Callable[[], None]
 ) -> tuple[str, ...] | None:
     """The front's filter for one input, before a target is sent to a worker (``--workers``, Dask).
 
@@ -176,17 +184,17 @@ def admit(
     must not test again.
     """
     if item.kind is Kind.EXCLUDED:
-        if sink.claim(item.key):
+        if writer.claim(item.key):
             write(excluded_record(item, item.reason or "excluded"))
         return None
     if item.kind is Kind.INVALID:
-        if sink.claim(item.key):
+        if writer.claim(item.key):
             write(error_record(item, f"invalid input: {item.reason}"))
         return None
     if item.kind is Kind.ADDRESS:
-        if not sink.claim(item.key):
+        if not writer.claim(item.key):
             duplicate()
             return None
         return ()
     assert item.name is not None
-    return tuple(sink.keys_for_name(item.name))
+    return tuple(writer.keys_for_name(item.name))

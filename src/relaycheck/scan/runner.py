@@ -1,7 +1,7 @@
 """The scan itself: items in, one record per target out, politely, on one asyncio loop.
 
 ``Scanner.run`` is the same coroutine for the embedded scan (the whole input, records to the
-JSONL sink) and for a Dask chunk (a few hundred items, records to a list); only the sink
+JSONL writer) and for a Dask chunk (a few hundred items, records to a list); only the writer
 differs. Per target it does exactly what ``relaycheck check`` does — ``api.expand`` for the
 target and ``engine.check_target`` for the test — so a scan's verdict is ``check``'s verdict.
 """
@@ -23,9 +23,16 @@ from relaycheck.errors import DnsError, RelaycheckError
 from relaycheck.model import Target
 from relaycheck.scan.addresses import subnet_of
 from relaycheck.scan.excludes import ExcludeList
-from relaycheck.scan.limits import ConnectGate, KeyedLimiter, Prepaid, RateLimiter, current_target, gated_loop_factory
+from relaycheck.scan.limits import (
+    ConnectGate,
+    ConnectRateLimiter,
+    KeyedLimiter,
+    Prepaid,
+    current_target,
+    gated_loop_factory,
+)
 from relaycheck.scan.records import ConnectStats, error_record, excluded_record, report_record
-from relaycheck.scan.targets import Item, Kind, target_key
+from relaycheck.scan.targets import Item, Kind, record_key
 
 
 @dataclass(frozen=True)
@@ -49,14 +56,14 @@ class ScanConfig:
         )
 
 
-class RecordSink(Protocol):
+class RecordOutput(Protocol):
     def claim(self, key: str) -> bool: ...
     def release(self, key: str) -> None: ...
     def write(self, record: dict[str, Any]) -> bool: ...
 
 
 class LocalClaims:
-    """The claim half of a sink whose file is elsewhere (a Dask chunk, a --workers process):
+    """The claim half of a writer whose file is elsewhere (a Dask chunk, a --workers process):
     claims are kept here; ``skip`` keys are already in the file."""
 
     def __init__(self, skip: Iterable[str] = ()) -> None:
@@ -72,7 +79,7 @@ class LocalClaims:
         self.keys.discard(key)
 
 
-class ListSink(LocalClaims):
+class ListOutput(LocalClaims):
     """Records kept in memory (a Dask chunk)."""
 
     def __init__(self, skip: Iterable[str] = ()) -> None:
@@ -91,14 +98,14 @@ class Scanner:
     def __init__(
         self,
         config: ScanConfig,
-        sink: RecordSink,
+        writer: RecordOutput,
         on_record: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
-        self.sink = sink
+        self.writer = writer
         self.on_record = on_record
         engine = config.check.engine
-        self.limiter = RateLimiter(config.rate, burst=max(engine.max_connections, config.rate / 10))
+        self.limiter = ConnectRateLimiter(config.rate, burst=max(engine.max_connections, config.rate / 10))
         self.hosts = KeyedLimiter(1)  # one test per address at a time (two names may share an MX)
         self.subnets = KeyedLimiter(config.per_subnet)
         self.duplicates = 0
@@ -156,30 +163,30 @@ class Scanner:
             raise failure[0]
 
     def _emit(self, record: dict[str, Any]) -> None:
-        if self.sink.write(record) and self.on_record is not None:
+        if self.writer.write(record) and self.on_record is not None:
             self.on_record(record)
 
     async def handle(self, item: Item) -> None:
         try:
             if item.kind is Kind.EXCLUDED:
-                if self.sink.claim(item.key):
+                if self.writer.claim(item.key):
                     self._emit(excluded_record(item, item.reason or "excluded"))
             elif item.kind is Kind.INVALID:
-                if self.sink.claim(item.key):
+                if self.writer.claim(item.key):
                     self._emit(error_record(item, f"invalid input: {item.reason}"))
             elif item.kind is Kind.ADDRESS:
                 await self._address(item)
             else:
                 await self._name(item)
         except RelaycheckError as exc:  # no test could start (the key is free again, if claimed)
-            self.sink.release(item.key)
-            if self.sink.claim(item.key):
+            self.writer.release(item.key)
+            if self.writer.claim(item.key):
                 self._emit(error_record(item, str(exc)))
 
     async def _address(self, item: Item) -> None:
         assert item.ip is not None
         key = item.key
-        if not self.sink.claim(key):
+        if not self.writer.claim(key):
             self.duplicates += 1
             return
         spec = TargetSpec(given=item.given, host=item.ip, port=item.port)
@@ -194,17 +201,17 @@ class Scanner:
         try:
             targets = await expand(spec, self.config.check)
         except DnsError as exc:
-            if self.sink.claim(item.key):
+            if self.writer.claim(item.key):
                 self._emit(error_record(item, f"dns: {exc}"))
             return
         seen: set[str] = set()
         for target in targets:
             ip = ipaddress.ip_address(target.address or target.host)
-            key = target_key(ip.compressed, target.port, item.name)
+            key = record_key(ip.compressed, target.port, item.name)
             if key in seen:
                 continue  # two MX names, one address: one test
             seen.add(key)
-            if not self.sink.claim(key):
+            if not self.writer.claim(key):
                 self.duplicates += 1
                 continue
             reason = self.config.excludes.reason(ip.version, int(ip))
@@ -238,14 +245,14 @@ class Scanner:
             written = True
         finally:
             if not written:
-                self.sink.release(key)
+                self.writer.release(key)
 
 
-def run_scan(items: Iterable[Item], config: ScanConfig, sink: RecordSink,
+def run_scan(items: Iterable[Item], config: ScanConfig, writer: RecordOutput,
              on_record: Callable[[dict[str, Any]], None] | None = None,
              scanner_type: type[Scanner] | None = None) -> Scanner:
     """Run a whole scan on this thread's own loop (embedded mode, a Dask chunk, a local worker)."""
-    scanner = (scanner_type or Scanner)(config, sink, on_record)
+    scanner = (scanner_type or Scanner)(config, writer, on_record)
     with asyncio.Runner(loop_factory=gated_loop_factory()) as runner:
         runner.run(scanner.run(items))
     return scanner
@@ -257,7 +264,7 @@ def scan_chunk(items: list[Item], skip: list[str], config: ScanConfig) -> list[d
     Never raises for a target (every target ends as a record); ``skip`` lists keys the client
     already has for the names in this chunk (resume).
     """
-    sink = ListSink(skip)
-    run_scan(items, config, sink)
-    return sink.records
+    writer = ListOutput(skip)
+    run_scan(items, config, writer)
+    return writer.records
 

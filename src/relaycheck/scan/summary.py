@@ -9,7 +9,6 @@ escaping.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -17,7 +16,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from relaycheck.errors import UsageError
+from relaycheck.boundedio import (
+    STDIN,
+    InputError,
+    InputFault,
+    LongLine,
+    UnexpectedContent,
+    capped_lines,
+    display_name,
+    open_input,
+    read_capped,
+    shorten,
+    sniff,
+)
+from relaycheck.render.escape import html_text as esc
+from relaycheck.render.escape import md_text, visible
 
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
 _IPV6 = re.compile(r"\[?\b[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}\b\]?")
@@ -126,44 +139,66 @@ def _open_entry(record: dict[str, Any]) -> dict[str, Any]:
         "confidence": record.get("confidence"),
         "banner": record.get("banner"),
         "evidence": [
-            {"probe_id": e.get("probe_id"), "mail_from": e.get("mail_from"), "rcpt_to": e.get("rcpt_to"),
-             "reply": e.get("reply")}
+            {
+                "probe_id": e.get("probe_id"),
+                "mail_from": e.get("mail_from"),
+                "rcpt_to": e.get("rcpt_to"),
+                "reply": e.get("reply"),
+            }
             for e in (record.get("evidence") or [])[:3]
         ],
     }
 
 
+MAX_RECORD_BYTES = 4 * 1024 * 1024  # a record with every transcript (--full) is far smaller
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+# A file whose first lines are all unreadable is not scan results: stop instead of reading on
+# (an endless pipe of anything else would otherwise be read forever).
+GIVE_UP_AFTER_UNREADABLE = 10_000
+
+
 def load_summary(path: str, metadata_path: str | None = None, *, limit: int = 200) -> ScanSummary:
     summary = ScanSummary(path=path, limit=limit)
-    if metadata_path is None and path != "-" and os.path.exists(f"{path}.meta.json"):
+    if metadata_path is None and path != STDIN and os.path.exists(f"{path}.meta.json"):
         metadata_path = f"{path}.meta.json"
     if metadata_path:
+        raw = read_capped(metadata_path, MAX_METADATA_BYTES, what="scan metadata")
         try:
-            with open(metadata_path, encoding="utf-8") as handle:
-                loaded = json.load(handle)
-            summary.metadata = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read metadata {metadata_path}: {exc}") from None
-    try:
-        handle = open(  # noqa: SIM115 - closed by the with below
-            0 if path == "-" else path, encoding="utf-8", errors="replace", closefd=path != "-"
-        )
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                summary.unreadable_lines += 1  # e.g. a torn last line of a scan still running
-                continue
-            if isinstance(record, dict):
-                summary.add(record)
-            else:
+            loaded = json.loads(raw)
+        except ValueError as exc:
+            raise InputError(InputFault.UNREADABLE, f"cannot read metadata {shorten(metadata_path)}: {exc}") from None
+        summary.metadata = loaded if isinstance(loaded, dict) else {}
+    sniff(path, what="scan results (JSON Lines)")
+    with open_input(path) as stream:
+        for line in capped_lines(stream, MAX_RECORD_BYTES, name=path, what="scan results (JSON Lines)"):
+            if isinstance(line, LongLine):
                 summary.unreadable_lines += 1
+            elif line.strip():
+                _add_line(summary, line)
+            if not summary.records and summary.unreadable_lines >= GIVE_UP_AFTER_UNREADABLE:
+                break
+    if not summary.records:
+        count = summary.unreadable_lines
+        unreadable = f" ({count:,} unreadable line{'s' if count != 1 else ''})" if count else ""
+        raise UnexpectedContent(
+            InputFault.NOT_WHAT_IT_CLAIMS, f"{display_name(path)} holds no scan records{unreadable}"
+        )
     return summary
+
+
+def _add_line(summary: ScanSummary, line: bytes) -> None:
+    if b"\0" in line:
+        summary.unreadable_lines += 1
+        return
+    try:
+        record = json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError:
+        summary.unreadable_lines += 1  # e.g. a torn last line of a scan still running
+        return
+    if isinstance(record, dict):
+        summary.add(record)
+    else:
+        summary.unreadable_lines += 1
 
 
 # -- renderers -------------------------------------------------------------------------------
@@ -185,8 +220,10 @@ def render_text(s: dict[str, Any]) -> str:
     lines = [f"Scan results: {s['results']}"]
     scan = s["scan"]
     if scan:
-        lines.append(f"  scan {scan.get('start')} .. {scan.get('end') or 'unfinished'}"
-                     + ("" if scan.get("complete", True) else " (incomplete: resume it with --resume)"))
+        lines.append(
+            f"  scan {scan.get('start')} .. {scan.get('end') or 'unfinished'}"
+            + ("" if scan.get("complete", True) else " (incomplete: resume it with --resume)")
+        )
     lines += [
         f"  {s['records']:,} records; verdicts: {_counts(s['by_verdict'])}",
         f"  status: {_counts(s['by_status'])}",
@@ -204,8 +241,10 @@ def render_text(s: dict[str, Any]) -> str:
             lines.append(f"      {_evidence_line(entry)}")
     if open_count > len(s["open_relays"]):
         lines.append(f"  … and {open_count - len(s['open_relays']):,} more (raise --limit)")
-    for title, key, label in (("INCONCLUSIVE, by reason", "inconclusive_reasons", "reason"),
-                              ("NOT TESTED, by error", "errors", "error")):
+    for title, key, label in (
+        ("INCONCLUSIVE, by reason", "inconclusive_reasons", "reason"),
+        ("NOT TESTED, by error", "errors", "error"),
+    ):
         if s[key]:
             lines += ["", title]
             for group in s[key]:
@@ -213,42 +252,33 @@ def render_text(s: dict[str, Any]) -> str:
                 lines.append(f"           e.g. {', '.join(group['examples'])}")
     if s["findings"]:
         lines += ["", "FINDINGS", *(f"  {n:>7,}  {code}" for code, n in s["findings"].items())]
-    return "\n".join(_visible(line) for line in lines) + "\n"
-
-
-def _visible(text: str) -> str:
-    """Control characters (terminal escapes from a hostile banner) shown as ``\\xNN``."""
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-
-
-def _md(text: object) -> str:
-    value = _visible("" if text is None else str(text))
-    value = value.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-    return re.sub(r"([`*_<>\[\]])", r"\\\1", value)
+    return "\n".join(visible(line) for line in lines) + "\n"
 
 
 def render_markdown(s: dict[str, Any]) -> str:
-    out = [f"# Scan results: {_md(s['results'])}", ""]
+    out = [f"# Scan results: {md_text(s['results'])}", ""]
     if s["scan"]:
-        out += [f"Scan {_md(s['scan'].get('start'))} – {_md(s['scan'].get('end') or 'unfinished')}", ""]
-    out += ["| verdict | count |", "|---|---:|", *(f"| {_md(k)} | {v} |" for k, v in s["by_verdict"].items()), ""]
-    out += ["| status | count |", "|---|---:|", *(f"| {_md(k)} | {v} |" for k, v in s["by_status"].items()), ""]
+        out += [f"Scan {md_text(s['scan'].get('start'))} – {md_text(s['scan'].get('end') or 'unfinished')}", ""]
+    out += ["| verdict | count |", "|---|---:|", *(f"| {md_text(k)} | {v} |" for k, v in s["by_verdict"].items()), ""]
+    out += ["| status | count |", "|---|---:|", *(f"| {md_text(k)} | {v} |" for k, v in s["by_status"].items()), ""]
     out += [f"## Open relays ({s['by_verdict'].get('open', 0)})", ""]
     if s["open_relays"]:
         out += ["| address | port | name | confidence | evidence |", "|---|---:|---|---|---|"]
         for e in s["open_relays"]:
-            out.append(f"| {_md(e['ip'])} | {e['port']} | {_md(e.get('domain') or e.get('host'))} | "
-                       f"{_md(e.get('confidence'))} | {_md(_evidence_line(e))} |")
+            out.append(f"| {md_text(e['ip'])} | {e['port']} | {md_text(e.get('domain') or e.get('host'))} | "
+                       f"{md_text(e.get('confidence'))} | {md_text(_evidence_line(e))} |")
     else:
         out.append("No open relay found.")
-    for title, key, label in (("Inconclusive, by reason", "inconclusive_reasons", "reason"),
-                              ("Not tested, by error", "errors", "error")):
+    for title, key, label in (
+        ("Inconclusive, by reason", "inconclusive_reasons", "reason"),
+        ("Not tested, by error", "errors", "error"),
+    ):
         if s[key]:
             out += ["", f"## {title}", "", f"| count | {label} | examples |", "|---:|---|---|"]
-            out += [f"| {g['count']} | {_md(g[label])} | {_md(', '.join(g['examples']))} |" for g in s[key]]
+            out += [f"| {g['count']} | {md_text(g[label])} | {md_text(', '.join(g['examples']))} |" for g in s[key]]
     if s["findings"]:
         out += ["", "## Findings", "", "| finding | count |", "|---|---:|"]
-        out += [f"| {_md(c)} | {n} |" for c, n in s["findings"].items()]
+        out += [f"| {md_text(c)} | {n} |" for c, n in s["findings"].items()]
     return "\n".join(out) + "\n"
 
 
@@ -258,40 +288,49 @@ vertical-align:top}th{background:#f3f3f3}td.n{text-align:right}.open{color:#b000
 code{font:12px ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}"""
 
 
-def _h(value: object) -> str:
-    return html.escape(_visible("" if value is None else str(value)), quote=True)
-
-
 def _html_table(head: list[str], rows: list[list[str]]) -> str:
-    cells = "".join(f"<th>{_h(h)}</th>" for h in head)
+    cells = "".join(f"<th>{esc(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(rows_cell for rows_cell in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render_html(s: dict[str, Any]) -> str:
     def td(value: object, cls: str = "") -> str:
-        return f'<td class="{cls}">{_h(value)}</td>' if cls else f"<td>{_h(value)}</td>"
+        return f'<td class="{cls}">{esc(value)}</td>' if cls else f"<td>{esc(value)}</td>"
 
     def code(value: object) -> str:
-        return f"<td><code>{_h(value)}</code></td>"
+        return f"<td><code>{esc(value)}</code></td>"
 
-    parts = [f"<h1>Scan results: {_h(s['results'])}</h1>"]
+    parts = [f"<h1>Scan results: {esc(s['results'])}</h1>"]
     if s["scan"]:
-        parts.append(f"<p>Scan {_h(s['scan'].get('start'))} – {_h(s['scan'].get('end') or 'unfinished')}</p>")
+        parts.append(f"<p>Scan {esc(s['scan'].get('start'))} – {esc(s['scan'].get('end') or 'unfinished')}</p>")
     parts.append(_html_table(["verdict", "count"], [[td(k), td(v, "n")] for k, v in s["by_verdict"].items()]))
     parts.append(_html_table(["status", "count"], [[td(k), td(v, "n")] for k, v in s["by_status"].items()]))
     open_count = s["by_verdict"].get("open", 0)
     parts.append(f'<h2 class="open">Open relays ({open_count})</h2>' if open_count else "<h2>No open relay found</h2>")
     if s["open_relays"]:
-        parts.append(_html_table(
-            ["address", "port", "name", "confidence", "banner", "evidence"],
-            [[code(e["ip"]), td(e["port"], "n"), td(e.get("domain") or e.get("host")), td(e.get("confidence")),
-              code(e.get("banner")), code(_evidence_line(e))] for e in s["open_relays"]],
-        ))
-    for title, key, label in (("Inconclusive, by reason", "inconclusive_reasons", "reason"),
-                              ("Not tested, by error", "errors", "error")):
+        parts.append(
+            _html_table(
+                ["address", "port", "name", "confidence", "banner", "evidence"],
+                [
+                    [
+                        code(e["ip"]),
+                        td(e["port"], "n"),
+                        td(e.get("domain") or e.get("host")),
+                        td(e.get("confidence")),
+                        code(e.get("banner")),
+                        code(_evidence_line(e)),
+                    ]
+                    for e in s["open_relays"]
+                ],
+            )
+        )
+    for title, key, label in (
+        ("Inconclusive, by reason", "inconclusive_reasons", "reason"),
+        ("Not tested, by error", "errors", "error"),
+    ):
         if s[key]:
-            parts.append(f"<h2>{_h(title)}</h2>")
+            parts.append(f"<h2>{esc(title)}</h2>")
             parts.append(_html_table(["count", label, "examples"],
                                      [[td(g["count"], "n"), td(g[label]), code(", ".join(g["examples"]))]
                                       for g in s[key]]))
@@ -300,19 +339,8 @@ def render_html(s: dict[str, Any]) -> str:
         parts.append(_html_table(["finding", "count"], [[td(c), td(n, "n")] for c, n in s["findings"].items()]))
     body = "\n".join(parts)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-        f"<title>relaycheck scan: {_h(s['results'])}</title><style>{_CSS}</style></head>\n"
+        f"<title>relaycheck scan: {esc(s['results'])}</title><style>{_CSS}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"
     )
-
-
-def render(summary: ScanSummary, fmt: str) -> str:
-    data = summary.as_dict()
-    if fmt == "json":
-        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    if fmt == "markdown":
-        return render_markdown(data)
-    if fmt == "html":
-        return render_html(data)
-    return render_text(data)

@@ -7,25 +7,25 @@ one address at a time, in a seeded pseudo-random order (an affine permutation of
 so consecutive targets land in different /24s), and never held in memory.
 
 Every item has a *key*; records carry the same key (``ip|port|name``), which is what resume,
-sharding and the sink's de-duplication compare.
+sharding and the writer's de-duplication compare.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import math
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from relaycheck.boundedio import LongLine, capped_lines, open_input
 from relaycheck.dns import split_host_port
 from relaycheck.errors import UsageError
 from relaycheck.names import is_hostname
 from relaycheck.scan.addresses import Block, looks_like_block, parse_block, parse_ip
 from relaycheck.scan.excludes import ExcludeList
+from relaycheck.validate import idna_ascii
 
 
 class Kind(StrEnum):
@@ -50,13 +50,13 @@ class Item:
     @property
     def key(self) -> str:
         if self.kind is Kind.EXCLUDED:
-            return target_key(self.block, self.port, self.name)
+            return record_key(self.block, self.port, self.name)
         if self.kind is Kind.INVALID:
             return "!" + self.given
-        return target_key(self.ip, self.port, self.name)
+        return record_key(self.ip, self.port, self.name)
 
 
-def target_key(ip: str | None, port: int, name: str | None) -> str:
+def record_key(ip: str | None, port: int, name: str | None) -> str:
     """The identity of one record: address, port, and the name the user gave (if any)."""
     return f"{ip or ''}|{port}|{name or ''}"
 
@@ -95,7 +95,7 @@ def parse_token(token: str, ports: Ports) -> Parsed:
     if looks_like_block(token):
         return _BlockSpec(parse_block(token), token, ports, None, None)
     host, given_port = split_host_port(token, default_port=None)
-    host = host.rstrip(".").lower()
+    host = idna_ascii(host.rstrip(".").lower())
     ip = parse_ip(host)
     if ip is not None:
         return _BlockSpec(Block(ip.version, int(ip), int(ip)), token, (given_port or ports[0],), None, None)
@@ -144,20 +144,15 @@ def parse_line(line: str, ports: Ports) -> Iterator[Parsed]:
         yield Item(Kind.INVALID, text, ports[0], reason=str(exc))
 
 
-def read_lines(path: str) -> Iterator[str]:
-    """Lines of a list file, ``-`` for stdin, read lazily (zmap can pipe millions of lines)."""
-    if path == "-":
-        stream: io.TextIOBase | io.TextIOWrapper = io.TextIOWrapper(
-            sys.stdin.buffer, encoding="utf-8", errors="replace"
-        )
-        yield from stream
-        return
-    try:
-        handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - generator owns it
-    except OSError as exc:
-        raise UsageError(f"cannot read target list {path}: {exc.strerror or exc}") from None
-    with handle:
-        yield from handle
+MAX_LIST_LINE = 64 * 1024  # a line of a target list names a few targets
+
+
+def read_lines(path: str) -> Iterator[str | LongLine]:
+    """Lines of a list file, ``-`` for stdin, read lazily (zmap can pipe millions of lines) and
+    bounded: an over-long line is a ``LongLine``, a binary input an error."""
+    with open_input(path) as stream:
+        for line in capped_lines(stream, MAX_LIST_LINE, name=path, what="a target list"):
+            yield line if isinstance(line, LongLine) else line.decode("utf-8", errors="replace")
 
 
 def parse_inputs(args: Iterable[str], lists: Iterable[str], ports: Ports) -> Iterator[Parsed]:
@@ -166,7 +161,11 @@ def parse_inputs(args: Iterable[str], lists: Iterable[str], ports: Ports) -> Ite
         yield parse_token(arg, ports)
     for path in lists:
         for line in read_lines(path):
-            yield from parse_line(line, ports)
+            if isinstance(line, LongLine):
+                yield Item(Kind.INVALID, f"<a line of {line.length:,} bytes>", ports[0],
+                           reason=f"a line longer than {MAX_LIST_LINE // 1024} KB is not a target")
+            else:
+                yield from parse_line(line, ports)
 
 
 def validate_args(args: Iterable[str], ports: Ports) -> None:

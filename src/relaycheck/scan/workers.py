@@ -2,7 +2,7 @@
 
 One asyncio loop uses one core, and a scan is CPU-bound long before the network is busy
 (bench/scan.py). With ``--workers N`` the command's process stays the *front*: it reads the
-inputs, filters them at the sink (resume, duplicates, excluded and invalid inputs), routes each
+inputs, filters them at the writer (resume, duplicates, excluded and invalid inputs), routes each
 target to one of N worker processes and writes every record the workers send back. Each worker
 runs the very ``Scanner`` of the single-process scan on its own loop, with 1/N of ``--rate`` and
 ``--concurrency``.
@@ -10,12 +10,12 @@ runs the very ``Scanner`` of the single-process scan on its own loop, with 1/N o
 - Routing keeps the politeness caps exact: an address always goes to the same worker (its /24 or
   /64 when ``--per-subnet`` caps subnets, so one worker holds the whole subnet's count). A name
   goes by its hash; two names with one MX host in different workers are tested twice at worst,
-  and the sink keeps one record.
+  and the writer keeps one record.
 - Flow control: each worker has at most ``2 x its concurrency`` targets sent and not finished;
   the front reads inputs only as fast as workers take them (memory stays bounded for any input).
 - Records travel as they are produced; the front writes them at once (same guarantees as the
   single-process scan: one line per record, resumable). A worker that dies is started again and
-  given its unfinished targets; the sink drops a record it already has, so each target is
+  given its unfinished targets; the writer drops a record it already has, so each target is
   written exactly once.
 """
 
@@ -39,9 +39,9 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, NoReturn
 
 from relaycheck.scan.inputs import END, InputThread
-from relaycheck.scan.records import admit, error_record
+from relaycheck.scan.output import JsonlOutput
+from relaycheck.scan.records import admit, deliver, error_record
 from relaycheck.scan.runner import LocalClaims, ScanConfig, Scanner, run_scan
-from relaycheck.scan.sink import JsonlSink
 from relaycheck.scan.targets import Item, Kind
 
 MAX_RESTARTS = 3  # per worker slot: a worker that keeps dying is a bug, not bad luck
@@ -81,8 +81,8 @@ class WorkerStats:
 # -- the worker process ----------------------------------------------------------------------
 
 
-class _PipeSink(LocalClaims):
-    """A worker's sink: claims are local (``skip``: keys the front already has), records go to the
+class _PipeOutput(LocalClaims):
+    """A worker's writer: claims are local (``skip``: keys the front already has), records go to the
     front as soon as they are made: whatever the loop produced in one turn, in one message."""
 
     def __init__(self, out: Connection) -> None:
@@ -119,13 +119,13 @@ def _front_gone() -> NoReturn:
 class _WorkerScanner(Scanner):
     """Items arrive as ``(number, item, skip)``; the front hears when each is finished."""
 
-    sink: _PipeSink
+    writer: _PipeOutput
 
     async def handle(self, entry: Any) -> None:
         number, item, skip = entry
-        self.sink.keys.update(skip)
+        self.writer.keys.update(skip)
         await super().handle(item)
-        self.sink.post("done", number)
+        self.writer.post("done", number)
 
 
 def _worker_main(config: ScanConfig, inbox: Connection, out: Connection, inherited: tuple[int, ...] = ()) -> None:
@@ -147,10 +147,10 @@ def _worker_main(config: ScanConfig, inbox: Connection, out: Connection, inherit
                 return
             yield from batch
 
-    sink = _PipeSink(out)
-    scanner = run_scan(entries(), config, sink, scanner_type=_WorkerScanner)
-    sink.flush()
-    sink.send([("stats", {"duplicates": scanner.duplicates, "peak_in_flight": scanner.peak_in_flight,
+    writer = _PipeOutput(out)
+    scanner = run_scan(entries(), config, writer, scanner_type=_WorkerScanner)
+    writer.flush()
+    writer.send([("stats", {"duplicates": scanner.duplicates, "peak_in_flight": scanner.peak_in_flight,
                           "peak_rss_mb": peak_rss_mb()})])
     out.close()
 
@@ -176,12 +176,11 @@ class _Slot:
     restarts: int = 0
 
 
-
 class WorkerPool:
     """``--workers N``: start the processes early (before any other thread, so that they can be
     forked rather than spawned), then ``run`` the scan on them once."""
 
-    sink: JsonlSink
+    writer: JsonlOutput
     on_record: Callable[[dict[str, Any]], None] | None = None
 
     def __init__(self, config: ScanConfig, count: int) -> None:
@@ -210,10 +209,15 @@ class WorkerPool:
         our_out, their_out = context.Pipe(duplex=False)
         inherited = (
             tuple(c.fileno() for c in (our_inbox, our_out, *self._connections()))
-            if context.get_start_method() == "fork" else ()
+            if context.get_start_method() == "fork"
+            else ()
         )
-        process = context.Process(target=_worker_main, args=(self.shared, their_inbox, their_out, inherited),
-                                       name=f"relaycheck-scan-{slot.index}", daemon=True)
+        process = context.Process(
+            target=_worker_main,
+            args=(self.shared, their_inbox, their_out, inherited),
+            name=f"relaycheck-scan-{slot.index}",
+            daemon=True,
+        )
         process.start()
         their_inbox.close()
         their_out.close()
@@ -251,7 +255,7 @@ class WorkerPool:
             return
         reason = f"the scan's worker process died {slot.restarts + 1} times (exit code {slot.process.exitcode})"
         for _, item, _ in slot.queued:  # a claimed target always ends as a record
-            if self.sink.is_pending(item.key) or (item.kind is Kind.NAME and self.sink.claim(item.key)):
+            if self.writer.is_pending(item.key) or (item.kind is Kind.NAME and self.writer.claim(item.key)):
                 self._write(error_record(item, reason))
         slot.queued.clear()
         slot.finished = True
@@ -268,8 +272,8 @@ class WorkerPool:
         return self.slots[zlib.crc32((item.name or item.given).encode()) % len(self.slots)]
 
     def _take(self, item: Item) -> None:
-        """Filter one input at the sink; a target to test is routed to its worker."""
-        skip = admit(item, self.sink, self._write, self._duplicate)
+        """Filter one input at the writer; a target to test is routed to its worker."""
+        skip = admit(item, self.writer, self._write, self._duplicate)
         if skip is not None:
             self.numbers += 1
             self._route(item).queued.append((self.numbers, item, skip))
@@ -299,10 +303,7 @@ class WorkerPool:
     # -- records in
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self.sink.write(record):
-            if self.on_record is not None:
-                self.on_record(record)
-        else:
+        if not deliver(self.writer, record, self.on_record):
             self.stats.duplicates += 1
 
     def _receive(self, slot: _Slot) -> None:
@@ -325,10 +326,10 @@ class WorkerPool:
 
     # -- the loop
 
-    def run(self, items: Iterable[Item], sink: JsonlSink,
+    def run(self, items: Iterable[Item], writer: JsonlOutput,
             on_record: Callable[[dict[str, Any]], None] | None = None) -> WorkerStats:
-        """Scan ``items`` on the workers, writing every record to ``sink``; stop the workers."""
-        self.sink, self.on_record = sink, on_record
+        """Scan ``items`` on the workers, writing every record to ``writer``; stop the workers."""
+        self.writer, self.on_record = writer, on_record
         try:
             self._loop(items)
         finally:

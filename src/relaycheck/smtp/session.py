@@ -1,4 +1,4 @@
-"""A small asyncio SMTP client session for probing (DESIGN §4).
+"""A small asyncio SMTP client session for probing.
 
 Built on an ``asyncio.Protocol`` rather than streams so that the reply parser sees bytes the
 moment they arrive (caps enforced at once, not after buffering) and so that STARTTLS can discard,
@@ -20,15 +20,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from relaycheck.errors import (
+    CertificateUnverified,
     ConnectError,
     ConnectionClosed,
+    ErrorKind,
+    PartialReplies,
     ProtocolError,
-    RelaycheckError,
     StepTimeout,
     TlsError,
 )
 from relaycheck.model import ConnectionLog, Exchange, Reply, Transport
 from relaycheck.smtp.wire import Ehlo, ReplyParser, command_line, encode_command, parse_ehlo
+
+__all__ = ["PartialReplies", "SessionConfig", "SmtpSession", "probing_tls_context"]
 
 # More queued, unrequested replies than this is a flood, not a conversation.
 _MAX_QUEUED_REPLIES = 256
@@ -240,14 +244,18 @@ class SmtpSession:
                 )
         except TimeoutError:
             raise ConnectError(
-                f"connection to {self.address} port {self.port} timed out "
-                f"after {self.config.connect_timeout:g} s"
+                f"connection to {self.address} port {self.port} timed out after {self.config.connect_timeout:g} s",
+                kind=ErrorKind.TIMEOUT,
             ) from None
         except ssl.SSLError as exc:
-            raise TlsError(f"TLS handshake with {self.address}:{self.port} failed: {exc}") from None
+            message = f"TLS handshake with {self.address}:{self.port} failed: {exc}"
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                raise CertificateUnverified(message, str(exc.verify_message)) from None
+            raise TlsError(message) from None
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            raise ConnectError(f"cannot connect to {self.address} port {self.port}: {reason}") from None
+            kind = ErrorKind.REFUSED if isinstance(exc, ConnectionRefusedError) else ErrorKind.UNREACHABLE
+            raise ConnectError(f"cannot connect to {self.address} port {self.port}: {reason}", kind=kind) from None
         self._protocol = protocol
         self.tls = implicit
         self.round_trips += 1
@@ -332,6 +340,8 @@ class SmtpSession:
             self.error = f"TLS handshake failed: {message}"
             self._record(None, None, note=self.error)
             protocol.transport.abort()
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                raise CertificateUnverified(self.error, str(exc.verify_message)) from None
             raise TlsError(self.error) from None
         if new_transport is None:
             raise TlsError("TLS handshake failed: connection closed")
@@ -343,7 +353,7 @@ class SmtpSession:
         return reply
 
     async def data_then_abort(self) -> Reply:
-        """Send DATA; on 354 drop the connection before a single content line (DESIGN §6)."""
+        """Send DATA; on 354 drop the connection before a single content line: probe mode never creates a message."""
         reply = await self.command("DATA")
         if reply.code == 354:
             self.abort(note="connection dropped after 354, before any content: no message exists")
@@ -382,15 +392,6 @@ class SmtpSession:
     def close(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
-
-
-class PartialReplies(RelaycheckError):
-    """A pipeline that ended early: ``cause`` says why, ``replies`` holds what did arrive."""
-
-    def __init__(self, cause: Exception, replies: list[Reply]) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-        self.replies = replies
 
 
 def _is_ip(host: str) -> bool:

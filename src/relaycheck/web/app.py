@@ -3,21 +3,23 @@
 ``create_app(settings)`` builds everything; nothing happens at import time. Pages are rendered
 by Jinja2 with autoescaping from the stored report (the same JSON the API serves), so every
 server-provided string reaches the browser escaped. A Content Security Policy allows scripts
-from this origin only (no inline script), and errors never show a traceback.
+from this origin only (no inline script), and errors never show a traceback. Request bodies
+are capped before anything parses them, posts from other sites are refused (Sec-Fetch-Site,
+Origin, Referer), and event streams are capped per client and in all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Form, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,19 +30,33 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relaycheck.api import parse_target
-from relaycheck.errors import DnsError, UsageError
+from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
+from relaycheck.render.html import render_html
+from relaycheck.render.load import report_from_dict
+from relaycheck.render.markdown import render_markdown
 from relaycheck.web import store as st
-from relaycheck.web.guard import Refused, target_key
-from relaycheck.web.limits import RateLimiter, client_key, retry_after
+from relaycheck.web.guard import Refused, parse_input, resolve, target_key
+from relaycheck.web.history import register_history
+from relaycheck.web.limits import (
+    BodyTooLarge,
+    RateLimiter,
+    StreamSlots,
+    client_key,
+    declared_length,
+    is_trusted,
+    read_capped,
+    retry_after,
+)
 from relaycheck.web.runner import Forbidden, Limited, Service, Submitted
+from relaycheck.web.schemas import COMMON_ERRORS, error_answer
 from relaycheck.web.settings import Settings
-from relaycheck.web.views import make_templates
+from relaycheck.web.views import download_name, make_templates
 
 log = logging.getLogger("relaycheck.web")
 
 API = "/api/v1"
 STREAM_SECONDS = 600.0  # longest life of one event stream
+KEEPALIVE_SECONDS = 15.0  # a ping event at least this often
 CHECK_ID = re.compile(r"[A-Za-z0-9_-]{6,32}")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -49,7 +65,9 @@ CSP = (
 SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # same-origin: our own posts carry our Origin (with no-referrer browsers send "Origin: null"),
+    # and no address of ours ever reaches another site
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cross-origin-opener-policy": "same-origin",
 }
@@ -104,7 +122,10 @@ class PlanOut(BaseModel):
 
 class CheckSummary(BaseModel):
     id: str
-    target: str = Field(description="`host:port`: the key for cooldown and history.")
+    target: str = Field(
+        description="The tested addresses with the port (`192.0.2.1:25`, several separated by spaces): "
+        "the key for cooldown and history, so that every name of one server shares them."
+    )
     input: str
     port: int
     mode: str
@@ -116,6 +137,14 @@ class CheckSummary(BaseModel):
     links: Links
 
 
+class RetryOut(BaseModel):
+    attempt: int = Field(description="The retry round that follows the wait (1 for the first).")
+    deferred: int = Field(description="Probes still deferred (4xx, typically greylisting).")
+    wait_s: float = Field(description="Seconds of the wait when it began (0: the round is under way).")
+    at: datetime = Field(description="When the retry round starts.")
+    budget_ends: datetime = Field(description="When the service stops retrying.")
+
+
 class TargetProgressOut(BaseModel):
     label: str
     state: Literal["waiting", "testing", "done"]
@@ -123,6 +152,8 @@ class TargetProgressOut(BaseModel):
     expected: int
     lines: list[str]
     verdict: str | None
+    retries: int = Field(default=0, description="Retry rounds of deferred probes so far.")
+    retry: RetryOut | None = Field(default=None, description="The greylisting wait under way, if any.")
 
 
 class ProgressOut(BaseModel):
@@ -151,23 +182,24 @@ class HistoryOut(BaseModel):
     checks: list[CheckSummary]
 
 
-class ErrorOut(BaseModel):
-    error: str = Field(description="A stable code: invalid-target, refused, forbidden, rate-limited, busy, …")
-    message: str
+class ApiError(RelaycheckError):
+    """What the JSON API answers instead of a result: HTTP ``status`` and a stable ``code``."""
 
+    kind = ErrorKind.USAGE
 
-class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "Malformed target"},
-    403: {"model": ErrorOut, "description": "Mode not enabled, or a cross-site form post"},
-    422: {"model": ErrorOut, "description": "Refused target (address class, port) or DNS failure"},
-    429: {"model": ErrorOut, "description": "Too many requests or running tests from this client (Retry-After)"},
-    503: {"model": ErrorOut, "description": "The service is at capacity (Retry-After)"},
+    **COMMON_ERRORS,
+    400: error_answer("Malformed target"),
+    403: error_answer("Mode not enabled, or a post from another site (Sec-Fetch-Site, Origin, Referer)"),
+    413: error_answer("The request body is larger than the service accepts"),
+    422: error_answer("Invalid request body, refused target (address class, port) or DNS failure"),
+    429: error_answer("Too many requests or running tests from this client (Retry-After)"),
+    503: error_answer("The service is at capacity (Retry-After)"),
 }
 
 
@@ -191,13 +223,15 @@ def submit_error(exc: Exception) -> ApiError:
 
 
 class Guard:
-    """Pure ASGI middleware: client identity, requests per minute, cross-site posts, headers, and
-    a generic error page for any unexpected exception (no traceback reaches a client)."""
+    """Pure ASGI middleware: client identity, requests per minute, posts from other sites, the
+    body cap, headers, and an error page for any unexpected exception (no traceback reaches a
+    client)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter, pages: ErrorPages) -> None:
         self.app = app
         self.settings = settings
         self.limiter = limiter
+        self.pages = pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -209,6 +243,7 @@ class Guard:
         scope.setdefault("state", {})["client"] = client
         path: str = scope["path"]
         static = path.startswith("/static/")
+        pages = self.pages
 
         started = False
 
@@ -224,17 +259,29 @@ class Guard:
                     out["cache-control"] = "no-store"
             await send(message)
 
+        async def refuse(status: int, code: str, message: str, wait: float | None = None) -> None:
+            await pages.response(path, status, code, message, wait)(scope, receive, send_secured)
+
         if not static:
             wait = self.limiter.take(client)
             if wait:
-                message = "too many requests from your address; slow down"
-                response = error_response(path, 429, "rate-limited", message, {"Retry-After": retry_after(wait)})
-                await response(scope, receive, send_secured)
+                await refuse(429, "rate-limited", "Too many requests from your address; slow down.", wait)
                 return
-        if scope["method"] == "POST" and headers.get("sec-fetch-site") == "cross-site":
-            message = "cross-site form posts are not accepted"
-            await error_response(path, 403, "forbidden", message)(scope, receive, send_secured)
+        if scope["method"] == "POST" and not same_origin(headers, self.settings, peer[0] if peer else None):
+            await refuse(403, "forbidden", "Posts from other sites are not accepted.")
             return
+        cap = self.settings.max_body_bytes
+        length = declared_length(scope["headers"])
+        if length is not None and length > cap:  # refused before a byte of it is read
+            await refuse(413, "too-large", f"The request is too large (at most {cap} bytes are accepted).")
+            return
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            try:
+                body, gone = await read_capped(receive, cap)
+            except BodyTooLarge:
+                await refuse(413, "too-large", f"The request is too large (at most {cap} bytes are accepted).")
+                return
+            receive = replay(body, gone, receive)
         try:
             await self.app(scope, receive, send_secured)
         except Exception as exc:
@@ -242,25 +289,109 @@ class Guard:
             log.error("unhandled error on %s %s", scope["method"], path, exc_info=exc)
             if started:
                 raise  # a response is under way: closing the connection is all that is left
-            message = "Something went wrong on our side. It has been logged."
-            await error_response(path, 500, "internal", message)(scope, receive, send_secured)
+            await refuse(500, "internal", "Something went wrong on our side. It has been logged.")
 
 
-def error_response(path: str, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    """A plain error in the form the client asked for (JSON under /api, HTML elsewhere)."""
-    if path.startswith(API):
-        return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
-    return HTMLResponse(_plain_page(status, message), status_code=status, headers=headers)
+def replay(body: bytes, disconnected: bool, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the body read already, then the client's own messages."""
+    given = False
+
+    async def again() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            if disconnected:
+                return {"type": "http.disconnect"}
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
 
 
-def _plain_page(status: int, message: str) -> str:
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>{status} · relaycheck</title><link rel="stylesheet" href="/static/style.css"></head>'
-        f'<body><main class="page"><h1>{status}</h1><p>{html.escape(message)}</p>'
-        '<p><a href="/">Test a mail server</a></p></main></body></html>'
-    )
+def _origin_host(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port or default}"
+
+
+def _host_header(value: str, scheme: str) -> str:
+    parts = urlsplit(f"//{value}")
+    default = 443 if scheme == "https" else 80
+    hostname = parts.hostname or ""
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port or default}"
+
+
+def same_origin(headers: Headers, settings: Settings, peer: str | None) -> bool:
+    """Whether a post comes from this site's own pages (or from no browser page at all).
+
+    ``Sec-Fetch-Site`` when the browser sends it (a page cannot forge it); else ``Origin``; else
+    ``Referer``. A client that sends none of them (curl, scripts) is not a browser a foreign page
+    could drive. The
+    site's own address is the ``Host`` header (``X-Forwarded-Host`` from a trusted proxy); the
+    scheme is not compared, as a TLS proxy in front talks plain HTTP to us.
+    """
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
+    origin = headers.get("origin")
+    referer = headers.get("referer")
+    if origin is None and referer is None:
+        return True
+    claimed = origin if origin is not None else referer or ""
+    if claimed == "null":  # sandboxed frames, file: pages, some redirects: never our pages
+        return False
+    scheme = urlsplit(claimed).scheme
+    own = headers.get("host", "")
+    forwarded = headers.get("x-forwarded-host")
+    if forwarded and peer is not None and is_trusted(peer, settings.trusted_proxies):
+        own = forwarded.split(",")[0].strip()
+    theirs = _origin_host(claimed)
+    return bool(own) and theirs is not None and _host_header(own, scheme) == theirs
+
+
+class ErrorPages:
+    """Errors in the form the client asked for: JSON under /api, a page in the site layout elsewhere."""
+
+    def __init__(self, templates: Any) -> None:
+        self.templates = templates
+
+    def page(self, status: int, message: str, wait: float | None = None) -> str:
+        context: dict[str, Any] = {"status": status, "message": message, "wait": None, "until": None}
+        if wait:
+            seconds = int(retry_after(wait))
+            context["wait"] = seconds
+            context["until"] = datetime.now(UTC) + timedelta(seconds=seconds)
+        return str(self.templates.env.get_template("error.html").render(context))
+
+    def response(
+        self, path: str, status: int, code: str, message: str, wait: float | None = None
+    ) -> Response:
+        headers = {"Retry-After": retry_after(wait)} if wait else None
+        if path.startswith(API):
+            return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+        return HTMLResponse(self.page(status, message, wait), status_code=status, headers=headers)
+
+
+class EventStream(StreamingResponse):
+    """An event stream that gives its slot back however it ends (even before its first byte)."""
+
+    def __init__(self, content: AsyncIterator[str], release: Any, headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 # -- the app --------------------------------------------------------------------------------
@@ -271,7 +402,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = st.Store(settings.db_url)
     service = Service(settings, store)
     templates = make_templates()
-    streams = asyncio.Semaphore(settings.max_event_streams)
+    pages = ErrorPages(templates)
+    streams = StreamSlots(total=settings.max_event_streams, per_client=settings.max_streams_per_client)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -293,8 +425,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = service
     app.state.settings = settings
-    app.add_middleware(Guard, settings=settings, limiter=RateLimiter(settings.requests_per_minute))
+    app.add_middleware(Guard, settings=settings, limiter=RateLimiter(settings.requests_per_minute), pages=pages)
     app.mount("/static", StaticFiles(packages=[("relaycheck.web", "static")]), name="static")
+    register_history(app, store, settings, templates)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -340,8 +473,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # -- error handling ---------------------------------------------------------------------
 
     @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> Response:
-        return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status, headers=exc.headers)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        if request.url.path.startswith(API):
+            return JSONResponse(
+                {"error": exc.code, "message": exc.message}, status_code=exc.status, headers=exc.headers
+            )
+        wait = float(exc.headers["Retry-After"]) if "Retry-After" in exc.headers else None
+        return pages.response(request.url.path, exc.status, exc.code, exc.message, wait)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -352,14 +490,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "error")
         if request.url.path.startswith(API):
             return JSONResponse({"error": code, "message": message}, status_code=exc.status_code)
-        return templates.TemplateResponse(
-            request, "error.html", {"status": exc.status_code, "message": message}, status_code=exc.status_code
-        )
+        return pages.response(request.url.path, exc.status_code, code, message)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         if not request.url.path.startswith(API):
-            return error_response(request.url.path, 400, "invalid-request", "That request is not valid.")
+            return pages.response(request.url.path, 400, "invalid-request", "That request is not valid.")
         details = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg', 'invalid')}"
             for e in exc.errors()
@@ -374,7 +510,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context = {"error": error, "value": value, "port": port, "ports": sorted(settings.ports)}
         return templates.TemplateResponse(request, "index.html", context, status_code=status)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def index(request: Request, target: str = "") -> Response:
         return index_page(request, value=target[:255])
 
@@ -383,9 +519,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             done: Submitted = await service.submit(text, port, mode, client_of(request))
         except (UsageError, DnsError, Limited) as exc:
             error = submit_error(exc)
-            response = index_page(
-                request, error=error.message, value=text[:255], port=port or 25, status=error.status
-            )
+            message = error.message
+            if isinstance(exc, Limited):
+                message += f" (try again in {retry_after(exc.retry_after)} s)"
+            response = index_page(request, error=message, value=text[:255], port=port or 25, status=error.status)
             response.headers.update(error.headers)
             return response
         suffix = "?reused=1" if done.reused else ""
@@ -395,10 +532,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def check_form(
         request: Request, target: Annotated[str, Form()] = "", port: Annotated[str, Form()] = "25"
     ) -> Response:
-        number = int(port) if port.isdigit() and len(port) <= 5 else None
         if not target.strip():
             return index_page(request, error="Type a mail domain or a server name.", status=400)
-        return await start_from_form(request, target, number)
+        # isascii: str.isdigit() is also true for "²" and other digits int() cannot read
+        if not (port.isascii() and port.isdigit() and len(port) <= 5):
+            message = "Choose the port from the list (25, 465 or 587)."
+            return index_page(request, error=message, value=target[:255], status=400)
+        return await start_from_form(request, target, int(port))
 
     @app.post("/check/{check_id}/retest", include_in_schema=False)
     async def retest(request: Request, check_id: str) -> Response:
@@ -418,45 +558,84 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if row.active:
             context["progress"] = progress.as_dict() if progress else None
             return templates.TemplateResponse(request, "progress.html", context)
-        context["history"] = [summary(h) for h in await service.history(row.target)]
+        context["history"] = [summary(h) for h in await service.history(row.target, client_of(request))]
         return templates.TemplateResponse(request, "result.html", context)
+
+    async def finished_report(check_id: str) -> tuple[st.CheckRow, Any]:
+        row = await find(check_id)
+        if row.report is None:
+            raise StarletteHTTPException(404, "The report is not ready: the test has not finished.")
+        return row, report_from_dict(row.report)
+
+    @app.get("/check/{check_id}/report.html", include_in_schema=False)
+    async def download_html(check_id: str) -> Response:
+        row, report = await finished_report(check_id)
+        disposition = f'attachment; filename="{download_name(row, "html")}"'
+        # the file is opened from disk, away from this site: its own CSP header says no scripts
+        return HTMLResponse(render_html(report), headers={"Content-Disposition": disposition})
+
+    @app.get("/check/{check_id}/report.md", include_in_schema=False)
+    async def download_markdown(check_id: str) -> Response:
+        row, report = await finished_report(check_id)
+        disposition = f'attachment; filename="{download_name(row, "md")}"'
+        return Response(
+            render_markdown(report),
+            media_type="text/markdown; charset=utf-8",
+            headers={"Content-Disposition": disposition},
+        )
 
     # -- event stream -----------------------------------------------------------------------
 
     async def event_stream(request: Request, check_id: str) -> Response:
         row = await find(check_id)
         progress = service.progress.get(row.id)
-        if streams.locked():
+        client = client_of(request)
+        # No await between the count and the reservation: the caps hold under any load. The
+        # page falls back to polling when refused, so a refusal costs the user nothing.
+        full = streams.take(client)
+        if full == "client":
+            message = f"too many open event streams from your address (at most {settings.max_streams_per_client})"
+            raise ApiError(429, "rate-limited", message, {"Retry-After": "30"})
+        if full == "total":
             raise ApiError(503, "busy", "too many open event streams", {"Retry-After": "30"})
 
         async def events() -> AsyncIterator[str]:
-            async with streams:
-                yield "retry: 3000\n\n"
-                if progress is None:
-                    yield f"event: done\ndata: {json.dumps({'status': row.status})}\n\n"
+            yield "retry: 3000\n\n"
+            if progress is None:
+                yield f"event: done\ndata: {json.dumps({'status': row.status})}\n\n"
+                return
+            seen = -1
+            ends = time.monotonic() + STREAM_SECONDS  # the page then follows by polling
+            while time.monotonic() < ends:
+                if progress.version != seen:
+                    seen = progress.version
+                    yield f"event: progress\ndata: {json.dumps(progress.as_dict())}\n\n"
+                if progress.finished:
+                    yield f"event: done\ndata: {json.dumps({'status': progress.status})}\n\n"
                     return
-                seen = -1
-                ends = time.monotonic() + STREAM_SECONDS  # the browser reconnects after that
-                while time.monotonic() < ends:
-                    if progress.version != seen:
-                        seen = progress.version
-                        yield f"event: progress\ndata: {json.dumps(progress.as_dict())}\n\n"
-                    if progress.finished:
-                        yield f"event: done\ndata: {json.dumps({'status': progress.status})}\n\n"
-                        return
-                    if not await progress.wait(seen, timeout=15):
-                        yield ": keep-alive\n\n"
-                    await asyncio.sleep(0.25)  # coalesce bursts of exchanges into one event
+                if not await progress.wait(seen, timeout=KEEPALIVE_SECONDS):
+                    yield "event: ping\ndata: {}\n\n"  # a named event: the page sees the stream is alive
+                await asyncio.sleep(0.25)  # coalesce bursts of exchanges into one event
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        return EventStream(events(), lambda: streams.give_back(client), headers)
 
     @app.get(
         f"{API}/checks/{{check_id}}/events",
         tags=["checks"],
         summary="Live progress as server-sent events",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "`progress` events, then `done`"}},
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "`progress` events, `ping` every 15 s, then `done`",
+            },
+            404: error_answer("No such check"),
+            422: error_answer("Invalid request"),
+            **COMMON_ERRORS,
+            429: error_answer("Too many open event streams or requests from this client (Retry-After)"),
+            503: error_answer("Too many open event streams in all (Retry-After)"),
+        },
     )
     async def api_events(request: Request, check_id: str) -> Response:
         return await event_stream(request, check_id)
@@ -488,7 +667,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["checks"],
         summary="Status, live progress and (when done) the report",
         response_model=CheckOut,
-        responses={404: {"model": ErrorOut}},
+        responses={404: error_answer("No such check"), 422: error_answer("Invalid request"), **COMMON_ERRORS},
     )
     async def api_get(check_id: str) -> CheckOut:
         return resource(await find(check_id))
@@ -496,18 +675,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         f"{API}/checks",
         tags=["checks"],
-        summary="History: earlier checks of one target, newest first",
+        summary="History: earlier checks of one server (its addresses and port), newest first",
         response_model=HistoryOut,
-        responses={400: {"model": ErrorOut}},
+        responses={
+            400: error_answer("Malformed target"),
+            422: error_answer("Invalid parameters, refused target or DNS failure"),
+            **COMMON_ERRORS,
+        },
     )
-    async def api_history(target: str, port: int = 25) -> HistoryOut:
+    async def api_history(request: Request, target: str, port: int = 25) -> HistoryOut:
+        # Names are resolved: the history belongs to the addresses, whichever name was used.
+        # Reading history connects nowhere, so any address and port may be asked about; what
+        # cannot be resolved or was never allowed simply has no history.
         try:
-            spec = parse_target(target)
+            spec, chosen = parse_input(target, port, ports=range(1, 65536), allow_private=True)
+        except Refused:  # an address nobody can connect to, an address-trick name: never tested
+            return HistoryOut(target=target.strip()[:255], checks=[])
         except UsageError as exc:
             raise ApiError(400, "invalid-target", str(exc)) from None
-        key = target_key(spec.host, spec.port or port)
-        rows = await service.history(key)
-        return HistoryOut(target=key, checks=[CheckSummary(**summary(r)) for r in rows])
+        try:
+            plan = await resolve(
+                spec, chosen, resolver=settings.resolver, allow_private=True, max_targets=settings.max_targets
+            )
+        except (UsageError, DnsError):
+            return HistoryOut(target=target_key(spec.host, chosen), checks=[])
+        rows = await service.history(plan.key, client_of(request))
+        return HistoryOut(target=plan.key, checks=[CheckSummary(**summary(r)) for r in rows])
 
     return app
 

@@ -6,9 +6,8 @@ not be able to point it inward. The rules (docs/web.md, "Security controls"):
 - resolve once (MX, then A/AAAA) and vet every address; the engine is then given the vetted
   *address*, never the name, so a second DNS answer (rebinding) cannot change where we connect;
 - only globally routable unicast addresses, unless the operator allows private ones for a lab:
-  no loopback, private, shared (CGNAT), link-local, multicast, reserved, documentation,
-  benchmarking, unspecified; IPv6 addresses that carry an IPv4 address (IPv4-mapped, NAT64,
-  6to4) are judged by the IPv4 address inside them as well;
+  the one address policy of ``relaycheck.reach`` (the IANA special-purpose blocks, the same
+  list a scan excludes by default; IPv6 addresses that carry an IPv4 address are judged by it);
 - ports from an allow-list (25, 465, 587 by default);
 - host names must be real DNS names: at least one dot, and not an all-numeric last label
   (``127.1``, ``2130706433`` and ``0x7f000001`` are address tricks, not names).
@@ -21,115 +20,23 @@ are still tested.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from relaycheck.api import CheckOptions, TargetSpec, expand, parse_target
 from relaycheck.dns import is_ip
 from relaycheck.errors import DnsError, UsageError
 from relaycheck.model import InputProblem, Target
+from relaycheck.reach import refusal
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: v4 in the last 32 bits
-_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use translation
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_BENCHMARK = ipaddress.ip_network("198.18.0.0/15")
-_DOCUMENTATION = tuple(
-    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
-)
-_BROADCAST = ipaddress.ip_address("255.255.255.255")
-# IANA special-purpose blocks that are not globally reachable, listed here as well because
-# Python's is_global/is_private tables differ between versions (3.11 thinks 192.0.0.8 is global).
-_SPECIAL = tuple(
-    ipaddress.ip_network(n)
-    for n in ("192.0.0.0/24", "192.88.99.0/24", "100::/64", "2001::/23", "3fff::/20", "5f00::/16")
-)
-
+__all__ = ["Plan", "Refused", "check_name", "parse_input", "refusal", "resolve", "target_key"]
 
 class Refused(UsageError):
     """The input is well-formed but the service will not test it (address class, port, name)."""
-
-
-def address_class(ip: IPAddress) -> str | None:
-    """Why ``ip`` is not a public unicast address, in words; ``None`` when it is one."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
-        return "a scoped (link-local) address"
-    if ip.is_unspecified:
-        return "the unspecified address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip == _BROADCAST:
-        return "the broadcast address"
-    if ip in _CGNAT:
-        return "a shared (carrier-grade NAT) address"
-    if ip in _BENCHMARK:
-        return "a benchmarking address"
-    if any(ip in net for net in _DOCUMENTATION):
-        return "a documentation address"
-    if ip.is_reserved:
-        return "a reserved address"
-    if ip.is_private:
-        return "a private address"
-    if any(ip in net for net in _SPECIAL):
-        return "a special-purpose address (IANA)"
-    if not ip.is_global:
-        return "not a globally routable address"
-    return None
-
-
-def embedded_ipv4(ip: IPAddress) -> tuple[str, ipaddress.IPv4Address] | None:
-    """The IPv4 address an IPv6 address stands for, with the mechanism's name."""
-    if not isinstance(ip, ipaddress.IPv6Address):
-        return None
-    if ip.ipv4_mapped is not None:
-        return "IPv4-mapped", ip.ipv4_mapped
-    if ip in _NAT64:
-        return "NAT64", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip.sixtofour is not None:
-        return "6to4", ip.sixtofour
-    if ip.teredo is not None:
-        return "Teredo", ip.teredo[1]
-    return None
-
-
-def refusal(address: str, *, allow_private: bool) -> str | None:
-    """Why the service will not connect to ``address``; ``None`` when it may.
-
-    With ``allow_private`` (labs, internal use) only addresses nobody can connect to are
-    refused: unspecified, multicast, broadcast.
-    """
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return f"{address!r} is not an IP address"
-    if allow_private:
-        if ip.is_unspecified or ip.is_multicast or ip == _BROADCAST:
-            return f"{ip} is {address_class(ip)}"
-        inner = embedded_ipv4(ip)
-        if inner and (inner[1].is_unspecified or inner[1].is_multicast or inner[1] == _BROADCAST):
-            return f"{ip} is {inner[0]} for {inner[1]}, {address_class(inner[1])}"
-        return None
-    inner = embedded_ipv4(ip)
-    if inner is not None:
-        mechanism, v4 = inner
-        if mechanism == "IPv4-mapped":  # never a real destination in DNS (a bogon MX target)
-            why = address_class(v4)
-            return f"{ip} is an IPv4-mapped IPv6 address" + (f" (for {v4}, {why})" if why else "")
-        why = address_class(v4)
-        if why:
-            return f"{ip} is {mechanism} for {v4}, {why}"
-        if mechanism == "NAT64":
-            return None  # a public IPv4 server reached through the well-known NAT64 prefix
-    if ip in _NAT64_LOCAL:
-        return f"{ip} is a local-use NAT64 address"
-    why = address_class(ip)
-    return f"{ip} is {why}" if why else None
 
 
 def _numeric_label(label: str) -> bool:
@@ -158,12 +65,110 @@ class Plan:
 
     @property
     def key(self) -> str:
-        return target_key(self.spec.host, self.port)
+        return address_key(self.targets)
+
+    @property
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        return tuple(endpoint(t) for t in self.targets)
+
+
+KEY_CAP = 300  # the stored key's column width
 
 
 def target_key(host: str, port: int) -> str:
-    """The identity of a target for cooldown, dedup and history: ``host:port``."""
+    """``host:port`` (``[v6]:port``) for one address or name."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def canonical_address(address: str) -> str:
+    """One spelling per address: IPv4-mapped IPv6 (``::ffff:192.0.2.1``) is the IPv4 address,
+    IPv6 is compressed and lower case. Anything that is not an address is returned as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def endpoint(target: Target) -> tuple[str, int]:
+    return canonical_address(target.address or target.host), target.port
+
+
+def address_key(targets: Iterable[Target]) -> str:
+    """The identity of a check for cooldown, dedup and history: the resolved addresses and port.
+
+    Names are not part of it: aliases, wildcard names and other spellings of one server's
+    address share one cooldown and one history. A check of several addresses (the MX hosts of
+    a domain) is keyed by all of them, sorted; a key longer than the column is shortened with
+    a digest so that it stays unique.
+    """
+    key = " ".join(sorted({target_key(*endpoint(t)) for t in targets}))
+    if len(key) <= KEY_CAP:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{key[: KEY_CAP - 20]}… {digest}"
+
+
+# -- what people paste into the box ---------------------------------------------------------
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def understand(text: str) -> str:
+    """The host (and port) in what a user pasted: a URL, an e-mail address, ``mailto:``.
+
+    ``https://mail.example.com/x`` → ``mail.example.com``; ``smtp://mx.example.com:587`` keeps
+    its port; ``Postmaster <pm@example.com>`` and ``mailto:pm@example.com`` → ``example.com``
+    (the mail domain: its MX hosts are tested). Anything else is returned stripped.
+    """
+    text = text.strip().strip("<>\"' ").strip()
+    if "<" in text and text.endswith(">"):  # "Name <user@domain>"
+        text = text[text.rindex("<") + 1 : -1].strip()
+    if text.lower().startswith("mailto:"):
+        text = text[7:].split("?", 1)[0]
+    if _SCHEME.match(text):
+        parts = urlsplit(text)
+        netloc = parts.netloc.rpartition("@")[2]  # drop user:password@
+        return netloc or text
+    if "@" in text and "/" not in text:
+        return text.rpartition("@")[2].strip()
+    if "/" in text and not text.startswith("["):  # "example.com/path" without a scheme
+        return text.split("/", 1)[0]
+    return text
+
+
+def to_ascii(host: str) -> str:
+    """The A-label form of an internationalised name (``bücher.de`` → ``xn--bcher-kva.de``).
+
+    Python's IDNA codec (IDNA 2003, with nameprep: the form every resolver accepts for the
+    common names). Raises ``UsageError`` for a name it cannot encode.
+    """
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise UsageError(f"{host!r} is not a valid internationalised domain name") from None
+
+
+def to_unicode(host: str) -> str:
+    """The U-label form of a name for people (``xn--bcher-kva.de`` → ``bücher.de``)."""
+    if "xn--" not in host.lower():
+        return host
+    try:
+        return host.encode("ascii").decode("idna")
+    except UnicodeError:
+        return host
+
+
+def _split_for_idna(text: str) -> str:
+    """Encode the host part of ``host`` or ``host:port`` to A-labels (IP literals untouched)."""
+    if text.isascii():
+        return text
+    host, colon, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    return to_ascii(host.rstrip(".").lower()) + (colon + port if colon else "")
 
 
 def parse_input(text: str, port: int | None, *, ports: Iterable[int], allow_private: bool) -> tuple[TargetSpec, int]:
@@ -172,10 +177,10 @@ def parse_input(text: str, port: int | None, *, ports: Iterable[int], allow_priv
     A port written in the input wins over ``port``. Raises ``UsageError`` (malformed) or
     ``Refused`` (port not allowed, address-trick name). IP literals are vetted at once.
     """
-    text = text.strip()
+    text = understand(text)
     if len(text) > 255:
         raise UsageError("that is too long for a host or domain name")
-    spec = parse_target(text)
+    spec = replace(parse_target(_split_for_idna(text)), given=text)
     chosen = spec.port or port or 25
     allowed = sorted(set(ports))
     if chosen not in allowed:
@@ -213,11 +218,13 @@ async def resolve(
     kept: list[Target] = []
     problems: list[InputProblem] = []
     seen: set[tuple[str | None, int]] = set()
-    for target in expanded:
+    for found in expanded:
+        # one spelling per address, so that the engine, the cooldown and the history agree
+        target = replace(found, address=canonical_address(found.address or found.host))
         if (target.address, target.port) in seen:
             continue
         seen.add((target.address, target.port))
-        why = refusal(target.address or "", allow_private=allow_private)
+        why = refusal(found.address or "", allow_private=allow_private)
         if why:
             problems.append(InputProblem(target.host, f"not tested: {why}"))
         elif len(kept) >= max_targets:

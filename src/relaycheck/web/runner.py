@@ -1,11 +1,13 @@
 """Checks as asyncio tasks in the server process: admission, live progress, results into the store.
 
 ``Service.submit`` is the one way a check starts (the form, the re-test button and the API all
-use it). In order, it: parses and vets the input (``guard``), joins a running or recent check of
-the same target (one running test per target, then a cooldown), applies the per-client and
-global limits, resolves once and vets every address, stores the plan, and starts the task. The
-task tests every vetted address with ``engine.check_target`` (connecting to that address only)
-and publishes progress per target and per probe for the progress page and its event stream.
+use it). In order, it: parses and vets the input (``guard``), applies the per-client and global
+limits, resolves once and vets every address, joins a running or recent check of the same
+*addresses* (one running test per address set, then a cooldown: aliases and other spellings of
+one server are one server), leaves out addresses another check tested moments ago, stores the
+plan, and starts the task. The task tests every vetted address with ``engine.check_target``
+(connecting to that address only) and publishes progress per target and per probe, and the
+greylisting retries with their waits, for the progress page and its event stream.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from relaycheck.api import TargetSpec
 from relaycheck.catalogue import Slots, plan_probes
-from relaycheck.engine import EngineOptions, check_target
-from relaycheck.errors import DnsError, UsageError
-from relaycheck.model import Exchange, Report, Target, TargetReport
+from relaycheck.engine import EngineOptions, RetryWait, check_target
+from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
+from relaycheck.model import Exchange, InputProblem, Report, Target, TargetReport
 from relaycheck.render.json import report_dict, target_dict
 from relaycheck.report import EXIT_OK, EXIT_OPEN, summarize
 from relaycheck.web import store as st
-from relaycheck.web.guard import Plan, Refused, parse_input, resolve, target_key
+from relaycheck.web.guard import Plan, Refused, endpoint, parse_input, resolve
 from relaycheck.web.settings import Settings
 
 log = logging.getLogger("relaycheck.web")
@@ -35,10 +38,13 @@ log = logging.getLogger("relaycheck.web")
 MODES = ("probe", "data-probe")
 LINES_KEPT = 6  # recent transcript lines shown per target while a check runs
 LINE_CAP = 240  # characters of one progress line (server text can be long)
+RESOLVING_PER_CLIENT = 8  # DNS resolutions at once per client (before any limit on checks applies)
 
 
-class Limited(Exception):
+class Limited(RelaycheckError):
     """Refused for now by a rate or capacity limit: HTTP ``status`` with ``Retry-After``."""
+
+    kind = ErrorKind.LIMITED
 
     def __init__(self, status: int, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -67,11 +73,13 @@ def web_options(settings: Settings, *, data_probe: bool) -> EngineOptions:
     """The engine options for one web check: probe mode (or data-probe when enabled), nothing more.
 
     Delivery mode and the AUTH-bypass check are never run from the web; DNS lookups the engine
-    makes itself (PTR, DNSBL) go to the service's resolver.
+    makes itself (PTR, DNSBL) go to the service's resolver; deferred probes (greylisting) are
+    retried for the operator's retry budget, so that a web user never has to come back.
     """
     options = settings.engine
     return replace(
         options,
+        retry_budget=settings.retry_budget,
         data_probe=data_probe and settings.allow_data_probe,
         confirm_address=None,
         hygiene=replace(options.hygiene, auth_bypass=False),
@@ -95,10 +103,25 @@ class TargetProgress:
     answered: int = 0  # RCPT replies seen: one per probe decided (retries count again)
     lines: deque[str] = field(default_factory=lambda: deque(maxlen=LINES_KEPT))
     verdict: str | None = None
+    retry: dict[str, Any] | None = None  # the greylisting wait under way, for the live page
+    retries: int = 0  # retry rounds started
+
+    def waiting(self, event: RetryWait) -> None:
+        self.retries = event.attempt
+        now = datetime.now(UTC)
+        self.retry = {
+            "attempt": event.attempt,
+            "deferred": event.deferred,
+            "wait_s": round(event.wait, 1),
+            "at": (now + timedelta(seconds=event.wait)).isoformat(timespec="milliseconds"),
+            "budget_ends": (now + timedelta(seconds=event.budget_left)).isoformat(timespec="seconds"),
+        }
 
     def record(self, exchange: Exchange) -> None:
         if exchange.sent and exchange.sent.upper().startswith("RCPT TO:") and exchange.reply is not None:
             self.answered += 1
+        if self.retry is not None and exchange.sent is not None:
+            self.retry = self.retry | {"wait_s": 0.0}  # the retry round is on the wire
         line = _line(exchange)
         if line:
             self.lines.append(line)
@@ -112,6 +135,8 @@ class TargetProgress:
             "expected": self.expected,
             "lines": list(self.lines),
             "verdict": self.verdict,
+            "retries": self.retries,
+            "retry": self.retry if self.state == "testing" else None,
         }
 
 
@@ -178,6 +203,9 @@ class _AddressLock:
         self.users = 0
 
 
+Endpoint = tuple[str, int]  # (canonical address, port)
+
+
 class Service:
     def __init__(self, settings: Settings, store: st.Store) -> None:
         self.settings = settings
@@ -185,8 +213,11 @@ class Service:
         self.progress: dict[str, Progress] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._clients: dict[str, int] = {}  # client -> checks being prepared or running
-        self._pending: dict[str, asyncio.Future[str | None]] = {}  # target key -> id being prepared
-        self._running: dict[str, str] = {}  # target key -> id of its running check
+        self._pending: dict[str, asyncio.Future[str | None]] = {}  # address key -> id being prepared
+        self._running: dict[str, str] = {}  # address key -> id of its running check
+        self._busy: dict[Endpoint, str] = {}  # address being tested -> id of the check testing it
+        self._tested: dict[Endpoint, tuple[str, float]] = {}  # address -> (check id, monotonic end of cooldown)
+        self._resolving: dict[str, int] = {}  # client -> DNS resolutions under way
         self._preparing = 0  # admitted checks still resolving
         self._locks: dict[tuple[str, int], _AddressLock] = {}
         self._expected = expected_probes(settings.engine)
@@ -196,8 +227,10 @@ class Service:
     async def get(self, check_id: str) -> st.CheckRow | None:
         return await asyncio.to_thread(self.store.get, check_id)
 
-    async def history(self, target: str) -> list[st.CheckRow]:
-        return list(await asyncio.to_thread(self.store.history, target, self.settings.history_length))
+    async def history(self, target: str, client: str) -> list[st.CheckRow]:
+        """Recent checks of ``target``: only ``client``'s own unless the operator made history public."""
+        only = None if self.settings.public_history else client
+        return list(await asyncio.to_thread(self.store.history, target, self.settings.history_length, client=only))
 
     def retest_after(self, row: st.CheckRow) -> datetime | None:
         """When the target of ``row`` may be tested again (None: now, or not this row's business)."""
@@ -211,7 +244,7 @@ class Service:
     # -- starting --------------------------------------------------------------------------
 
     async def submit(self, text: str, port: int | None, mode: str, client: str) -> Submitted:
-        """Start a check, or return the running/recent one of the same target.
+        """Start a check, or return the running/recent one of the same addresses.
 
         Raises ``UsageError`` (malformed), ``Refused`` (not allowed: address, port, name),
         ``Forbidden`` (mode not enabled), ``DnsError`` (cannot resolve), ``Limited`` (429/503).
@@ -222,52 +255,108 @@ class Service:
         if mode == "data-probe" and not settings.allow_data_probe:
             raise Forbidden("data-probe mode is not enabled on this service")
         spec, chosen = parse_input(text, port, ports=settings.ports, allow_private=settings.allow_private)
-        key = target_key(spec.host, chosen)
-
-        # One running test per target. No await between these checks and the reservation below,
-        # so two simultaneous requests cannot both start a test of the same target.
-        running = self._running.get(key)
-        pending = self._pending.get(key)
-        if running is None and pending is not None:  # being prepared by another request: join it
-            running = await asyncio.shield(pending)
-            if running is None:  # that request failed (refused, limited): try on our own
-                return await self.submit(text, port, mode, client)
-        if running is not None:
-            row = await self.get(running)
-            if row is not None:
-                return Submitted(row, reused=True)
-
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        admitted = False
+        plan = await self._resolve(spec, chosen, client)
+        key = plan.key
+        admitted = started = False
         try:
-            recent = await asyncio.to_thread(self.store.latest, key)
-            if recent is not None and not recent.active and self.retest_after(recent) is not None:
-                future.set_result(recent.id)  # the cooldown: everybody gets the recent result
-                return Submitted(recent, reused=True)
-            self._admit(client)
-            admitted = True
-            plan = await resolve(
+            # One running test per address set. No await between these checks and the
+            # reservation below, so two simultaneous requests cannot both start one.
+            while True:
+                joined = self._running.get(key)
+                pending = self._pending.get(key)
+                if joined is None and pending is not None:  # being prepared by another request
+                    joined = await asyncio.shield(pending)
+                    if joined is None:  # that request failed (refused, limited): look again
+                        continue
+                if joined is not None:
+                    row = await self.get(joined)
+                    if row is not None:
+                        return Submitted(row, reused=True)
+                if self._pending.get(key) is None:
+                    break
+            future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            self._pending[key] = future
+            try:
+                recent = await asyncio.to_thread(self.store.latest, key)
+                if recent is not None and not recent.active and self.retest_after(recent) is not None:
+                    future.set_result(recent.id)  # the cooldown: everybody gets the recent result
+                    return Submitted(recent, reused=True)
+                plan, covering = self._without_recent(plan)
+                if not plan.targets:  # every address was tested moments ago by other checks
+                    row = await self.get(covering) if covering else None
+                    if row is not None:
+                        future.set_result(row.id)
+                        return Submitted(row, reused=True)
+                    raise Limited(429, "this server was tested moments ago; try again later", settings.cooldown)
+                self._admit(client)  # joining a check costs nothing; starting one takes a slot
+                admitted = True
+                row = await asyncio.to_thread(
+                    self.store.create,
+                    target=key,
+                    given=spec.given,
+                    port=chosen,
+                    mode=mode,
+                    plan=plan_dict(plan),
+                    client=client,
+                )
+                self._start(row, plan, client)  # from here the task owns the client's slot
+                started = True
+                future.set_result(row.id)
+                return Submitted(row, reused=False)
+            finally:
+                if not future.done():
+                    future.set_result(None)
+                del self._pending[key]
+        finally:
+            if admitted:
+                self._preparing -= 1
+                if not started:
+                    self._release(client)
+
+    async def _resolve(self, spec: TargetSpec, port: int, client: str) -> Plan:
+        """Resolve and vet, at most ``RESOLVING_PER_CLIENT`` lookups at once per client."""
+        if self._resolving.get(client, 0) >= RESOLVING_PER_CLIENT:
+            raise Limited(429, "too many lookups at once from your address", retry_after=5)
+        self._resolving[client] = self._resolving.get(client, 0) + 1
+        try:
+            settings = self.settings
+            return await resolve(
                 spec,
-                chosen,
+                port,
                 resolver=settings.resolver,
                 allow_private=settings.allow_private,
                 max_targets=settings.max_targets,
             )
-            row = await asyncio.to_thread(
-                self.store.create, target=key, given=text.strip(), port=chosen, mode=mode, plan=plan_dict(plan)
-            )
-            self._start(row, plan, client)  # from here the task owns the client's slot
-            future.set_result(row.id)
-            return Submitted(row, reused=False)
         finally:
-            if not future.done():
-                future.set_result(None)
-            del self._pending[key]
-            if admitted:
-                self._preparing -= 1
-                if not future.result():
-                    self._release(client)
+            left = self._resolving[client] - 1
+            if left:
+                self._resolving[client] = left
+            else:
+                del self._resolving[client]
+
+    def _without_recent(self, plan: Plan) -> tuple[Plan, str | None]:
+        """Leave out the addresses another check is testing or tested within the cooldown.
+
+        Returns the plan that is left and the id of a check that covers a left-out address.
+        """
+        now = time.monotonic()
+        for gone in [e for e, (_, until) in self._tested.items() if until <= now]:
+            del self._tested[gone]
+        kept: list[Target] = []
+        problems = list(plan.problems)
+        covering: str | None = None
+        for target in plan.targets:
+            place = endpoint(target)
+            busy = self._busy.get(place)
+            tested = self._tested.get(place)
+            if busy is None and tested is None:
+                kept.append(target)
+                continue
+            covering = covering or busy or (tested[0] if tested else None)
+            when = "is being tested by another check" if busy else "was tested moments ago by another check"
+            why = f"not tested: {place[0]} port {place[1]} {when} (one test per server at a time)"
+            problems.append(InputProblem(target.host, why))
+        return replace(plan, targets=tuple(kept), problems=tuple(problems)), covering
 
     def _admit(self, client: str) -> None:
         settings = self.settings
@@ -296,6 +385,8 @@ class Service:
         task = asyncio.get_running_loop().create_task(self._run(row, plan, client, options, progress))
         self.tasks[row.id] = task
         self._running[row.target] = row.id
+        for place in plan.endpoints:
+            self._busy[place] = row.id
 
     @contextlib.asynccontextmanager
     async def _address(self, target: Target) -> AsyncIterator[None]:
@@ -329,10 +420,15 @@ class Service:
                     shown.record(exchange)
                     progress.touch()
 
+                def retrying(event: RetryWait) -> None:
+                    shown.waiting(event)
+                    progress.touch()
+
                 # target.address is the vetted address: the engine connects there and nowhere else
-                result = await check_target(target, options, on_exchange=hook)
+                result = await check_target(target, options, on_exchange=hook, on_retry=retrying)
                 shown.state = "done"
                 shown.verdict = str(result.verdict.kind)
+                shown.expected = len(result.observations)  # the real count, not the estimate
                 progress.touch()
                 return result
 
@@ -369,6 +465,12 @@ class Service:
             self.tasks.pop(row.id, None)
             self.progress.pop(row.id, None)
             self._running.pop(row.target, None)
+            until = time.monotonic() + self.settings.cooldown
+            for place in plan.endpoints:
+                if self._busy.get(place) == row.id:
+                    del self._busy[place]
+                if progress.status == st.DONE:
+                    self._tested[place] = (row.id, until)
             self._release(client)
 
     async def stop(self) -> None:

@@ -16,7 +16,7 @@ def web_engine_options() -> EngineOptions:
 
 @dataclass(frozen=True)
 class Settings:
-    db_url: str = "sqlite:///relaycheck-web.db"
+    db_url: str = "relaycheck-web.db"  # a SQLite file, or any SQLAlchemy URL
     allow_private: bool = False  # labs and internal use: test loopback/private addresses too
     resolver: str | None = None  # IP[:PORT] of the DNS server to ask; None: the system's
     ports: tuple[int, ...] = DEFAULT_PORTS  # the only ports a check may connect to
@@ -28,9 +28,14 @@ class Settings:
     requests_per_minute: int = 60  # per client address (IPv6: per /64); static files not counted
     max_running_per_client: int = 2  # checks running at once started by one client address
     max_running: int = 10  # checks running at once in this process
-    cooldown: float = 300.0  # seconds before the same target may be tested again
+    cooldown: float = 300.0  # seconds before the same address and port may be tested again
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For is believed
     max_event_streams: int = 200  # open server-sent-event connections at once
+    max_streams_per_client: int = 8  # of those, per client address (a few tabs; pages fall back to polling)
+    max_body_bytes: int = 16_384  # request bodies (a form post or a JSON check request is ~100 bytes)
+    # Checks
+    retry_budget: float = 300.0  # seconds to keep retrying deferred probes (greylisting clears in 1-5 min)
     # Pages
     refresh_seconds: int = 3  # progress page reload interval without JavaScript
-    history_length: int = 20  # earlier tests shown per target
+    history_length: int = 20  # earlier tests shown per target (a history page's length)
+    public_history: bool = False  # everyone sees every test of a target; off: a client sees its own

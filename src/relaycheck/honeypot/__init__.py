@@ -1,0 +1,1 @@
+"""relaycheck honeypot: a fake open relay that records spammers and relays nothing."""

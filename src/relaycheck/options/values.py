@@ -1,0 +1,70 @@
+"""PURE: what one option value may be. Each function takes the text given on the command line (or
+in a form), returns the value the options dataclasses hold, and raises ``ValueError`` with a
+message fit to show the user. An entry of the option table names one of these as its ``check``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from relaycheck.dns import split_host_port
+from relaycheck.errors import UsageError
+from relaycheck.model import Transport
+from relaycheck.names import is_mail_address
+
+
+def mail_address(text: str) -> str:
+    if not is_mail_address(text):
+        raise ValueError(f"not a mail address: {text!r}")
+    return text
+
+
+def domain(text: str) -> str:
+    """A mail domain as the engine compares it: lower case, no root dot."""
+    return text.lower().rstrip(".")
+
+
+def dnsbl_zone(text: str) -> str:
+    return text.lower().strip(".")
+
+
+def transport(text: str) -> Transport:
+    return Transport(text)
+
+
+def ports(text: str) -> tuple[int, ...]:
+    """``25`` or ``25,465,587`` (duplicates dropped, order kept)."""
+    try:
+        numbers = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise ValueError(f"takes port numbers separated by commas, not {text!r}") from None
+    if not numbers or not all(0 < p < 65536 for p in numbers):
+        raise ValueError(f"takes port numbers from 1 to 65535, not {text!r}")
+    return tuple(dict.fromkeys(numbers))
+
+
+def contact_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return text
+    if parts.scheme == "mailto" and "@" in parts.path:
+        return text
+    raise ValueError(f"expected an http(s):// or mailto: URL, not {text!r}")
+
+
+def network(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"not an address or network: {text!r}") from None
+    return text
+
+
+def listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` to serve on; the web service's defaults fill in what is missing."""
+    try:
+        host, port = split_host_port(text, default_port=8025)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+    return host or "127.0.0.1", port or 8025
