@@ -51,6 +51,7 @@ def _observation(probe_id: str, code: int, text: str, *, stage: Stage = Stage.RC
         outcome=outcome or (Outcome.ACCEPTED if accepted else Outcome.REJECTED_POLICY), stage=stage,
         reply=Reply(code, (text,)), reason="", outside_domain=domain if kind is ProbeKind.RELAY else None,
         domain_check=probe_id.startswith("V01"),
+        role={"C-POSTMASTER": "postmaster", "C-CATCHALL": "catch-all"}.get(probe_id),  # controls carry a role
     )  # fmt: skip
 
 
