@@ -39,6 +39,7 @@ class Run:
     tls_phase: bool = False  # relay probes run over STARTTLS
     limit: int | None = None  # sessions at once the server allows us (learnt from a 421 greeting)
     chunk: int | None = None  # probes per session the server's error limit allows (learnt from a 421)
+    retry_until: float | None = None  # the end of the retry budget for deferred probes, once started
 
     def new_session(self, transport: Transport | None = None, tls_context: ssl.SSLContext | None = None) -> SmtpSession:
         if transport is None:

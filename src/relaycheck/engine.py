@@ -159,6 +159,7 @@ async def check_target(
     results = await _first_battery(run, pre)
     results = await _retry_deferred(run, results, pre.by_id, on_retry)
     results = await _around_relay_domains(run, pre.slots, results, pre.attempts)
+    results = await _retry_deferred(run, results, pre.by_id, on_retry)  # what that battery met
     second = await _second_phase(run, pre)
     results.update(second.tls_battery)
     results.update(await _data_stage(run, results, watcher, on_status))
@@ -530,7 +531,8 @@ async def _around_relay_domains(
         for p in plan_probes(reordered, optional=run.options.all_probes)
         if p.kind is ProbeKind.RELAY and not p.domain_check
     ]
-    return {**results, **await battery(run, again, [], attempts)}
+    found = await other_senders(run, again, reordered, await battery(run, again, [], attempts))
+    return {**results, **found}
 
 
 async def _retry_deferred(
@@ -540,13 +542,17 @@ async def _retry_deferred(
     on_retry: Callable[[RetryWait], None] | None = None,
 ) -> dict[str, Observation]:
     """Retry 4xx-deferred probes with back-off until they clear or the budget is spent."""
-    budget_end = time.monotonic() + run.options.retry_budget
+    if run.retry_until is None:  # one budget for every round of the check
+        run.retry_until = time.monotonic() + run.options.retry_budget
+    budget_end = run.retry_until
     wait = run.options.retry_first_wait
     attempt = 0
     while True:
         # the envelope as last sent: a stand-in sender when the probe's own was refused
         deferred = [
-            replace(by_id[o.probe_id], mail_from=o.mail_from) for o in results.values() if o.outcome is Outcome.DEFERRED
+            replace(by_id[o.probe_id], mail_from=o.mail_from, rcpt_to=o.rcpt_to, outside_domain=o.outside_domain)
+            for o in results.values()
+            if o.outcome is Outcome.DEFERRED
         ]
         left = budget_end - time.monotonic()
         if not deferred or left <= 0:

@@ -1,5 +1,5 @@
 """Servers the test does not know in advance: hypothesis draws a behaviour from the cross product
-of sender policy, relay families, catch-all, TLS behaviour, connection limit, error limit,
+of sender policy, recipient policy, relay families, catch-all, TLS behaviour, connection limit, error limit,
 greylisting and the reply wording of five MTAs; a small oracle, written here from the drawn
 behaviour alone, says what the verdict must be."""
 
@@ -62,6 +62,14 @@ WORDINGS = {
 SENDER_POLICIES = (frozenset(), frozenset({"outside"}), frozenset({"outside", "null"}),
                    frozenset({"outside", "null", "local"}))  # fmt: skip
 FAMILIES = ("anyone", "null-sender", "local-sender", "source-route")
+# How outside recipients the server does not relay for are answered: refused for policy (in the
+# drawn MTA's words), deferred for policy (Postfix's defer_unauth_destination), relayed for one
+# outside domain only (a backup MX), or refused as an unknown domain (says nothing about relaying)
+RECIPIENT_POLICIES = ("deny", "deny-4xx", "relay-domain", "unknown-domain")
+RECIPIENT_REPLIES = {
+    "deny-4xx": "454 4.7.1 <{rcpt}>: Relay access denied",
+    "unknown-domain": "550 5.1.2 <{rcpt}>: Recipient address rejected: Domain not found",
+}
 TLS = ("none", "works", "454", "handshake", "required")
 LOCAL = ("relay.test", "mx.relay.test")
 
@@ -69,6 +77,7 @@ LOCAL = ("relay.test", "mx.relay.test")
 @dataclass(frozen=True)
 class Drawn:
     senders_refused: frozenset[str]
+    recipients: str
     families: frozenset[str]
     percent_hack: bool
     catch_all: bool
@@ -85,6 +94,7 @@ class Drawn:
             sender = t.mail.raw.strip()
             return (
                 "anyone" in families
+                or (self.recipients == "relay-domain" and t.rcpt.domain == "outside-a.test")
                 or ("null-sender" in families and sender.startswith("<>"))
                 or ("local-sender" in families and t.mail.domain in LOCAL)
                 or ("source-route" in families and t.rcpt.source_routed)
@@ -97,7 +107,7 @@ class Drawn:
             percent_hack=self.percent_hack,
             catch_all=self.catch_all,
             refuse_senders=self.senders_refused,
-            deny_reply=words.deny,
+            deny_reply=RECIPIENT_REPLIES.get(self.recipients, words.deny),
             unknown_user_reply=words.unknown_user,
             sender_reply=words.sender,
             greylist_reply=words.greylist,
@@ -126,12 +136,15 @@ def oracle(d: Drawn) -> VerdictKind:
         return VerdictKind.INCONCLUSIVE  # local-looking tricks accepted: maybe local delivery
     if d.percent_hack:
         return VerdictKind.OPEN  # unknown local users refused, and a trick relays
-    return VerdictKind.CLOSED
+    if d.recipients == "unknown-domain":
+        return VerdictKind.INCONCLUSIVE  # a refusal that is not about relaying proves nothing
+    return VerdictKind.CLOSED  # relaying for one outside domain only is a relay domain, not open
 
 
 drawn_servers = st.builds(
     Drawn,
     senders_refused=st.sampled_from(SENDER_POLICIES),
+    recipients=st.sampled_from(RECIPIENT_POLICIES),
     families=st.frozensets(st.sampled_from(FAMILIES), max_size=2),
     percent_hack=st.booleans(),
     catch_all=st.booleans(),
@@ -164,8 +177,10 @@ def test_verdict_equals_the_oracle(drawn: Drawn, server_tls: ssl.SSLContext) -> 
 
 def test_the_oracle_agrees_with_the_named_behaviours() -> None:
     """The oracle's reading of a few named behaviours is the verdict the other tests prove."""
-    base = Drawn(frozenset(), frozenset(), False, False, "none", None, None, False, "postfix")
+    base = Drawn(frozenset(), "deny", frozenset(), False, False, "none", None, None, False, "postfix")
     assert oracle(base) is VerdictKind.CLOSED
     assert oracle(replace(base, catch_all=True)) is VerdictKind.INCONCLUSIVE
     assert oracle(replace(base, percent_hack=True)) is VerdictKind.OPEN
     assert oracle(replace(base, senders_refused=SENDER_POLICIES[-1])) is VerdictKind.INCONCLUSIVE
+    assert oracle(replace(base, recipients="relay-domain")) is VerdictKind.CLOSED
+    assert oracle(replace(base, recipients="unknown-domain")) is VerdictKind.INCONCLUSIVE
