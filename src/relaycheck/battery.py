@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from relaycheck.catalogue import PlannedProbe
-from relaycheck.errors import ConnectError, ProtocolError, TlsError, TransportError
+from relaycheck.errors import ConnectError, ConnectionLimited, ProtocolError, TlsError, TransportError
 from relaycheck.model import Exchange, Observation, Outcome, Reply, Stage, Target, Transport
 from relaycheck.options import EngineOptions
 from relaycheck.smtp.session import PartialReplies, SessionConfig, SmtpSession
@@ -36,6 +37,9 @@ class Run:
     sessions: list[SmtpSession] = field(default_factory=list)
     peer: str | None = None
     tls_phase: bool = False  # relay probes run over STARTTLS
+    limit: int | None = None  # sessions at once the server allows us (learnt from a 421 greeting)
+    chunk: int | None = None  # probes per session the server's error limit allows (learnt from a 421)
+    retry_until: float | None = None  # the end of the retry budget for deferred probes, once started
 
     def new_session(self, transport: Transport | None = None, tls_context: ssl.SSLContext | None = None) -> SmtpSession:
         if transport is None:
@@ -163,6 +167,7 @@ def from_probe(
         outside_domain=probe.outside_domain,
         local_part_trick=probe.local_part_trick,
         domain_check=probe.domain_check,
+        role=probe.role,
         tls=tls,
         connection=connection,
         attempts=attempts,
@@ -245,10 +250,126 @@ async def transaction(session: SmtpSession, probe: PlannedProbe, pipelining: boo
 
 async def open_for_battery(run: Run) -> Ready:
     session, greeting, ehlo = await run.open()
+    if greeting.code == 421:
+        session.abort()  # at once: it must not count as one of our open sessions
+        raise ConnectionLimited(f"server refused the session: {greeting}")
     if greeting.code != 220:
         session.close()
         raise ConnectError(f"server refused the session: {greeting}")
     return Ready(session, ehlo is not None and ehlo.has("PIPELINING"))
+
+
+LIMIT_BACKOFF = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)  # seconds between tries when alone and refused with 421
+
+
+async def open_within_limit(run: Run, opener: Opened | None = None, *, others: Callable[[], int] = lambda: 0) -> Ready:
+    """A session for the battery; when the server answers 421 at the greeting (a per-client limit):
+    raise ``ConnectionLimited`` if ``others()`` of our sessions are at work (use fewer in parallel),
+    else wait and try again (the server may not have counted our last session as closed yet)."""
+    for wait in (*LIMIT_BACKOFF, None):
+        try:
+            return await (opener if opener is not None else open_for_battery(run))
+        except ConnectionLimited:
+            opener = None
+            if others() > 0 or wait is None or time.monotonic() + wait > run.deadline:
+                raise
+        await asyncio.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Battery:
+    """The shared state of one ``battery`` call: the queue, the results, the sessions at work."""
+
+    def __init__(
+        self, run: Run, probes: list[PlannedProbe], preopened: list[Opened], attempts: dict[str, int]
+    ) -> None:
+        self.run = run
+        self.queue = list(probes)
+        self.preopened = preopened
+        self.attempts = attempts
+        self.results: dict[str, Observation] = {}
+        per_connection = run.options.probes_per_connection
+        self.per_connection = max(1, min(per_connection, run.chunk or per_connection))
+        self.lock = asyncio.Lock()
+        self.opening = 0  # workers waiting for their session: each will take up to per_connection probes
+        self.working = 0  # workers holding a session
+
+    async def take(self, budget: int) -> list[PlannedProbe]:
+        async with self.lock:
+            chunk = self.queue[: max(1, budget)]
+            del self.queue[: len(chunk)]
+            for probe in chunk:
+                self.attempts[probe.id] = self.attempts.get(probe.id, 0) + 1
+            return chunk
+
+    async def session(self) -> Ready | str | None:
+        """A session, the reason none could be opened, or None: the server limits connections per
+        client and the other workers carry on (this one retires)."""
+        self.opening += 1
+        try:
+            opener = self.preopened.pop(0) if self.preopened else None
+            return await open_within_limit(self.run, opener, others=lambda: self.working)
+        except ConnectionLimited as exc:
+            if self.working == 0:
+                return str(exc)
+            self.run.limit = min(self.run.limit or self.working, self.working)
+            return None
+        except FAILURES as exc:
+            return str(exc)
+        finally:
+            self.opening -= 1
+
+    async def worker(self) -> None:
+        while self.queue:
+            if not self.preopened and len(self.queue) <= self.opening * self.per_connection:
+                # The sessions being opened will carry what is left: a new one would only say
+                # EHLO and QUIT (seen under load, when the first chunk ends before they are up).
+                return
+            index = len(self.run.sessions)
+            ready = await self.session()
+            if ready is None:
+                return
+            if isinstance(ready, str):  # could not even open a session: give waiting probes a try
+                self.settle(await self.take(self.per_connection), [], ready, index)
+                continue
+            self.working += 1
+            try:
+                await self.use(ready)
+            finally:
+                self.working -= 1
+
+    async def use(self, ready: Ready) -> None:
+        chunk = await self.take(self.per_connection - ready.refusals)
+        if not chunk:
+            await ready.session.quit()
+            return
+        try:
+            done, stop = await run_chunk(ready.session, chunk, ready.pipelining, reset_first=ready.pending_mail)
+        except FAILURES as exc:
+            done, stop = [], str(exc)
+        self.settle(chunk, done, stop, ready.session.index)
+
+    def settle(self, chunk: list[PlannedProbe], done: list[ProbeReplies], stop: str | None, index: int) -> None:
+        """Record what a chunk produced; re-queue the rest, or give up on probes tried too often."""
+        run = self.run
+        for item in done:
+            self.results[item.probe.id] = observation(
+                item,
+                tls=run.tls_phase or run.target.transport is Transport.TLS,
+                connection=index,
+                attempts=self.attempts[item.probe.id],
+            )
+        left = chunk[len(done) :]
+        if done and left:  # the server has told us its limit: smaller chunks from now on, in this run
+            self.per_connection = max(1, min(self.per_connection, len(done)))
+            run.chunk = self.per_connection
+        for probe in left:
+            if self.attempts[probe.id] >= MAX_ATTEMPTS:
+                self.results[probe.id] = failed(
+                    probe, stop or "no reply", attempts=self.attempts[probe.id], connection=index
+                )
+            else:
+                self.queue.append(probe)
 
 
 async def battery(
@@ -263,76 +384,20 @@ async def battery(
     Every probe may be refused, and each session carries at most ``probes_per_connection``
     refusals. ``preopened`` sessions (the preflight's, and ones opened while it ran) are used
     first. Chunks cut short (421, drop) are re-queued on fresh connections, with smaller chunks
-    from then on: the server has told us its limit.
+    from then on: the server has told us its limit. A session refused with 421 at the greeting
+    while others are at work (a per-client connection limit) retires its worker: the battery
+    goes on over fewer connections, and the run remembers the limit.
     """
-    results: dict[str, Observation] = {}
-    per_connection = max(1, run.options.probes_per_connection)
-    queue: list[PlannedProbe] = list(probes)
-    lock = asyncio.Lock()
-
-    async def take(budget: int) -> list[PlannedProbe]:
-        async with lock:
-            chunk = queue[: max(1, budget)]
-            del queue[: len(chunk)]
-            return chunk
-
-    opening = 0  # workers waiting for their session: each will take up to per_connection probes
-
-    async def worker() -> None:
-        nonlocal per_connection, opening
-        while queue:
-            if not preopened and len(queue) <= opening * per_connection:
-                # The sessions being opened will carry what is left: a new one would only say
-                # EHLO and QUIT (seen under load, when the first chunk ends before they are up).
-                return
-            index = len(run.sessions)
-            chunk: list[PlannedProbe] = []
-            try:
-                opening += 1
-                try:
-                    ready = await (preopened.pop(0) if preopened else open_for_battery(run))
-                finally:
-                    opening -= 1
-                index = ready.session.index
-                chunk = await take(per_connection - ready.refusals)
-                if not chunk:
-                    await ready.session.quit()
-                    return
-                for probe in chunk:
-                    attempts[probe.id] = attempts.get(probe.id, 0) + 1
-                done, stop = await run_chunk(ready.session, chunk, ready.pipelining, reset_first=ready.pending_mail)
-            except FAILURES as exc:
-                if not chunk:  # could not even open a session: give every waiting probe a try
-                    chunk = await take(per_connection)
-                    for probe in chunk:
-                        attempts[probe.id] = attempts.get(probe.id, 0) + 1
-                done, stop = [], str(exc)
-            for item in done:
-                results[item.probe.id] = observation(
-                    item,
-                    tls=run.tls_phase or run.target.transport is Transport.TLS,
-                    connection=index,
-                    attempts=attempts[item.probe.id],
-                )
-            left = chunk[len(done) :]
-            if not left:
-                continue
-            if done:
-                per_connection = max(1, min(per_connection, len(done)))
-            async with lock:
-                for probe in left:
-                    if attempts[probe.id] >= MAX_ATTEMPTS:
-                        results[probe.id] = failed(
-                            probe, stop or "no reply", attempts=attempts[probe.id], connection=index
-                        )
-                    else:
-                        queue.append(probe)
-
-    limit = connections or run.options.max_connections
-    workers = max(1, min(limit, -(-len(probes) // per_connection)))
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    state = _Battery(run, probes, preopened, attempts)
+    limit = min(connections or run.options.max_connections, run.limit or run.options.max_connections)
+    workers = max(1, min(limit, -(-len(probes) // state.per_connection)))
+    await asyncio.gather(*(state.worker() for _ in range(workers)))
     await discard(preopened)
-    return results
+    for probe in state.queue:  # not expected: every worker retired with probes still waiting
+        state.results[probe.id] = failed(
+            probe, "no session could be opened", attempts=attempts.get(probe.id, 0), connection=0
+        )
+    return state.results
 
 
 async def discard(openers: list[Opened]) -> None:

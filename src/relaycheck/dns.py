@@ -107,8 +107,9 @@ async def lookup_mx(resolver: dns.asyncresolver.Resolver, domain: str) -> list[M
 
 
 async def lookup_addresses(resolver: dns.asyncresolver.Resolver | None, host: str) -> list[str]:
-    """IPv4 then IPv6 addresses of ``host`` (system lookup for dot-less names like localhost)."""
-    if resolver is None or "." not in host:
+    """IPv4 then IPv6 addresses of ``host``: through ``resolver``, or the system's lookup (hosts
+    file, search domains) when none was named. A dot-less name follows the resolver like any other."""
+    if resolver is None:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:

@@ -8,43 +8,51 @@ lookups concurrent with the SMTP work. Politeness comes from the limits in ``bat
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+from dns.asyncresolver import Resolver
 
 from relaycheck.advice import advice_for
 from relaycheck.battery import (
     FAILURES,
     Opened,
+    ProbeReplies,
     Ready,
     Run,
     abandon,
     battery,
     discard,
+    from_probe,
     observation,
     open_for_battery,
+    open_within_limit,
     ready,
     transaction,
 )
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
 from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, mark_unknown, sent_tokens
 from relaycheck.dns import make_resolver
-from relaycheck.errors import RelaycheckError, kind_of
+from relaycheck.errors import RelaycheckError, TlsError, kind_of
 from relaycheck.findings import hygiene_findings, with_remediation
 from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import fingerprint
-from relaycheck.hygiene import SessionInspection, auth_bypass_check, dns_facts, inspect_session
+from relaycheck.hygiene import HygieneOptions, SessionInspection, auth_bypass_check, dns_facts, inspect_session
 from relaycheck.model import (
     Confidence,
     DnsblResult,
     Exchange,
+    Fingerprint,
     HygieneFacts,
     Observation,
     Outcome,
     ProbeKind,
     Reply,
     SessionFacts,
+    Stage,
     Target,
     TargetReport,
     TlsFacts,
@@ -52,16 +60,20 @@ from relaycheck.model import (
     Verdict,
     VerdictKind,
 )
+from relaycheck.names import is_hostname
 from relaycheck.options import DEFAULT_OUTSIDE, EngineOptions, default_helo, ip_literal
-from relaycheck.smtp.wire import banner_host
-from relaycheck.verdict import decide, is_tls_required, relay_domains_of
+from relaycheck.smtp.session import SmtpSession
+from relaycheck.smtp.wire import Ehlo, banner_host
+from relaycheck.verdict import AuthBypass, decide, is_sender_refused, is_tls_required, relay_domains_of
 
 __all__ = ["DEFAULT_OUTSIDE", "EngineOptions", "check_target", "default_helo", "ip_literal"]
 
 
 def _slots(run: Run, facts: SessionFacts) -> Slots:
     options = run.options
-    host = facts.banner_host or facts.ehlo_host
+    # A name the server gives itself goes into addresses only when it is a domain name: a
+    # banner or EHLO reply is the server's to write, "<script>" included.
+    host = next((h for h in (facts.banner_host, facts.ehlo_host) if h and "." in h and is_hostname(h)), None)
     literal = ip_literal(run.peer) if run.peer else f"[{run.target.host}]"
     local_domain = options.local_domain or run.target.domain or host or literal
     return Slots(
@@ -103,6 +115,23 @@ class RetryWait:
     budget_left: float  # seconds of the retry budget left, the wait included
 
 
+@dataclass
+class _Preflight:
+    """What the first session learnt, and what the rest of the check is planned from."""
+
+    session: SmtpSession
+    facts: SessionFacts
+    slots: Slots
+    probes: list[PlannedProbe]
+    check: ProbeReplies  # the postmaster control, run alone on the first session
+    ahead: list[Opened]  # the battery's other sessions, opened while the preflight ran
+    attempts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def by_id(self) -> dict[str, PlannedProbe]:
+        return {p.id: p for p in self.probes}
+
+
 async def check_target(
     target: Target,
     options: EngineOptions,
@@ -112,11 +141,38 @@ async def check_target(
     on_status: Callable[[str], None] | None = None,
     on_retry: Callable[[RetryWait], None] | None = None,
 ) -> TargetReport:
-    """Test one SMTP endpoint. Never raises for network trouble: it is reported instead."""
+    """Test one SMTP endpoint. Never raises for network trouble: it is reported instead.
+
+    The phases: preflight (greeting, EHLO, the postmaster control), the relay battery (over
+    STARTTLS when the server requires it; again with other senders where the sender was
+    refused), retries of deferred probes, the battery towards another outside domain when the
+    first is a relay domain, the second phase (the battery over STARTTLS, the inspection session,
+    the AUTH-bypass check), the DATA stage, then the report.
+    """
     started = time.monotonic()
-    deadline = started + options.deadline + options.retry_budget
-    run = Run(target, options, deadline, on_exchange)
+    run = Run(target, options, started + options.deadline + options.retry_budget, on_exchange)
     run.tls_phase = target.transport is Transport.STARTTLS
+    pre = await _preflight(run, started)
+    if isinstance(pre, TargetReport):
+        return pre
+    dns_task = _dns_task(run)
+    results = await _first_battery(run, pre)
+    results = await _retry_deferred(run, results, pre.by_id, on_retry)
+    results = await _around_relay_domains(run, pre.slots, results, pre.attempts)
+    results = await _retry_deferred(run, results, pre.by_id, on_retry)  # what that battery met
+    second = await _second_phase(run, pre)
+    results.update(second.tls_battery)
+    results.update(await _data_stage(run, results, watcher, on_status))
+    lookups = await dns_task if dns_task is not None else _NO_LOOKUPS
+    return _report(run, pre, results, second, lookups, started)
+
+
+async def _preflight(run: Run, started: float) -> _Preflight | TargetReport:
+    """Greeting, EHLO and the postmaster control, alone, before anything is pipelined. It tells
+    whether the server takes mail from us at all (so how many refusals to expect) and whether it
+    requires STARTTLS first; a pipelined batch of 530s or refusals would run into the server's
+    error limits (Postfix: "too many errors" after 20)."""
+    target, options = run.target, run.options
     # Open the battery's other connections while the preflight runs: their setup round trips
     # overlap with the preflight's instead of following it.
     ahead: list[Opened] = [asyncio.ensure_future(open_for_battery(run)) for _ in range(options.max_connections - 1)]
@@ -126,7 +182,28 @@ async def check_target(
         await abandon(run, ahead)
         return _unreachable(target, exc, started, run)
     run.peer = session.peer_address
-    facts = SessionFacts(
+    facts = _session_facts(run, greeting, ehlo)
+    if greeting.code != 220:
+        await session.quit()
+        await abandon(run, ahead)
+        return _refused_greeting(target, greeting, facts, run, started)
+    slots = _slots(run, facts)
+    facts = replace(facts, local_domain=slots.local_domain)
+    probes = plan_probes(slots, optional=options.all_probes)
+    postmaster = next(p for p in probes if p.role == "postmaster")
+    try:
+        check = await transaction(session, postmaster, facts.pipelining)
+    except FAILURES as exc:
+        await abandon(run, ahead)
+        return _unreachable(target, exc, started, run)
+    pre = _Preflight(session, facts, slots, probes, check, ahead, {postmaster.id: 1})
+    if any(r is not None and is_tls_required(r) for r in (check.mail, check.rcpt)):
+        pre.facts = replace(pre.facts, tls_required=True)
+    return pre
+
+
+def _session_facts(run: Run, greeting: Reply, ehlo: Ehlo | None) -> SessionFacts:
+    return SessionFacts(
         banner=greeting,
         banner_host=banner_host(greeting),
         ehlo_host=ehlo.host if ehlo else None,
@@ -136,100 +213,92 @@ async def check_target(
         starttls_offered=ehlo is not None and ehlo.has("STARTTLS"),
         ip_literal=ip_literal(run.peer) if run.peer else None,
     )
-    if greeting.code != 220:
-        await session.quit()
-        await abandon(run, ahead)
-        return _refused_greeting(target, greeting, facts, run, started)
-    slots = _slots(run, facts)
-    facts = replace(facts, local_domain=slots.local_domain)
-    dns_task = _dns_task(run)
-    probes = plan_probes(slots, optional=options.all_probes)
-    by_id = {p.id: p for p in probes}
-    attempts: dict[str, int] = {}
-    # The preflight's check: the postmaster control, alone, before anything is pipelined. It
-    # tells whether the server takes mail from us at all (so how many refusals to expect) and
-    # whether it requires STARTTLS first; a pipelined batch of 530s or refusals would run into
-    # the server's error limits (Postfix: "too many errors" after 20).
-    postmaster = next(p for p in probes if p.role == "postmaster")
-    try:
-        check = await transaction(session, postmaster, facts.pipelining)
-    except FAILURES as exc:
-        await abandon(run, ahead)
-        return _unreachable(target, exc, started, run)
-    attempts[postmaster.id] = 1
-    tls_first = any(r is not None and is_tls_required(r) for r in (check.mail, check.rcpt))
-    if tls_first and not run.tls_phase and target.transport is Transport.PLAIN:
-        facts = replace(facts, tls_required=True)
+
+
+async def _first_battery(run: Run, pre: _Preflight) -> dict[str, Observation]:
+    """The relay battery and the controls: over the preflight's session and the ones opened
+    ahead; over STARTTLS when the server requires it (530) and the target is clear text."""
+    plain_target = run.target.transport is Transport.PLAIN
+    if pre.facts.tls_required and plain_target:
+        await pre.session.quit()
+        await discard(pre.ahead)  # clear-text sessions: of no use now
         run.tls_phase = True
-        await session.quit()
-        await discard(ahead)  # clear-text sessions: of no use now
-        results = await battery(run, probes, [], {})
-    else:
-        results = {postmaster.id: observation(check, tls=session.tls, connection=session.index, attempts=1)}
-        refusals = sum(1 for r in (check.mail, check.rcpt) if r is not None and not r.positive)
-        first = Ready(session, facts.pipelining, pending_mail=True, refusals=refusals)
-        rest = [p for p in probes if p is not postmaster]
-        results.update(await battery(run, rest, [ready(first), *ahead], attempts))
-        needs_tls = [o for o in results.values() if o.reply is not None and is_tls_required(o.reply)]
-        if needs_tls and not run.tls_phase and target.transport is Transport.PLAIN:
-            facts = replace(facts, tls_required=True)  # required for some commands only
-            run.tls_phase = True
-            tls_results = await battery(run, probes, [], {})
-            if any(o.outcome is not Outcome.ERROR for o in tls_results.values()):
-                results = tls_results
+        return (await over_starttls(run, pre.probes, pre.slots)).results
+    postmaster = next(p for p in pre.probes if p.role == "postmaster")
+    check = pre.check
+    results = {postmaster.id: observation(check, tls=pre.session.tls, connection=pre.session.index, attempts=1)}
+    refusals = sum(1 for r in (check.mail, check.rcpt) if r is not None and not r.positive)
+    first = Ready(pre.session, pre.facts.pipelining, pending_mail=True, refusals=refusals)
+    rest = [p for p in pre.probes if p is not postmaster]
+    results.update(await battery(run, rest, [ready(first), *pre.ahead], pre.attempts))
+    results = await other_senders(run, pre.probes, pre.slots, results)
+    needs_tls = [o for o in results.values() if o.reply is not None and is_tls_required(o.reply)]
+    if not needs_tls or run.tls_phase or not plain_target:
+        return results
+    pre.facts = replace(pre.facts, tls_required=True)  # required for some commands only
+    run.tls_phase = True
+    over_tls = await over_starttls(run, pre.probes, pre.slots)
+    return results if over_tls.failure is not None else over_tls.results
 
-    results = await _retry_deferred(run, results, by_id, attempts, on_retry)
-    results = await _around_relay_domains(run, slots, results, attempts)
-    second = await _second_phase(run, probes, facts, slots)
-    results.update(second.tls_battery)
 
-    accepted = [o for o in results.values() if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED]
-    if options.confirm_address and accepted:
-        results.update(await _confirm(run, accepted, watcher, on_status))
-    elif options.data_probe and accepted:
-        results.update(await data_probe(run.open_phase, accepted, options.max_connections))
+@dataclass(frozen=True)
+class TlsBattery:
+    results: dict[str, Observation]
+    failure: str | None = None  # why STARTTLS could not be used: the battery was not run
+    tls_error: bool = False  # the failure was TLS's own (refused STARTTLS, failed handshake)
 
-    order = [p.id for p in probes] + [f"{p.id}{TLS_SUFFIX}" for p in probes]
-    observations = tuple(results[i] for i in order if i in results)
-    names, fcrdns, dnsbl = await dns_task if dns_task is not None else (None, None, None)
-    decision = decide(
-        observations,
-        tls_required=facts.tls_required,
-        confirm_timeout=options.confirm_timeout if options.confirm_address else None,
-    )
-    replies = [r for c in run.sessions for e in c.exchanges if (r := e.reply) is not None]
-    identity = fingerprint(facts.banner, facts.extensions, replies)
-    hygiene = HygieneFacts(
-        ptr_names=names,
-        fcrdns=fcrdns,
-        tls=second.inspection.tls if second.inspection else None,
-        auth_before_tls=_auth_mechanisms(facts.extensions) if target.transport is not Transport.TLS else (),
-        auth_after_tls=second.inspection.auth_after_tls if second.inspection else (),
-        vrfy_postmaster=second.inspection.vrfy_postmaster if second.inspection else None,
-        vrfy_random=second.inspection.vrfy_random if second.inspection else None,
-        expn_postmaster=second.inspection.expn_postmaster if second.inspection else None,
-        auth_bypass_reply=second.auth_bypass[0],
-        auth_bypass_relay=second.auth_bypass[1],
-        dnsbl=dnsbl,
-        fingerprint=identity,
-    )
-    verdict = decision.verdict
-    if verdict.kind is VerdictKind.OPEN:  # the fix for the MTA we are talking to
-        verdict = replace(verdict, advice=fix_for("open-relay", identity.family) or verdict.advice)
-    findings = with_remediation(decision.findings, identity.family) + hygiene_findings(
-        target.host, target.port, facts, hygiene, identity.family
-    )
-    return TargetReport(
-        target=replace(target, address=run.peer or target.address),
-        verdict=verdict,
-        facts=facts,
-        observations=observations,
-        findings=tuple(findings),
-        connections=tuple(s.log() for s in run.sessions),
-        round_trips=sum(s.round_trips for s in run.sessions),
-        duration=time.monotonic() - started,
-        hygiene=hygiene,
-    )
+
+async def over_starttls(
+    run: Run, probes: list[PlannedProbe], slots: Slots, connections: int | None = None
+) -> TlsBattery:
+    """The battery over STARTTLS. One session is opened first: a STARTTLS that fails (454, a
+    broken handshake) ends the phase at once, its probes reported as not run, instead of every
+    probe failing on connection after connection."""
+    tls_run = run if run.tls_phase else run.phase(True)
+    try:
+        first = await open_within_limit(tls_run)
+    except FAILURES as exc:
+        why = f"STARTTLS could not be used: {exc}"
+        return TlsBattery(_not_run(probes, why, len(run.sessions) - 1), why, isinstance(exc, TlsError))
+    found = await battery(tls_run, probes, [ready(first)], {}, connections=connections)
+    found = await other_senders(tls_run, probes, slots, found)
+    run.limit = tls_run.limit or run.limit
+    return TlsBattery(found)
+
+
+def _not_run(probes: Sequence[PlannedProbe], why: str, connection: int) -> dict[str, Observation]:
+    return {
+        p.id: from_probe(
+            p,
+            outcome=Outcome.SKIPPED,
+            stage=Stage.CONNECT,
+            reply=None,
+            reason=f"not run: {why}",
+            connection=max(0, connection),
+            attempts=0,
+            tls=True,
+        )
+        for p in probes
+    }
+
+
+async def other_senders(
+    run: Run, probes: list[PlannedProbe], slots: Slots, results: dict[str, Observation]
+) -> dict[str, Observation]:
+    """Probes whose sender was refused (at MAIL, or at RCPT for the sender) run again with the
+    null sender, then with a sender in the server's own domain: a refused sender says nothing
+    about relaying. A probe keeps its first observation when every sender was refused."""
+    by_id = {p.id: p for p in probes}
+    for sender in ("<>", f"<{slots.spoof_local_part}@{slots.local_domain}>"):
+        refused = [o for o in results.values() if o.probe_id in by_id and is_sender_refused(o)]
+        again = [replace(by_id[o.probe_id], mail_from=sender) for o in refused if o.mail_from != sender]
+        if not again:
+            continue
+        for probe_id, obs in (await battery(run, again, [], {})).items():
+            if not is_sender_refused(obs) and obs.outcome is not Outcome.ERROR:
+                first = results[probe_id]
+                results[probe_id] = replace(obs, refused_sender=first.refused_sender or first.reply)
+    return results
 
 
 TLS_SUFFIX = "/tls"  # ids of the relay battery repeated over STARTTLS
@@ -240,13 +309,15 @@ class _SecondPhase:
     tls_battery: dict[str, Observation]
     inspection: SessionInspection | None
     auth_bypass: tuple[Reply | None, Reply | None]
+    tls_failure: str | None = None  # the battery over STARTTLS could not run: TLS's own failure
 
 
-async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFacts, slots: Slots) -> _SecondPhase:
+async def _second_phase(run: Run, pre: _Preflight) -> _SecondPhase:
     """After the battery: the battery again over STARTTLS (relay policy can differ after TLS),
     the inspection session (VRFY, certificate) and the optional AUTH-bypass check, together
-    and within the per-host connection limit."""
-    options, hygiene = run.options, run.options.hygiene
+    and within the per-host connection limit (one after another when the server has shown a
+    per-client limit)."""
+    options, hygiene, facts, slots = run.options, run.options.hygiene, pre.facts, pre.slots
     target = run.target
     tls_possible = facts.starttls_offered or target.transport is Transport.TLS
     # A session only when there is something to ask: VRFY, or a TLS handshake to look at.
@@ -259,11 +330,12 @@ async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFact
     )
     spare = max(1, options.max_connections - int(inspect) - int(hygiene.auth_bypass))
 
-    async def over_tls() -> dict[str, Observation]:
+    async def over_tls() -> TlsBattery:
         if not tls_battery:
-            return {}
-        found = await battery(run.phase(True), probes, [], {}, connections=spare)
-        return {f"{k}{TLS_SUFFIX}": replace(v, probe_id=f"{v.probe_id}{TLS_SUFFIX}") for k, v in found.items()}
+            return TlsBattery({})
+        found = await over_starttls(run, pre.probes, slots, connections=spare)
+        renamed = {f"{k}{TLS_SUFFIX}": replace(v, probe_id=f"{k}{TLS_SUFFIX}") for k, v in found.results.items()}
+        return replace(found, results=renamed)
 
     async def inspection() -> SessionInspection | None:
         if not inspect:
@@ -281,10 +353,92 @@ async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFact
             run.new_session, target.transport, facts.starttls_offered, slots.sender_ext, slots.outside[0]
         )
 
-    if not tls_battery and not hygiene.auth_bypass:  # the usual case: one task is all it takes
-        return _SecondPhase({}, await inspection(), (None, None))
-    found, inspected, bypassed = await asyncio.gather(over_tls(), inspection(), bypass())
-    return _SecondPhase(found, inspected, bypassed)
+    if run.limit is not None:  # the server limits sessions per client: one at a time
+        found, inspected, bypassed = await over_tls(), await inspection(), await bypass()
+    else:
+        found, inspected, bypassed = await asyncio.gather(over_tls(), inspection(), bypass())
+    failure = found.failure if found.tls_error else None
+    return _SecondPhase(found.results, inspected, bypassed, failure)
+
+
+async def _data_stage(
+    run: Run, results: dict[str, Observation], watcher: ArrivalWatcher | None, on_status: Callable[[str], None] | None
+) -> dict[str, Observation]:
+    """--confirm: one test message per accepted relay probe; --data-probe: DATA, then hang up."""
+    options = run.options
+    accepted = [o for o in results.values() if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED]
+    if not accepted:
+        return {}
+    if options.confirm_address:
+        return await _confirm(run, accepted, watcher, on_status)
+    if options.data_probe:
+        return await data_probe(run.open_phase, accepted, options.max_connections)
+    return {}
+
+
+_Lookups = tuple[tuple[str, ...] | None, bool | None, tuple[DnsblResult, ...] | None, str | None]
+_NO_LOOKUPS: _Lookups = (None, None, None, None)
+
+
+def _report(
+    run: Run, pre: _Preflight, results: dict[str, Observation], second: _SecondPhase, lookups: _Lookups, started: float
+) -> TargetReport:
+    """The verdict, the findings and the report, from everything the phases collected."""
+    options, target, facts = run.options, run.target, pre.facts
+    order = [p.id for p in pre.probes] + [f"{p.id}{TLS_SUFFIX}" for p in pre.probes]
+    observations = tuple(results[i] for i in order if i in results)
+    bypass = AuthBypass(*second.auth_bypass) if options.hygiene.auth_bypass else None
+    decision = decide(
+        observations,
+        tls_required=facts.tls_required,
+        confirm_timeout=options.confirm_timeout if options.confirm_address else None,
+        auth_bypass=bypass,
+    )
+    replies = [r for c in run.sessions for e in c.exchanges if (r := e.reply) is not None]
+    identity = fingerprint(facts.banner, facts.extensions, replies)
+    hygiene = _hygiene(target, facts, second, lookups, identity)
+    verdict = decision.verdict
+    if verdict.kind is VerdictKind.OPEN and verdict.confidence is not Confidence.AUTH_BYPASS:
+        verdict = replace(verdict, advice=fix_for("open-relay", identity.family) or verdict.advice)
+    findings = with_remediation(decision.findings, identity.family) + hygiene_findings(
+        target.host, target.port, facts, hygiene, identity.family
+    )
+    return TargetReport(
+        target=replace(target, address=run.peer or target.address),
+        verdict=verdict,
+        facts=facts,
+        observations=observations,
+        findings=tuple(findings),
+        connections=tuple(s.log() for s in run.sessions),
+        round_trips=sum(s.round_trips for s in run.sessions),
+        duration=time.monotonic() - started,
+        hygiene=hygiene,
+    )
+
+
+def _hygiene(
+    target: Target, facts: SessionFacts, second: _SecondPhase, lookups: _Lookups, identity: Fingerprint
+) -> HygieneFacts:
+    names, fcrdns, dnsbl, dns_note = lookups
+    inspection = second.inspection or SessionInspection(None, (), None, None, None)
+    tls = inspection.tls
+    if second.tls_failure is not None and (tls is None or tls.established):
+        tls = TlsFacts(offered=True, error=second.tls_failure)  # what the battery over STARTTLS met
+    return HygieneFacts(
+        ptr_names=names,
+        fcrdns=fcrdns,
+        tls=tls,
+        auth_before_tls=_auth_mechanisms(facts.extensions) if target.transport is not Transport.TLS else (),
+        auth_after_tls=inspection.auth_after_tls,
+        vrfy_postmaster=inspection.vrfy_postmaster,
+        vrfy_random=inspection.vrfy_random,
+        expn_postmaster=inspection.expn_postmaster,
+        auth_bypass_reply=second.auth_bypass[0],
+        auth_bypass_relay=second.auth_bypass[1],
+        dnsbl=dnsbl,
+        fingerprint=identity,
+        dns_note=dns_note,
+    )
 
 
 def _auth_mechanisms(extensions: Sequence[str]) -> tuple[str, ...]:
@@ -295,18 +449,34 @@ def _auth_mechanisms(extensions: Sequence[str]) -> tuple[str, ...]:
     return ()
 
 
-def _dns_task(
-    run: Run,
-) -> asyncio.Future[tuple[tuple[str, ...] | None, bool | None, tuple[DnsblResult, ...] | None]] | None:
-    """PTR/FCrDNS/DNSBL lookups, started at once so that they overlap the SMTP work."""
+def _dns_task(run: Run) -> asyncio.Future[_Lookups] | None:
+    """PTR/FCrDNS/DNSBL lookups, started at once so that they overlap the SMTP work.
+
+    Not for loopback, private or otherwise non-public addresses unless ``--resolver`` names a
+    DNS server (one that knows the private zone): public DNS has nothing to say about them, and
+    a blocklist query would only leak the address.
+    """
     hygiene = run.options.hygiene
     if run.peer is None or not hygiene.needs_dns:
         return None
+    if run.options.resolver is None and not ipaddress.ip_address(run.peer).is_global:
+        skipped = f"PTR and DNSBL lookups skipped for the non-public address {run.peer}"
+        return asyncio.ensure_future(_no_lookups(skipped))
     try:
         resolver = make_resolver(run.options.resolver)
-    except RelaycheckError:
-        return None
-    return asyncio.ensure_future(dns_facts(resolver, run.peer, hygiene))
+    except RelaycheckError as exc:
+        return asyncio.ensure_future(_no_lookups(f"PTR and DNSBL lookups failed: {exc}"))
+    return asyncio.ensure_future(_lookups(resolver, run.peer, hygiene))
+
+
+async def _no_lookups(note: str) -> _Lookups:
+    return None, None, None, note
+
+
+async def _lookups(resolver: Resolver, address: str, hygiene: HygieneOptions) -> _Lookups:
+    names, fcrdns, dnsbl = await dns_facts(resolver, address, hygiene)
+    failed = hygiene.ptr and names is None
+    return names, fcrdns, dnsbl, "PTR lookup failed (timeout, server failure or no resolver)" if failed else None
 
 
 async def _confirm(
@@ -361,22 +531,29 @@ async def _around_relay_domains(
         for p in plan_probes(reordered, optional=run.options.all_probes)
         if p.kind is ProbeKind.RELAY and not p.domain_check
     ]
-    return {**results, **await battery(run, again, [], attempts)}
+    found = await other_senders(run, again, reordered, await battery(run, again, [], attempts))
+    return {**results, **found}
 
 
 async def _retry_deferred(
     run: Run,
     results: dict[str, Observation],
     by_id: dict[str, PlannedProbe],
-    attempts: dict[str, int],
     on_retry: Callable[[RetryWait], None] | None = None,
 ) -> dict[str, Observation]:
     """Retry 4xx-deferred probes with back-off until they clear or the budget is spent."""
-    budget_end = time.monotonic() + run.options.retry_budget
+    if run.retry_until is None:  # one budget for every round of the check
+        run.retry_until = time.monotonic() + run.options.retry_budget
+    budget_end = run.retry_until
     wait = run.options.retry_first_wait
     attempt = 0
     while True:
-        deferred = [by_id[o.probe_id] for o in results.values() if o.outcome is Outcome.DEFERRED]
+        # the envelope as last sent: a stand-in sender when the probe's own was refused
+        deferred = [
+            replace(by_id[o.probe_id], mail_from=o.mail_from, rcpt_to=o.rcpt_to, outside_domain=o.outside_domain)
+            for o in results.values()
+            if o.outcome is Outcome.DEFERRED
+        ]
         left = budget_end - time.monotonic()
         if not deferred or left <= 0:
             return results
@@ -385,10 +562,10 @@ async def _retry_deferred(
             on_retry(RetryWait(attempt, len(deferred), min(wait, left), left))
         await asyncio.sleep(min(wait, left))
         wait = min(wait * 2, 30.0)
-        retried = await battery(run, deferred, [], attempts)
+        retried = await battery(run, deferred, [], {})  # each round its own budget for drops
         for probe_id, obs in retried.items():
             previous = results[probe_id]
-            results[probe_id] = replace(obs, attempts=previous.attempts + 1)
+            results[probe_id] = replace(obs, attempts=previous.attempts + 1, refused_sender=previous.refused_sender)
 
 
 def _refused_greeting(target: Target, greeting: Reply, facts: SessionFacts, run: Run, started: float) -> TargetReport:

@@ -63,6 +63,11 @@ class ConnectError(TransportError):
     """The TCP connection could not be established (``kind``: refused, timeout or unreachable)."""
 
 
+class ConnectionLimited(ConnectError):
+    """The server answered a new session with 421 at the greeting ("too many connections"): a
+    per-client limit (Postfix anvil, Exim smtp_accept_max_per_host) when other sessions are open."""
+
+
 class StepTimeout(TransportError):
     """A read or write did not finish within its time budget."""
 

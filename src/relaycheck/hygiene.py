@@ -28,7 +28,7 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
-from relaycheck.errors import CertificateUnverified, ProtocolError, TransportError
+from relaycheck.errors import CertificateUnverified, ProtocolError, TlsError, TransportError
 from relaycheck.model import DnsblResult, Reply, TlsFacts, Transport
 from relaycheck.names import is_hostname
 from relaycheck.options import HygieneOptions
@@ -54,11 +54,18 @@ async def _answers(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str)
     return [rr.to_text().strip('"') for rr in answer]
 
 
-async def lookup_ptr(resolver: dns.asyncresolver.Resolver, address: str) -> tuple[tuple[str, ...], bool | None]:
-    """PTR names of ``address`` and whether one of them resolves back to it (FCrDNS)."""
+async def lookup_ptr(
+    resolver: dns.asyncresolver.Resolver, address: str
+) -> tuple[tuple[str, ...] | None, bool | None]:
+    """PTR names of ``address`` and whether one of them resolves back to it (FCrDNS).
+
+    ``(None, None)`` when the lookup itself failed (timeout, SERVFAIL): that is not "no PTR".
+    """
     names = await _answers(resolver, dns.reversename.from_address(address).to_text(), "PTR")
+    if names is None:
+        return None, None
     if not names:
-        return (), None if names is None else False
+        return (), False
     ptrs = tuple(n.rstrip(".").lower() for n in names)
     rdtype = "AAAA" if ":" in address else "A"
     forward = await asyncio.gather(*(_answers(resolver, n, rdtype) for n in ptrs if is_hostname(n)))
@@ -272,6 +279,10 @@ async def inspect_session(
             return SessionInspection(facts, _auth_mechanisms(ehlo), *vrfy)
         except _FAILURES as exc:
             session.abort()
+            if not isinstance(exc, TlsError):
+                # The session failed before or apart from TLS (refused, dropped, the server
+                # stopped): nothing was seen of TLS, so nothing is said about it.
+                return SessionInspection(None, (), *vrfy)
             if context is not None and isinstance(exc, CertificateUnverified):
                 # Untrusted (self-signed, expired, unknown CA): note why, then look without verifying.
                 verify_error = exc.reason

@@ -55,7 +55,8 @@ class Confidence(StrEnum):
     CONFIRMED = "confirmed"  # a test message arrived (delivery mode)
     ACCEPTED_AT_DATA = "accepted-at-data"  # the server answered 354 to DATA
     ACCEPTED_AT_RCPT = "accepted-at-rcpt"  # the server answered 250/251 to RCPT
-    ACCEPTED_NOT_DELIVERED = "accepted-not-delivered"  # took the test message, which never arrived
+    ACCEPTED_NOT_DELIVERED = "accepted-not-delivered"  # inconclusive: took the test message, which never arrived
+    AUTH_BYPASS = "auth-bypass"  # open: a made-up AUTH login was accepted and an outside recipient followed
     POLICY_REFUSAL = "policy-refusal"  # closed: every relay path refused for policy
     UNDETERMINED = "undetermined"  # inconclusive
 
@@ -183,6 +184,10 @@ class Observation:
     attempts: int = 1
     data_reply: Reply | None = None  # with --data-probe or --confirm: the reply to DATA
     delivery: Delivery | None = None  # delivery mode only
+    role: str | None = None  # controls: "postmaster", "catch-all", "literal-local"
+    # The probe's own sender, refused at MAIL: ``mail_from`` is then the stand-in sender (null or
+    # local) the probe was run again with, or still the refused one when every sender was refused.
+    refused_sender: Reply | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,7 @@ class HygieneFacts:
     auth_bypass_relay: Reply | None = None  # RCPT to an outside recipient right after it
     dnsbl: tuple[DnsblResult, ...] | None = None
     fingerprint: Fingerprint | None = None
+    dns_note: str | None = None  # why PTR/DNSBL facts are missing: the lookups failed or were skipped
 
 
 @dataclass(frozen=True)

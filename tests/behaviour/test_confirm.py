@@ -59,10 +59,12 @@ def test_relayed_test_message_arrives_and_confirms(smtp_server: ServerFactory) -
     assert set(sink.handler.arrivals) == {o.delivery.token for o in confirmed}  # type: ignore[union-attr]
 
 
-def test_accept_then_discard_is_accepted_not_delivered(smtp_server: ServerFactory) -> None:
+def test_accept_then_discard_is_inconclusive_not_open(smtp_server: ServerFactory) -> None:
+    """Delivery mode is the judge of last resort: accepted but never delivered is not proof."""
     report, (server, _) = run_with_sink(smtp_server, "open", relay=False, confirm_timeout=0.5)
-    assert report.verdict.kind is VerdictKind.OPEN
+    assert report.verdict.kind is VerdictKind.INCONCLUSIVE
     assert report.verdict.confidence is Confidence.ACCEPTED_NOT_DELIVERED
+    assert "accepted, not delivered within 0.5 s" in report.verdict.explanation
     assert "discard" in report.verdict.explanation
     assert server.handler.messages  # the server did take the messages…
     states = {o.delivery.state for o in report.observations if o.delivery}

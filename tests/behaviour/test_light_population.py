@@ -213,9 +213,39 @@ KNOBS = {
     "vrfy_enabled": (dict(vrfy_enabled=True), [(b"VRFY alice\r\nVRFY <Postmaster@relay.test>\r\nVRFY bob\r\nVRFY\r\n"
                                                 b"QUIT\r\n", 0)]),
     "banner": (dict(banner="mail.example.test ESMTP Postfix"), [(b"EHLO c.test\r\nHELO c.test\r\nQUIT\r\n", 0)]),
+    "refused senders": (dict(refuse_senders=frozenset({"outside", "null"})),
+                        [(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nMAIL FROM:<>\r\nMAIL FROM:<x@relay.test>\r\n"
+                          b"RCPT TO:<alice@relay.test>\r\nRSET\r\nMAIL FROM:<x>\r\nQUIT\r\n", 0)]),
+    "STARTTLS 454": (dict(starttls_failure="454"), [(b"EHLO c.test\r\nSTARTTLS\r\nSTARTTLS x\r\nQUIT\r\n", 0)]),
+    "STARTTLS broken": (dict(starttls_failure="handshake"), [(b"EHLO c.test\r\nSTARTTLS\r\n", 2),
+                                                                (b"\x16\x03\x01\x00\x05hello", 0)]),
+    "refused after the dot": (dict(refuse_after_dot=True, relay_if=lambda t: True),
+                              [(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@o.test>\r\nDATA\r\n", 0),
+                               (b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n", 0)]),
     "error limit at DATA": (dict(errors_before_421=1, refuse_data=True, relay_if=lambda t: True),
                             [(b"EHLO c.test\r\nDATA\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@o.test>\r\nDATA\r\n", 0)]),
 }  # fmt: skip
+
+
+def test_connection_limit_gets_the_same_bytes() -> None:
+    """max_connections: the session beyond the limit gets 421 at the greeting; once one closes, the
+    next is served again."""
+    behaviour = replace(BEHAVIOURS["closed"], max_connections=1)
+    with ServerThread(behaviour) as aiosmtpd, LightServerThread(behaviour) as light:
+        seen = []
+        for server in (aiosmtpd, light):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=20) as first:
+                greeting = first.recv(1024)
+                second = converse(("127.0.0.1", server.port), [])
+                first.sendall(b"QUIT\r\n")
+                while first.recv(1024):
+                    pass
+            book = server.handler if server is aiosmtpd else server.host.book
+            # the server has counted the first session out before the client could read its end
+            assert book.sessions.get("127.0.0.1") == 0
+            seen.append((greeting, second, converse(("127.0.0.1", server.port), [(b"QUIT\r\n", 0)])))
+    assert seen[0][1] == b"421 4.7.0 mx.relay.test Error: too many connections from 127.0.0.1\r\n"
+    assert seen[1] == seen[0]
 
 
 @pytest.mark.parametrize("knob", KNOBS)

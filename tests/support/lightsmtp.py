@@ -24,7 +24,9 @@ Supported behaviours: every one in ``BEHAVIOURS`` except ``starttls-required`` â
 open, percent-only, null-sender-only, spoofed-local-sender-only, source-route-only,
 greylisting (the same ``BehaviourHandler.greylist_passed`` book), relay-denied-4xx,
 reject-everything, catch-all, relay-domain, refuse-at-data, no-pipelining, multiline â€” and the
-``Behaviour`` knobs banner, drop_after_commands, errors_before_421, vrfy_enabled. Refused
+``Behaviour`` knobs banner, drop_after_commands, errors_before_421, vrfy_enabled, greylist_reply,
+refuse_senders/sender_reply, starttls_failure (STARTTLS advertised, then 454, or 220 and a fatal TLS alert),
+max_connections (421 at the greeting), refuse_after_dot. Refused
 (``ValueError``): ``require_starttls`` (needs TLS), ``auth_any_password`` (needs AUTH),
 ``next_hop`` (forwarding accepted messages).
 
@@ -51,6 +53,7 @@ from typing import Protocol, cast
 import aiosmtpd.smtp as aiosmtpd_smtp
 
 from relaycheck.testing.servers import (
+    HANDSHAKE_FAILURE,
     MAIL_OK,
     MAIL_SYNTAX,
     NEED_MAIL,
@@ -58,8 +61,12 @@ from relaycheck.testing.servers import (
     NESTED_MAIL,
     QUEUED,
     RCPT_SYNTAX,
+    READY_FOR_TLS,
+    REFUSED_AFTER_DOT,
     REFUSED_AT_DATA,
     RSET_OK,
+    TLS_UNAVAILABLE,
+    TOO_MANY_CONNECTIONS,
     TOO_MANY_ERRORS,
     Behaviour,
     BehaviourHandler,
@@ -67,6 +74,7 @@ from relaycheck.testing.servers import (
     Path,
     decide_rcpt,
     ehlo_keywords,
+    mail_reply,
     read_path,
     vrfy_reply,
 )
@@ -171,6 +179,7 @@ _B = {
         BAD_SYNTAX, LINE_TOO_LONG, STRICT_ASCII, TOO_MANY_UNKNOWN, HELO_SYNTAX, EHLO_SYNTAX, OK, QUIT_SYNTAX, BYE,
         STARTTLS_SYNTAX, NO_TLS, AUTH_NOT_EXTENDED, AUTH_NEEDS_TLS, DATA_SYNTAX, START_DATA, DATA_LINE_TOO_LONG,
         TOO_MUCH_DATA, NO_EXPN, HELP_LIST, HELP_UNKNOWN, MAIL_OK, RSET_OK, QUEUED, TOO_MANY_ERRORS,
+        TLS_UNAVAILABLE, READY_FOR_TLS, REFUSED_AFTER_DOT,
     )
 }  # fmt: skip
 _SEND_HELO = _line(SEND_HELO.format("HELO"))
@@ -183,9 +192,9 @@ class LightSMTP(asyncio.Protocol):
     """One SMTP connection to a ``LightHost``."""
 
     __slots__ = (
-        "_bogus", "_buf", "_counted", "_data_bytes", "_data_line", "_data_state", "_done", "_errors", "_extended",
-        "_host", "_host_name", "_in_data", "_mail", "_mail_limit", "_out", "_peer", "_rcpts", "_skipping",
-        "_transport",
+        "_bogus", "_buf", "_counted", "_counted_peer", "_data_bytes", "_data_line", "_data_state", "_done",
+        "_errors", "_extended", "_host", "_host_name", "_in_data", "_mail", "_mail_limit", "_out", "_peer", "_rcpts",
+        "_skipping", "_tls_hello", "_transport",
     )  # fmt: skip
 
     def __init__(self, host: LightHost) -> None:
@@ -208,6 +217,8 @@ class LightSMTP(asyncio.Protocol):
         self._data_bytes = 0
         self._data_line = 0  # bytes of the current content line already counted and dropped
         self._data_state = _NOMINAL
+        self._counted_peer = False  # counted in the book's sessions (max_connections)
+        self._tls_hello = False  # a broken STARTTLS: the next bytes are the client's hello
 
     # asyncio.Protocol
 
@@ -219,11 +230,21 @@ class LightSMTP(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self._peer = str(peer[0])
+        behaviour = self._host.behaviour
+        self._counted_peer = True
+        if self._host.book.connection_opened(self._peer, behaviour.max_connections):
+            self._transport.write(_line(TOO_MANY_CONNECTIONS.format(host=behaviour.hostname, peer=self._peer)))
+            self._done = True
+            self._transport.close()
+            return
         self._transport.write(self._host.greeting)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._done = True
         self._transport = None
+        if self._counted_peer:
+            self._counted_peer = False
+            self._host.book.connection_closed(self._peer)
         counter = self._host.counter
         if counter is not None:
             counter.closed()
@@ -234,6 +255,11 @@ class LightSMTP(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._done:
+            return
+        if self._tls_hello:  # the alert, then the end (as aiosmtpd ends at the end of its input)
+            self._out.append(HANDSHAKE_FAILURE)
+            self._done = True
+            self._flush()
             return
         buf = self._buf
         buf += data
@@ -368,7 +394,12 @@ class LightSMTP(asyncio.Protocol):
         if self._mail is not None:
             self._reply(NESTED_MAIL)
             return
-        self._mail = read_path(arg[5:])
+        mail = read_path(arg[5:])
+        reply = mail_reply(self._host.behaviour, self._host.book.literal, mail)
+        if reply != MAIL_OK:
+            self._reply(reply)
+            return
+        self._mail = mail
         self._rcpts = 0
         self._out.append(_B[MAIL_OK])
 
@@ -439,7 +470,8 @@ class LightSMTP(asyncio.Protocol):
             if length == 3 and self._data_line == 0 and buf[pos] == 0x2E:  # ".\r\n"
                 self._in_data = False
                 state = self._data_state
-                reply = DATA_LINE_TOO_LONG if state == _TOO_LONG else TOO_MUCH_DATA if state == _TOO_MUCH else QUEUED
+                done = REFUSED_AFTER_DOT if self._host.behaviour.refuse_after_dot else QUEUED
+                reply = DATA_LINE_TOO_LONG if state == _TOO_LONG else TOO_MUCH_DATA if state == _TOO_MUCH else done
                 self._out.append(_B[reply])
                 return after
             self._data_line = 0
@@ -466,7 +498,16 @@ class LightSMTP(asyncio.Protocol):
         self._done = True
 
     def _starttls(self, arg: str | None) -> None:
-        self._out.append(_B[STARTTLS_SYNTAX] if arg else _B[NO_TLS])
+        failure = self._host.behaviour.starttls_failure
+        if arg:
+            self._out.append(_B[STARTTLS_SYNTAX])
+        elif failure is None:
+            self._out.append(_B[NO_TLS])
+        elif failure == "454":
+            self._out.append(_B[TLS_UNAVAILABLE])
+        else:  # "handshake": agree, then answer the client's hello with a fatal alert
+            self._out.append(_B[READY_FOR_TLS])
+            self._tls_hello = True
 
     def _auth(self, arg: str | None) -> None:
         if not self._host_name:

@@ -3,7 +3,6 @@ emitted with, every fix text belongs to a registered code, and docs/findings.md 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from relaycheck.findings import codes, docs, fix_for, registry
@@ -50,14 +49,12 @@ def _observation(probe_id: str, code: int, text: str, *, stage: Stage = Stage.RC
                  outcome: Outcome | None = None) -> Observation:
     kind = ProbeKind.CONTROL if probe_id.startswith("C-") else ProbeKind.RELAY
     accepted = code < 400 if outcome is None else outcome is Outcome.ACCEPTED
-    # Controls are known by their role where observations carry one, by their id before that.
-    role = {"role": ROLES.get(probe_id)} if "role" in {f.name for f in dataclasses.fields(Observation)} else {}
     return Observation(
-        **role,
         probe_id=probe_id, kind=kind, title=probe_id, mail_from="<s@b.test>", rcpt_to=f"<u@{domain}>",
         outcome=outcome or (Outcome.ACCEPTED if accepted else Outcome.REJECTED_POLICY), stage=stage,
         reply=Reply(code, (text,)), reason="", outside_domain=domain if kind is ProbeKind.RELAY else None,
         domain_check=probe_id.startswith("V01"),
+        role=ROLES.get(probe_id),  # controls carry a role
     )  # fmt: skip
 
 

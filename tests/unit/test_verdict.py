@@ -6,9 +6,19 @@ from dataclasses import replace
 
 import pytest
 
-from relaycheck.model import Observation, Outcome, ProbeKind, Reply, Stage, VerdictKind
+from relaycheck.model import (
+    Confidence,
+    Delivery,
+    DeliveryState,
+    Observation,
+    Outcome,
+    ProbeKind,
+    Reply,
+    Stage,
+    VerdictKind,
+)
 from relaycheck.smtp.wire import parse_enhanced
-from relaycheck.verdict import classify_reply, decide, is_tls_required
+from relaycheck.verdict import AuthBypass, classify_reply, decide, is_sender_refused, is_tls_required
 
 
 def reply(text: str) -> Reply:
@@ -51,6 +61,9 @@ def test_starttls_530_is_recognised_but_auth_530_is_not() -> None:
     assert not is_tls_required(reply("550 5.7.0 STARTTLS first"))
 
 
+ROLES = {"C-POSTMASTER": "postmaster", "C-CATCHALL": "catch-all"}  # the verdict finds controls by role
+
+
 def obs(probe_id: str, text: str, **kw: object) -> Observation:
     r = reply(text)
     kind = ProbeKind.CONTROL if probe_id.startswith("C-") else ProbeKind.RELAY
@@ -67,6 +80,7 @@ def obs(probe_id: str, text: str, **kw: object) -> Observation:
         reply=r,
         reason="",
         outside_domain="a.test" if kind is ProbeKind.RELAY else None,
+        role=ROLES.get(probe_id),
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 
@@ -178,3 +192,75 @@ def test_sender_verification_at_rcpt_closes_that_path() -> None:
     spoofed = obs("V05", "550 Sender verify failed")
     decision = decide(battery(obs("V01", "550 relay not permitted"), spoofed))
     assert decision.verdict.kind is VerdictKind.CLOSED
+
+
+# -- the engine's general rules, as pure decisions ---------------------------------------------
+
+SENDER_REFUSED = "553 5.1.8 <s@b.test>: Sender address rejected: Domain not found"
+
+
+def test_a_refused_sender_is_not_judged_and_does_not_close_a_path() -> None:
+    refused_at_mail = obs("V01", SENDER_REFUSED, stage=Stage.MAIL)
+    assert is_sender_refused(refused_at_mail)
+    assert decide(battery(refused_at_mail, obs("V03", DENIED))).verdict.kind is VerdictKind.CLOSED
+    # only refused senders: nothing was judged
+    decision = decide(battery(refused_at_mail, obs("V02", SENDER_REFUSED, stage=Stage.MAIL)))
+    assert decision.verdict.kind is VerdictKind.INCONCLUSIVE
+    assert "Every sender was refused" in decision.verdict.explanation
+
+
+def test_sender_refused_at_rcpt_and_4xx_sender_refusals_count_as_refused_senders() -> None:
+    assert is_sender_refused(obs("V01", "450 4.1.8 <s@b.test>: Sender address rejected: Domain not found"))
+    assert is_sender_refused(obs("V01", "550 5.7.1 <s@b.test>: Sender address rejected: Access denied"))
+    assert not is_sender_refused(obs("V01", DENIED))
+    assert not is_sender_refused(obs("V01", "530 5.7.0 Must issue a STARTTLS command first", stage=Stage.MAIL))
+
+
+def test_postmaster_refused_for_its_sender_is_every_sender_refused() -> None:
+    postmaster = obs("C-POSTMASTER", SENDER_REFUSED, stage=Stage.MAIL)
+    decision = decide(battery(obs("V01", SENDER_REFUSED, stage=Stage.MAIL), controls=(postmaster, NO_CATCH_ALL)))
+    assert decision.verdict.kind is VerdictKind.INCONCLUSIVE
+    assert "Every sender was refused" in decision.verdict.explanation
+
+
+def test_skipped_probes_do_not_count() -> None:
+    skipped = replace(obs("V01/tls", DENIED), outcome=Outcome.SKIPPED, reply=None, reason="not run: STARTTLS refused")
+    assert decide(battery(obs("V01", DENIED), skipped)).verdict.kind is VerdictKind.CLOSED
+    assert decide(battery(skipped)).verdict.kind is VerdictKind.INCONCLUSIVE
+
+
+def test_auth_bypass_that_relays_is_open_and_one_that_does_not_is_not() -> None:
+    relayed = AuthBypass(reply("235 2.7.0 Authentication successful"), reply("250 2.1.5 Ok"))
+    decision = decide(battery(obs("V01", DENIED)), auth_bypass=relayed)
+    assert decision.verdict.kind is VerdictKind.OPEN
+    assert decision.verdict.confidence is Confidence.AUTH_BYPASS
+    refused = AuthBypass(reply("235 2.7.0 Authentication successful"), reply(DENIED))
+    assert decide(battery(obs("V01", DENIED)), auth_bypass=refused).verdict.kind is VerdictKind.CLOSED
+    failed = AuthBypass(reply("535 5.7.8 Authentication failed"), reply("250 2.1.5 Ok"))
+    assert decide(battery(obs("V01", DENIED)), auth_bypass=failed).verdict.kind is VerdictKind.CLOSED
+
+
+def test_delivery_mode_never_says_open_without_an_arrival() -> None:
+    taken = replace(obs("V01", "250 2.1.5 Ok"), delivery=Delivery(DeliveryState.NOT_DELIVERED, "t1"))
+    decision = decide(battery(taken), confirm_timeout=30)
+    assert decision.verdict.kind is VerdictKind.INCONCLUSIVE
+    assert decision.verdict.confidence is Confidence.ACCEPTED_NOT_DELIVERED
+    assert "not delivered within 30 s" in decision.verdict.explanation
+    arrived = replace(taken, delivery=Delivery(DeliveryState.CONFIRMED, "t1"))
+    assert decide(battery(arrived), confirm_timeout=30).verdict.confidence is Confidence.CONFIRMED
+    after_dot = obs("V01", "554 5.7.1 rejected after DATA", stage=Stage.DATA)
+    assert decide(battery(after_dot), confirm_timeout=30).verdict.kind is VerdictKind.CLOSED
+
+
+def test_a_trick_is_open_only_when_unknown_local_users_are_known_to_be_refused() -> None:
+    trick = obs("V12", "250 2.1.5 Ok", local_part_trick=True)
+    assert decide(battery(obs("V01", DENIED), trick)).verdict.kind is VerdictKind.OPEN
+    unjudged = obs("C-CATCHALL", SENDER_REFUSED, stage=Stage.MAIL)
+    decision = decide(battery(obs("V01", DENIED), trick, controls=(POSTMASTER_OK, unjudged)))
+    assert decision.verdict.kind is VerdictKind.INCONCLUSIVE
+    assert "could not be learnt" in decision.verdict.explanation
+
+
+def test_controls_are_found_by_role_not_by_id() -> None:
+    renamed = replace(POSTMASTER_OK, probe_id="C-PM-2")
+    assert decide(battery(obs("V01", DENIED), controls=(renamed, NO_CATCH_ALL))).verdict.kind is VerdictKind.CLOSED

@@ -84,6 +84,8 @@ def observation_dict(obs: Observation) -> dict[str, Any]:
         "attempts": obs.attempts,
         "data_reply": reply_dict(obs.data_reply),
         "delivery": delivery_dict(obs.delivery),
+        "role": obs.role,
+        "refused_sender": reply_dict(obs.refused_sender),
     }
 
 
@@ -138,6 +140,7 @@ def hygiene_dict(h: HygieneFacts | None) -> dict[str, Any] | None:
         },
         "ptr_names": None if h.ptr_names is None else list(h.ptr_names),
         "fcrdns": h.fcrdns,
+        "dns_note": h.dns_note,
         "tls": None
         if tls is None
         else {

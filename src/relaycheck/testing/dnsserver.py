@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import dns.exception
 import dns.flags
@@ -25,7 +25,9 @@ Records = Mapping[tuple[str, str], Sequence[str]]
 
 
 class DnsServerThread:
-    def __init__(self, records: Records, host: str = "127.0.0.1") -> None:
+    def __init__(self, records: Records, host: str = "127.0.0.1", servfail: Iterable[str] = ()) -> None:
+        """``servfail``: names answered SERVFAIL (a broken or unreachable authoritative server)."""
+        self.servfail = {n.rstrip(".").lower() for n in servfail}
         self.records = {(n.rstrip(".").lower(), t.upper()): list(v) for (n, t), v in records.items()}
         self.names = {n for n, _ in self.records}
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -50,7 +52,9 @@ class DnsServerThread:
         rdtype = dns.rdatatype.to_text(question.rdtype)
         self.queries.append((name, rdtype))
         name = self._owner(name)
-        if name not in self.names:
+        if name in self.servfail:
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif name not in self.names:
             response.set_rcode(dns.rcode.NXDOMAIN)
         elif (name, rdtype) in self.records:
             rrset = dns.rrset.from_text_list(

@@ -41,6 +41,13 @@ NEED_MAIL = "503 5.5.1 Error: need MAIL command"
 NEED_RCPT = "503 5.5.1 Error: need RCPT command"
 REFUSED_AT_DATA = "554 5.7.1 Error: relaying denied at DATA"
 TOO_MANY_ERRORS = "421 4.7.0 mx.relay.test Error: too many errors"
+TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Error: too many connections from {peer}"
+STARTTLS_OFFERED = "250-STARTTLS"
+TLS_UNAVAILABLE = "454 4.7.0 TLS not available due to local problem"
+READY_FOR_TLS = "220 2.0.0 Ready to start TLS"
+# What a broken TLS layer answers the client's hello with: a fatal "handshake failure" alert record
+HANDSHAKE_FAILURE = b"\x15\x03\x01\x00\x02\x02\x28"
+REFUSED_AFTER_DOT = "554 5.7.1 Error: relaying denied after the message was read"
 VRFY_CANNOT = "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
 PIPELINING = "250-PIPELINING"
 
@@ -109,6 +116,16 @@ class Behaviour:
     unknown_user_reply: str = "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown"
     refuse_everything: str | None = None  # reply to every RCPT, postmaster included
     greylist_delay: float | None = None  # seconds a new (mail, rcpt) pair is deferred
+    greylist_reply: str = "451 4.7.1 <{rcpt}>: Recipient address rejected: Greylisted, try again later"
+    # Senders refused at MAIL, by kind: "outside" (a domain not ours), "null" (<>), "local" (one of
+    # our domains, or unqualified): sender domain checks, SPF, a resolver that cannot see the domain.
+    refuse_senders: frozenset[str] = frozenset()
+    sender_reply: str = "553 5.1.8 <{sender}>: Sender address rejected: Domain not found"
+    # STARTTLS advertised but failing: "454" (refused) or "handshake" (220, then a fatal TLS alert)
+    starttls_failure: str | None = None
+    max_connections: int | None = None  # sessions at once per client address; 421 at the greeting beyond
+    delivery_delay: float = 0.0  # seconds before an accepted message is forwarded (a later queue run)
+    refuse_after_dot: bool = False  # take the content, then refuse the message at the final dot
     require_starttls: bool = False
     pipelining: bool = True
     drop_after_commands: int | None = None  # close without a reply after N MAIL/RCPT/RSET
@@ -179,6 +196,38 @@ BEHAVIOURS: dict[str, Behaviour] = {
         ),
         Behaviour("no-pipelining", pipelining=False, description="closed, without PIPELINING"),
         Behaviour("multiline", multiline_replies=True, description="closed, multi-line replies"),
+        Behaviour(
+            "outside-sender-refused",
+            refuse_senders=frozenset({"outside"}),
+            description="closed; refuses outside senders at MAIL (Sendmail whose resolver cannot see them)",
+        ),
+        Behaviour(
+            "outside-sender-refused-open",
+            relay_if=lambda t: True,
+            refuse_senders=frozenset({"outside"}),
+            sender_reply="550 5.7.1 <{sender}>: Sender address rejected: Access denied",
+            description="relays for any sender it accepts; refuses outside senders at MAIL",
+        ),
+        Behaviour(
+            "every-sender-refused",
+            refuse_senders=frozenset({"outside", "null", "local"}),
+            sender_reply="501 5.1.7 Bad sender address syntax",
+            description="refuses every sender at MAIL",
+        ),
+        Behaviour("starttls-454", starttls_failure="454", description="closed; offers STARTTLS, then says 454"),
+        Behaviour(
+            "starttls-broken",
+            relay_if=lambda t: True,
+            starttls_failure="handshake",
+            description="an open relay; offers STARTTLS, says 220, then no handshake",
+        ),
+        Behaviour("one-connection", max_connections=1, description="closed; one session at a time per client"),
+        Behaviour(
+            "refuse-after-dot",
+            relay_if=lambda t: True,
+            refuse_after_dot=True,
+            description="accepts any recipient and DATA, refuses the message at the final dot",
+        ),
     )
 }
 
@@ -201,7 +250,7 @@ def decide_rcpt(
         return b.refuse_everything
     transaction = Transaction(mail, rcpt, tls, peer, authenticated)
     if b.greylist_delay is not None and not book.greylist_passed(transaction, b.greylist_delay):
-        return f"451 4.7.1 <{shown}>: Recipient address rejected: Greylisted, try again later"
+        return b.greylist_reply.format(rcpt=shown)
     local_names = b.local_domains | {book.literal}
     if rcpt.domain in local_names or not rcpt.domain:
         if b.percent_hack and "%" in rcpt.local:
@@ -216,6 +265,23 @@ def decide_rcpt(
         code, rest = deny.split(" ", 1)
         return f"{code}-{rest}\r\n{code}-Relaying is for our own users only.\r\n{code} {rest}"
     return deny
+
+
+def sender_kind(behaviour: Behaviour, literal: str, mail: Path) -> str:
+    """"null", "local" or "outside": how a naive MTA sees the sender."""
+    if not mail.local and not mail.domain:
+        return "null"
+    if not mail.domain or mail.domain in behaviour.local_domains or mail.domain == literal:
+        return "local"
+    return "outside"
+
+
+def mail_reply(behaviour: Behaviour, literal: str, mail: Path) -> str:
+    """The reply to MAIL FROM ``mail`` (the syntax already checked)."""
+    if behaviour.refuse_senders and sender_kind(behaviour, literal, mail) in behaviour.refuse_senders:
+        shown = f"{mail.local}@{mail.domain}" if mail.domain else mail.local
+        return behaviour.sender_reply.format(sender=shown)
+    return MAIL_OK
 
 
 def vrfy_reply(behaviour: Behaviour, arg: str | None) -> str:
@@ -234,6 +300,8 @@ def ehlo_keywords(behaviour: Behaviour, responses: list[str]) -> list[str]:
     keywords = [r for r in responses if "AUTH" not in r or behaviour.auth_any_password]
     if behaviour.pipelining:
         keywords.insert(-1, PIPELINING)
+    if behaviour.starttls_failure is not None:
+        keywords.insert(-1, STARTTLS_OFFERED)
     return keywords
 
 
@@ -248,6 +316,8 @@ class BehaviourSMTP(SMTP):
         self._rcpts: list[Path] = []
         self._counted = 0
         self._errors = 0
+        self._peer: str | None = None  # counted against max_connections while connected
+        self._over_limit = False
         if behaviour.banner is not None:
             self.__ident__ = ""
             self.hostname = behaviour.banner
@@ -265,6 +335,39 @@ class BehaviourSMTP(SMTP):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._peer is None:  # not again after STARTTLS
+            peer = transport.get_extra_info("peername")
+            self._peer = str(peer[0]) if peer else "?"
+            self._over_limit = self.book.connection_opened(self._peer, self.behaviour.max_connections)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._peer is not None:
+            self.book.connection_closed(self._peer)
+            self._peer = None
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._over_limit:  # Postfix anvil / Exim smtp_accept_max_per_host
+            await self.push(TOO_MANY_CONNECTIONS.format(host=self.behaviour.hostname, peer=self._peer))
+            self._close()
+            return
+        await super()._handle_client()
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        failure = self.behaviour.starttls_failure
+        if failure is None or arg:
+            await super().smtp_STARTTLS(arg)
+        elif failure == "454":
+            await self.push(TLS_UNAVAILABLE)
+        else:  # "handshake": agree, then answer the client's hello with a fatal alert
+            await self.push(READY_FOR_TLS)
+            await self._reader.read(1)  # the hello has begun: what comes before it is discarded
+            assert isinstance(self.transport, asyncio.Transport)
+            self.transport.write(HANDSHAKE_FAILURE)
+            self._close()
 
     def _count(self, verb: str, arg: str | None) -> bool:
         """Record the command; False when the behaviour says to drop the connection now."""
@@ -291,7 +394,12 @@ class BehaviourSMTP(SMTP):
         if self._mail is not None:
             await self._reply(NESTED_MAIL)
             return
-        self._mail = read_path(arg[5:])
+        mail = read_path(arg[5:])
+        reply = mail_reply(self.behaviour, self.book.literal, mail)
+        if reply != MAIL_OK:
+            await self._reply(reply)
+            return
+        self._mail = mail
         self._rcpts = []
         await self.push(MAIL_OK)
 
@@ -357,6 +465,16 @@ class BehaviourHandler:
     data_started: int = 0
     _first_seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
     keep_commands: bool = True  # False for long-running servers (the benchmark's population)
+    sessions: dict[str, int] = field(default_factory=dict)  # open sessions per client address
+    _later: set[asyncio.Task[None]] = field(default_factory=set)  # forwarding after delivery_delay
+
+    def connection_opened(self, peer: str, limit: int | None) -> bool:
+        """Count a new session; True when it is one more than ``limit`` allows from ``peer``."""
+        self.sessions[peer] = self.sessions.get(peer, 0) + 1
+        return limit is not None and self.sessions[peer] > limit
+
+    def connection_closed(self, peer: str) -> None:
+        self.sessions[peer] -= 1
 
     def note(self, command: str) -> None:
         """Record a command the client sent (tests read ``commands``)."""
@@ -375,10 +493,21 @@ class BehaviourHandler:
         return ehlo_keywords(self.behaviour, responses)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.behaviour.refuse_after_dot:
+            return REFUSED_AFTER_DOT
         self.messages.append(envelope)
-        if self.behaviour.next_hop is not None:
+        if self.behaviour.next_hop is not None and self.behaviour.delivery_delay > 0:
+            task = asyncio.ensure_future(self._forward_later(session, envelope))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+        elif self.behaviour.next_hop is not None:
             await asyncio.to_thread(self._forward, session, envelope)
         return QUEUED
+
+    async def _forward_later(self, session: Session, envelope: Envelope) -> None:
+        """A queue run after ``delivery_delay`` seconds: the message leaves well after 250."""
+        await asyncio.sleep(self.behaviour.delivery_delay)
+        await asyncio.to_thread(self._forward, session, envelope)
 
     def _forward(self, session: Session, envelope: Envelope) -> None:
         """Relay like a naive MTA: undo the address tricks, add a Received header, pass it on."""
