@@ -18,9 +18,10 @@ from relaycheck.catalogue import PlannedProbe
 from relaycheck.errors import ConnectError, ConnectionLimited, ProtocolError, TlsError, TransportError
 from relaycheck.model import Exchange, Observation, Outcome, Reply, Stage, Target, Transport
 from relaycheck.options import EngineOptions
+from relaycheck.proof import PROVEN
 from relaycheck.smtp.session import PartialReplies, SessionConfig, SmtpSession
 from relaycheck.smtp.wire import Ehlo, mail_from, rcpt_to
-from relaycheck.verdict import classify_reply
+from relaycheck.verdict import classify_reply, is_sender_refused
 
 MAX_ATTEMPTS = 3  # per probe, across dropped connections
 FAILURES = (TransportError, ProtocolError, PartialReplies)
@@ -40,6 +41,9 @@ class Run:
     limit: int | None = None  # sessions at once the server allows us (learnt from a 421 greeting)
     chunk: int | None = None  # probes per session the server's error limit allows (learnt from a 421)
     retry_until: float | None = None  # the end of the retry budget for deferred probes, once started
+    # Senders the server refused at MAIL (by TLS phase), with its reply: not sent again in this run.
+    refused_senders: dict[tuple[bool, str], Reply] = field(default_factory=dict)
+    accepted_senders: set[tuple[bool, str]] = field(default_factory=set)  # senders whose MAIL was accepted
 
     def new_session(self, transport: Transport | None = None, tls_context: ssl.SSLContext | None = None) -> SmtpSession:
         if transport is None:
@@ -91,17 +95,6 @@ class Run:
 
     async def open_phase(self, tls: bool) -> tuple[SmtpSession, Reply, Ehlo | None]:
         return await self.phase(tls).open()
-
-
-def transcript_lines(probes: Sequence[PlannedProbe], quit_at_end: bool, reset_first: bool = False) -> list[str]:
-    lines: list[str] = []
-    for number, probe in enumerate(probes):
-        if number or reset_first:
-            lines.append("RSET")
-        lines += [mail_from(probe.mail_from), rcpt_to(probe.rcpt_to)]
-    if quit_at_end:
-        lines.append("QUIT")
-    return lines
 
 
 @dataclass(frozen=True)
@@ -174,51 +167,165 @@ def from_probe(
     )
 
 
-async def run_chunk(
-    session: SmtpSession, probes: Sequence[PlannedProbe], pipelining: bool, reset_first: bool = False
-) -> tuple[list[ProbeReplies], str | None]:
-    """Run probes on an open session. Returns the completed ones and why it stopped early.
+MAX_RECIPIENTS = 50  # RCPTs in one transaction (RFC 5321 has servers take at least 100)
 
-    ``reset_first``: a transaction is open on the session (the STARTTLS check): RSET it first.
+
+@dataclass(frozen=True)
+class OpenMail:
+    """A transaction left open on a session: its MAIL was accepted, more RCPTs may follow."""
+
+    sender: str
+    reply: Reply
+    recipients: int
+
+
+@dataclass
+class Chunk:
+    """What one chunk of probes produced on a session."""
+
+    done: list[ProbeReplies]
+    stop: str | None  # why the session ended early (421, a drop), None when it is still usable
+    errors: int = 0  # 4xx/5xx replies the server counted against the session
+    open_mail: OpenMail | None = None
+
+
+def envelopes(probes: Sequence[PlannedProbe], grouped: bool) -> list[list[PlannedProbe]]:
+    """Probes that share a sender share one transaction (one MAIL, several RCPT): the server
+    answers each RCPT on its own (RFC 5321), so the replies are those of one probe per MAIL."""
+    if not grouped:
+        return [[p] for p in probes]
+    by_sender: dict[str, list[PlannedProbe]] = {}
+    for probe in probes:
+        by_sender.setdefault(probe.mail_from, []).append(probe)
+    return [group[i : i + MAX_RECIPIENTS] for group in by_sender.values() for i in range(0, len(group), MAX_RECIPIENTS)]
+
+
+@dataclass(frozen=True)
+class _Step:
+    reset: bool  # RSET first
+    mail: bool  # MAIL first (else the open transaction carries on)
+    probes: list[PlannedProbe]
+
+
+def _steps(groups: list[list[PlannedProbe]], reset_first: bool, open_mail: OpenMail | None) -> list[_Step]:
+    steps: list[_Step] = []
+    for number, group in enumerate(groups):
+        carries_on = (
+            number == 0
+            and open_mail is not None
+            and open_mail.sender == group[0].mail_from
+            and open_mail.recipients + len(group) <= MAX_RECIPIENTS
+        )
+        steps.append(_Step(reset=not carries_on and (number > 0 or reset_first), mail=not carries_on, probes=group))
+    return steps
+
+
+def _lines(steps: list[_Step], quit_at_end: bool) -> list[str]:
+    lines: list[str] = []
+    for step in steps:
+        lines += ["RSET"] * step.reset + [mail_from(step.probes[0].mail_from)] * step.mail
+        lines += [rcpt_to(p.rcpt_to) for p in step.probes]
+    return lines + ["QUIT"] * quit_at_end
+
+
+def _closed(reply: Reply) -> str:
+    return f"server closed the session: {reply}"
+
+
+def _read_pipelined(steps: list[_Step], replies: list[Reply], open_mail: OpenMail | None, stop: str | None) -> Chunk:
+    """Pair the replies of a pipelined chunk with its probes (as far as they go)."""
+    chunk = Chunk([], stop)
+    position = 0
+
+    def take() -> Reply | None:
+        nonlocal position
+        if position >= len(replies):
+            return None
+        position += 1
+        return replies[position - 1]
+
+    mail: Reply | None = open_mail.reply if open_mail is not None else None
+    recipients = open_mail.recipients if open_mail is not None else 0
+    for step in steps:
+        if step.reset and (reset := take()) is not None and reset.code == 421:
+            return replace(chunk, stop=_closed(reset), open_mail=None)
+        if step.mail:
+            mail, recipients = take(), 0
+            if mail is None:
+                return replace(chunk, open_mail=None)
+            if mail.code == 421:
+                return replace(chunk, stop=_closed(mail), open_mail=None)
+            chunk.errors += not mail.positive
+        assert mail is not None
+        for probe in step.probes:
+            rcpt = take()
+            if rcpt is None:
+                return replace(chunk, open_mail=None)
+            if rcpt.code == 421:
+                return replace(chunk, stop=_closed(rcpt), open_mail=None)
+            chunk.errors += not rcpt.positive
+            chunk.done.append(ProbeReplies(probe, mail, rcpt))
+            recipients += 1
+        chunk.open_mail = OpenMail(step.probes[0].mail_from, mail, recipients) if mail.positive else None
+    return chunk
+
+
+async def run_chunk(
+    session: SmtpSession,
+    probes: Sequence[PlannedProbe],
+    pipelining: bool,
+    reset_first: bool = False,
+    *,
+    grouped: bool = True,
+    open_mail: OpenMail | None = None,
+    quit_at_end: bool = True,
+) -> Chunk:
+    """Run probes on an open session: the completed ones, why it stopped early, the errors.
+
+    ``reset_first``: a transaction is open on the session: RSET it first, unless ``open_mail``
+    (its accepted MAIL) has the sender of the first group, which then carries on in it.
+    ``quit_at_end``: QUIT after the chunk (in the same write when pipelining), else the session
+    stays open for another chunk.
     """
-    done: list[ProbeReplies] = []
+    steps = _steps(envelopes(probes, grouped), reset_first, open_mail)
     if pipelining:
-        lines = transcript_lines(probes, quit_at_end=True, reset_first=reset_first)
         try:
-            replies = await session.pipeline(lines)
+            replies = await session.pipeline(_lines(steps, quit_at_end))
             stop = None
         except PartialReplies as partial:
             replies, stop = partial.replies, str(partial.cause)
-        position = 0
-        for number, probe in enumerate(probes):
-            if number or reset_first:
-                position += 1  # RSET
-            if position + 1 >= len(replies):
-                break
-            mail, rcpt = replies[position], replies[position + 1]
-            position += 2
-            if 421 in (mail.code, rcpt.code):
-                return done, f"server closed the session: {mail if mail.code == 421 else rcpt}"
-            done.append(ProbeReplies(probe, mail, rcpt))
-        session.close()
-        return done, stop
+        chunk = _read_pipelined(steps, replies, open_mail, stop)
+        if quit_at_end:
+            session.close()
+        return chunk
+    chunk = Chunk([], None)
     try:
-        for number, probe in enumerate(probes):
-            if number or reset_first:
-                await session.command("RSET")
-            mail = await session.command(mail_from(probe.mail_from))
-            if mail.code == 421:
-                return done, f"server closed the session: {mail}"
-            answer: Reply | None = None
-            if mail.code // 100 == 2:
-                answer = await session.command(rcpt_to(probe.rcpt_to))
-                if answer.code == 421:
-                    return done, f"server closed the session: {answer}"
-            done.append(ProbeReplies(probe, mail, answer))
+        mail = open_mail.reply if open_mail is not None else None
+        recipients = open_mail.recipients if open_mail is not None else 0
+        for step in steps:
+            if step.reset and (reset := await session.command("RSET")).code == 421:
+                return Chunk(chunk.done, _closed(reset), chunk.errors)
+            if step.mail:
+                mail, recipients = await session.command(mail_from(step.probes[0].mail_from)), 0
+                if mail.code == 421:
+                    return Chunk(chunk.done, _closed(mail), chunk.errors)
+                chunk.errors += not mail.positive
+            assert mail is not None
+            for probe in step.probes:
+                answer: Reply | None = None
+                if mail.positive:
+                    answer = await session.command(rcpt_to(probe.rcpt_to))
+                    if answer.code == 421:
+                        return Chunk(chunk.done, _closed(answer), chunk.errors)
+                    chunk.errors += not answer.positive
+                    recipients += 1
+                chunk.done.append(ProbeReplies(probe, mail, answer))
+            chunk.open_mail = OpenMail(step.probes[0].mail_from, mail, recipients) if mail.positive else None
     except PartialReplies as partial:
-        return done, str(partial.cause)
-    await session.quit()
-    return done, None
+        return Chunk(chunk.done, str(partial.cause), chunk.errors)
+    if quit_at_end:
+        await session.quit()
+    return chunk
 
 
 @dataclass
@@ -229,6 +336,7 @@ class Ready:
     pipelining: bool
     pending_mail: bool = False  # a transaction is open (the preflight's check): RSET first
     refusals: int = 0  # refusals already spent on this session, counted against the budget
+    open_mail: OpenMail | None = None  # the open transaction's accepted MAIL: more RCPTs may follow
 
 
 Opened = Awaitable[Ready]
@@ -277,26 +385,52 @@ async def open_within_limit(run: Run, opener: Opened | None = None, *, others: C
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+Proof = Callable[[dict[str, Observation]], bool]  # the verdict is proven from these results
+
+
 class _Battery:
     """The shared state of one ``battery`` call: the queue, the results, the sessions at work."""
 
     def __init__(
-        self, run: Run, probes: list[PlannedProbe], preopened: list[Opened], attempts: dict[str, int]
+        self,
+        run: Run,
+        probes: list[PlannedProbe],
+        preopened: list[Opened],
+        attempts: dict[str, int],
+        proof: Proof | None = None,
     ) -> None:
         self.run = run
         self.queue = list(probes)
         self.preopened = preopened
         self.attempts = attempts
+        self.proof = proof
         self.results: dict[str, Observation] = {}
         per_connection = run.options.probes_per_connection
         self.per_connection = max(1, min(per_connection, run.chunk or per_connection))
         self.lock = asyncio.Lock()
         self.opening = 0  # workers waiting for their session: each will take up to per_connection probes
         self.working = 0  # workers holding a session
+        self.keep = False  # park sessions with budget left in ``idle`` instead of ending them
+        self.idle: list[Ready] = []
+
+    @property
+    def tls(self) -> bool:
+        return self.run.tls_phase or self.run.target.transport is Transport.TLS
+
+    def cost(self, probes: Sequence[PlannedProbe]) -> int:
+        """The most errors ``probes`` can cost a session: one per RCPT, and one per MAIL whose sender
+        may be refused (a server that refused a sender before). Postfix counts each of them."""
+        run = self.run
+        wary = bool(run.refused_senders)
+        senders = {p.mail_from for p in probes if wary and (self.tls, p.mail_from) not in run.accepted_senders}
+        return len(probes) + len(senders)
 
     async def take(self, budget: int) -> list[PlannedProbe]:
         async with self.lock:
-            chunk = self.queue[: max(1, budget)]
+            size = 1
+            while size < len(self.queue) and self.cost(self.queue[: size + 1]) <= budget:
+                size += 1
+            chunk = self.queue[:size]
             del self.queue[: len(chunk)]
             for probe in chunk:
                 self.attempts[probe.id] = self.attempts.get(probe.id, 0) + 1
@@ -305,6 +439,8 @@ class _Battery:
     async def session(self) -> Ready | str | None:
         """A session, the reason none could be opened, or None: the server limits connections per
         client and the other workers carry on (this one retires)."""
+        if self.idle:
+            return self.idle.pop(0)
         self.opening += 1
         try:
             opener = self.preopened.pop(0) if self.preopened else None
@@ -321,7 +457,7 @@ class _Battery:
 
     async def worker(self) -> None:
         while self.queue:
-            if not self.preopened and len(self.queue) <= self.opening * self.per_connection:
+            if not self.idle and not self.preopened and len(self.queue) <= self.opening * self.per_connection:
                 # The sessions being opened will carry what is left: a new one would only say
                 # EHLO and QUIT (seen under load, when the first chunk ends before they are up).
                 return
@@ -339,30 +475,89 @@ class _Battery:
                 self.working -= 1
 
     async def use(self, ready: Ready) -> None:
-        chunk = await self.take(self.per_connection - ready.refusals)
-        if not chunk:
-            await ready.session.quit()
-            return
-        try:
-            done, stop = await run_chunk(ready.session, chunk, ready.pipelining, reset_first=ready.pending_mail)
-        except FAILURES as exc:
-            done, stop = [], str(exc)
-        self.settle(chunk, done, stop, ready.session.index)
+        """Chunks on one session while its refusal budget lasts; then QUIT, or park it (``keep``)."""
+        session = ready.session
+        while True:
+            budget = self.per_connection - ready.refusals
+            chunk = self.known_refused(await self.take(budget)) if budget > 0 and self.queue else []
+            if not chunk:
+                if self.queue or not self.keep or budget <= 0:
+                    await session.quit()
+                else:
+                    self.idle.append(ready)
+                return
+            # The last chunk on this session: nothing left, or a chunk that may spend the whole budget.
+            last = (not self.queue and not self.keep) or self.cost(chunk) >= budget
+            try:
+                result = await run_chunk(
+                    session,
+                    chunk,
+                    ready.pipelining,
+                    reset_first=ready.pending_mail,
+                    grouped=not self.run.options.one_by_one,
+                    open_mail=ready.open_mail,
+                    quit_at_end=last,
+                )
+            except FAILURES as exc:
+                result = Chunk([], str(exc))
+            self.settle(chunk, result.done, result.stop, session.index)
+            self.check_proof()
+            if result.stop is not None:
+                if result.done:  # the server has told us its limit: smaller chunks from now on, in this run
+                    errors = ready.refusals + result.errors
+                    learnt = min(len(result.done), errors) if errors else len(result.done)
+                    self.per_connection = max(1, min(self.per_connection, learnt))
+                    self.run.chunk = self.per_connection
+                session.abort()
+                return
+            if last:
+                return
+            ready.refusals += result.errors
+            ready.pending_mail, ready.open_mail = True, result.open_mail
+
+    def known_refused(self, chunk: list[PlannedProbe]) -> list[PlannedProbe]:
+        """Settle at once the probes whose sender the server refused at MAIL earlier in this run
+        (sending it again would only add errors towards its limit); the rest are to be sent."""
+        refused = self.run.refused_senders
+        send: list[PlannedProbe] = []
+        for probe in chunk:
+            reply = refused.get((self.tls, probe.mail_from))
+            if reply is None:
+                send.append(probe)
+                continue
+            seen = observation(ProbeReplies(probe, reply, None), tls=self.tls, connection=0, attempts=0)
+            self.results[probe.id] = replace(seen, reason=f"{seen.reason} (earlier in this run: not sent again)")
+        return send
+
+    def check_proof(self) -> bool:
+        """Once the verdict is proven, the probes still waiting are not sent."""
+        if self.proof is None or not self.proof(self.results):
+            return False
+        for probe in self.queue:
+            self.results[probe.id] = from_probe(
+                probe,
+                outcome=Outcome.SKIPPED,
+                stage=Stage.CONNECT,
+                reply=None,
+                reason=f"not run: {PROVEN}",
+                connection=0,
+                attempts=0,
+                tls=self.tls,
+            )
+        self.queue.clear()
+        return True
 
     def settle(self, chunk: list[PlannedProbe], done: list[ProbeReplies], stop: str | None, index: int) -> None:
         """Record what a chunk produced; re-queue the rest, or give up on probes tried too often."""
         run = self.run
         for item in done:
-            self.results[item.probe.id] = observation(
-                item,
-                tls=run.tls_phase or run.target.transport is Transport.TLS,
-                connection=index,
-                attempts=self.attempts[item.probe.id],
-            )
+            found = observation(item, tls=self.tls, connection=index, attempts=self.attempts[item.probe.id])
+            self.results[item.probe.id] = found
+            if found.stage is Stage.MAIL and item.mail.permanent and is_sender_refused(found):
+                run.refused_senders.setdefault((self.tls, item.probe.mail_from), item.mail)
+            elif item.mail.positive:
+                run.accepted_senders.add((self.tls, item.probe.mail_from))
         left = chunk[len(done) :]
-        if done and left:  # the server has told us its limit: smaller chunks from now on, in this run
-            self.per_connection = max(1, min(self.per_connection, len(done)))
-            run.chunk = self.per_connection
         for probe in left:
             if self.attempts[probe.id] >= MAX_ATTEMPTS:
                 self.results[probe.id] = failed(
@@ -378,6 +573,9 @@ async def battery(
     preopened: list[Opened],
     attempts: dict[str, int],
     connections: int | None = None,
+    *,
+    proof: Proof | None = None,
+    head: int = 0,
 ) -> dict[str, Observation]:
     """Run ``probes`` over at most ``connections`` (default ``max_connections``) at once.
 
@@ -387,11 +585,29 @@ async def battery(
     from then on: the server has told us its limit. A session refused with 421 at the greeting
     while others are at work (a per-client connection limit) retires its worker: the battery
     goes on over fewer connections, and the run remembers the limit.
+
+    ``proof``: once it holds for the results, the probes still waiting are reported as not run.
+    ``head``: the first probes that may prove the verdict go alone on the first session; the
+    others follow only if they did not (the order is the caller's: see ``proof.proving_order``).
     """
-    state = _Battery(run, probes, preopened, attempts)
+    state = _Battery(run, probes, preopened, attempts, proof)
+    if state.check_proof():  # proven before this battery started
+        await discard(preopened)
+        return state.results
+    if head and proof is not None and len(probes) > head:
+        rest, state.queue = state.queue[head:], state.queue[:head]
+        state.keep = True
+        await state.worker()
+        state.keep = False
+        state.queue += rest
+        if state.check_proof():
+            await discard(state.preopened)
     limit = min(connections or run.options.max_connections, run.limit or run.options.max_connections)
-    workers = max(1, min(limit, -(-len(probes) // state.per_connection)))
-    await asyncio.gather(*(state.worker() for _ in range(workers)))
+    workers = max(1, min(limit, -(-len(state.queue) // state.per_connection)))
+    if state.queue:
+        await asyncio.gather(*(state.worker() for _ in range(workers)))
+    for parked in state.idle:
+        await parked.session.quit()
     await discard(preopened)
     for probe in state.queue:  # not expected: every worker retired with probes still waiting
         state.results[probe.id] = failed(

@@ -20,7 +20,9 @@ from relaycheck.advice import advice_for
 from relaycheck.battery import (
     FAILURES,
     Opened,
+    OpenMail,
     ProbeReplies,
+    Proof,
     Ready,
     Run,
     abandon,
@@ -62,6 +64,7 @@ from relaycheck.model import (
 )
 from relaycheck.names import is_hostname
 from relaycheck.options import DEFAULT_OUTSIDE, EngineOptions, default_helo, ip_literal
+from relaycheck.proof import PROVEN, first_round, is_proven, one_per_family, proving_order, spoken_for
 from relaycheck.smtp.session import SmtpSession
 from relaycheck.smtp.wire import Ehlo, banner_host
 from relaycheck.verdict import AuthBypass, decide, is_sender_refused, is_tls_required, relay_domains_of
@@ -160,7 +163,7 @@ async def check_target(
     results = await _retry_deferred(run, results, pre.by_id, on_retry)
     results = await _around_relay_domains(run, pre.slots, results, pre.attempts)
     results = await _retry_deferred(run, results, pre.by_id, on_retry)  # what that battery met
-    second = await _second_phase(run, pre)
+    second = await _second_phase(run, pre, results)
     results.update(second.tls_battery)
     results.update(await _data_stage(run, results, watcher, on_status))
     lookups = await dns_task if dns_task is not None else _NO_LOOKUPS
@@ -223,21 +226,30 @@ async def _first_battery(run: Run, pre: _Preflight) -> dict[str, Observation]:
         await pre.session.quit()
         await discard(pre.ahead)  # clear-text sessions: of no use now
         run.tls_phase = True
-        return (await over_starttls(run, pre.probes, pre.slots)).results
+        return (await over_starttls(run, pre.probes, pre.slots, proof=_proof(run, pre.probes, {}))).results
     postmaster = next(p for p in pre.probes if p.role == "postmaster")
     check = pre.check
     results = {postmaster.id: observation(check, tls=pre.session.tls, connection=pre.session.index, attempts=1)}
     refusals = sum(1 for r in (check.mail, check.rcpt) if r is not None and not r.positive)
-    first = Ready(pre.session, pre.facts.pipelining, pending_mail=True, refusals=refusals)
-    rest = [p for p in pre.probes if p is not postmaster]
-    results.update(await battery(run, rest, [ready(first), *pre.ahead], pre.attempts))
+    opened = OpenMail(postmaster.mail_from, check.mail, 1) if check.rcpt is not None and check.mail.positive else None
+    if check.mail.permanent and results[postmaster.id].stage is Stage.MAIL:
+        run.refused_senders[(pre.session.tls, postmaster.mail_from)] = check.mail  # not sent again
+    elif check.mail.positive:
+        run.accepted_senders.add((pre.session.tls, postmaster.mail_from))
+    first = Ready(pre.session, pre.facts.pipelining, pending_mail=True, refusals=refusals, open_mail=opened)
+    rest = proving_order([p for p in pre.probes if p is not postmaster])
+    proof = _proof(run, pre.probes, results)
+    found = await battery(
+        run, rest, [ready(first), *pre.ahead], pre.attempts, proof=proof, head=len(first_round(rest))
+    )
+    results.update(found)
     results = await other_senders(run, pre.probes, pre.slots, results)
     needs_tls = [o for o in results.values() if o.reply is not None and is_tls_required(o.reply)]
     if not needs_tls or run.tls_phase or not plain_target:
         return results
     pre.facts = replace(pre.facts, tls_required=True)  # required for some commands only
     run.tls_phase = True
-    over_tls = await over_starttls(run, pre.probes, pre.slots)
+    over_tls = await over_starttls(run, pre.probes, pre.slots, proof=_proof(run, pre.probes, {}))
     return results if over_tls.failure is not None else over_tls.results
 
 
@@ -248,8 +260,24 @@ class TlsBattery:
     tls_error: bool = False  # the failure was TLS's own (refused STARTTLS, failed handshake)
 
 
+def _proof(run: Run, probes: Sequence[PlannedProbe], known: dict[str, Observation]) -> Proof | None:
+    """When to stop sending relay probes: once the results (with ``known``, the results so far)
+    prove the verdict. None when every probe must run: ``--exhaustive``, and the modes in which
+    a later stage can still refuse (``--data-probe``, delivery mode)."""
+    options = run.options
+    if options.exhaustive or options.data_probe or options.confirm_address:
+        return None
+    checks = sum(1 for p in probes if p.domain_check)
+    return lambda results: is_proven({**known, **results}.values(), domain_checks=checks)
+
+
 async def over_starttls(
-    run: Run, probes: list[PlannedProbe], slots: Slots, connections: int | None = None
+    run: Run,
+    probes: list[PlannedProbe],
+    slots: Slots,
+    connections: int | None = None,
+    *,
+    proof: Proof | None = None,
 ) -> TlsBattery:
     """The battery over STARTTLS. One session is opened first: a STARTTLS that fails (454, a
     broken handshake) ends the phase at once, its probes reported as not run, instead of every
@@ -260,7 +288,10 @@ async def over_starttls(
     except FAILURES as exc:
         why = f"STARTTLS could not be used: {exc}"
         return TlsBattery(_not_run(probes, why, len(run.sessions) - 1), why, isinstance(exc, TlsError))
-    found = await battery(tls_run, probes, [ready(first)], {}, connections=connections)
+    ordered = proving_order(probes)
+    found = await battery(
+        tls_run, ordered, [ready(first)], {}, connections=connections, proof=proof, head=len(first_round(ordered))
+    )
     found = await other_senders(tls_run, probes, slots, found)
     run.limit = tls_run.limit or run.limit
     return TlsBattery(found)
@@ -291,10 +322,12 @@ async def other_senders(
     by_id = {p.id: p for p in probes}
     for sender in ("<>", f"<{slots.spoof_local_part}@{slots.local_domain}>"):
         refused = [o for o in results.values() if o.probe_id in by_id and is_sender_refused(o)]
-        again = [replace(by_id[o.probe_id], mail_from=sender) for o in refused if o.mail_from != sender]
+        again = proving_order([replace(by_id[o.probe_id], mail_from=sender) for o in refused if o.mail_from != sender])
         if not again:
             continue
-        for probe_id, obs in (await battery(run, again, [], {})).items():
+        proof = _proof(run, probes, results)
+        found = await battery(run, again, [], {}, proof=proof, head=len(first_round(again)))
+        for probe_id, obs in found.items():
             if not is_sender_refused(obs) and obs.outcome is not Outcome.ERROR:
                 first = results[probe_id]
                 results[probe_id] = replace(obs, refused_sender=first.refused_sender or first.reply)
@@ -312,7 +345,7 @@ class _SecondPhase:
     tls_failure: str | None = None  # the battery over STARTTLS could not run: TLS's own failure
 
 
-async def _second_phase(run: Run, pre: _Preflight) -> _SecondPhase:
+async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observation]) -> _SecondPhase:
     """After the battery: the battery again over STARTTLS (relay policy can differ after TLS),
     the inspection session (VRFY, certificate) and the optional AUTH-bypass check, together
     and within the per-host connection limit (one after another when the server has shown a
@@ -330,9 +363,15 @@ async def _second_phase(run: Run, pre: _Preflight) -> _SecondPhase:
     )
     spare = max(1, options.max_connections - int(inspect) - int(hygiene.auth_bypass))
 
+    proof = _proof(run, pre.probes, {})
+    proven = proof is not None and proof(results)
+
     async def over_tls() -> TlsBattery:
         if not tls_battery:
             return TlsBattery({})
+        if proven:  # nothing over STARTTLS can change the verdict
+            relay = [p for p in pre.probes if p.kind is ProbeKind.RELAY]
+            return TlsBattery({f"{p.id}{TLS_SUFFIX}": o for p in relay for o in [_not_run([p], PROVEN, 0)[p.id]]})
         found = await over_starttls(run, pre.probes, slots, connections=spare)
         renamed = {f"{k}{TLS_SUFFIX}": replace(v, probe_id=f"{k}{TLS_SUFFIX}") for k, v in found.results.items()}
         return replace(found, results=renamed)
@@ -485,17 +524,19 @@ async def _confirm(
     watcher: ArrivalWatcher | None,
     on_status: Callable[[str], None] | None,
 ) -> dict[str, Observation]:
-    """Delivery mode: one test message per accepted probe, then wait for them to arrive."""
+    """Delivery mode: one test message per proven path family, then wait for them to arrive."""
     options = run.options
     assert options.confirm_address is not None
+    messages = one_per_family(accepted)
     sent = await deliver(
         run.open_phase,
-        accepted,
+        messages,
         limit=options.max_connections,
         confirm_address=options.confirm_address,
         target_label=replace(run.target, address=run.peer or run.target.address).label,
         operator=options.helo,
     )
+    sent = {**sent, **spoken_for(accepted, sent)}
     tokens = sent_tokens(sent)
     if not tokens or watcher is None:
         return sent
@@ -562,7 +603,8 @@ async def _retry_deferred(
             on_retry(RetryWait(attempt, len(deferred), min(wait, left), left))
         await asyncio.sleep(min(wait, left))
         wait = min(wait * 2, 30.0)
-        retried = await battery(run, deferred, [], {})  # each round its own budget for drops
+        proof = _proof(run, list(by_id.values()), results)
+        retried = await battery(run, deferred, [], {}, proof=proof)  # each round its own budget for drops
         for probe_id, obs in retried.items():
             previous = results[probe_id]
             results[probe_id] = replace(obs, attempts=previous.attempts + 1, refused_sender=previous.refused_sender)

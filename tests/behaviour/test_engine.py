@@ -48,8 +48,8 @@ def test_battery_fits_in_few_connections_and_round_trips_with_pipelining(smtp_se
     assert report.facts.pipelining
     assert len(report.connections) <= 4
     # connect+greeting, EHLO, one pipelined batch: three round trips per connection, plus the
-    # preflight's postmaster check
-    assert report.round_trips <= 3 * len(report.connections) + 1
+    # preflight's postmaster check and the first round (the probes that could prove it open)
+    assert report.round_trips <= 3 * len(report.connections) + 2
 
 
 def test_without_pipelining_commands_go_one_at_a_time(smtp_server: ServerFactory) -> None:

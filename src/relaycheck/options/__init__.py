@@ -53,6 +53,10 @@ class EngineOptions:
     # every reply prompt. The postmaster control (expected to be accepted) rides along free.
     probes_per_connection: int = 9
     all_probes: bool = False  # also the optional catalogue entries (the V26 literal control)
+    # Every relay probe even once the verdict is proven (a remediation report lists every path).
+    exhaustive: bool = False
+    # One transaction per probe (MAIL, RCPT, RSET) instead of one per sender: for comparisons.
+    one_by_one: bool = False
     connect_timeout: float = 10.0
     command_timeout: float = 30.0
     greeting_timeout: float = 30.0

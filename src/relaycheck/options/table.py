@@ -102,6 +102,9 @@ OPTIONS: dict[str, Option] = {
                          "content (no message is created).", to=("engine.data_probe",), switch=True),
     "all_probes": Option(("--all-probes",), "Also run the optional probes (the V26 address-literal control).",
                          to=("engine.all_probes",), switch=True),
+    "exhaustive": Option(("--exhaustive",), "Run every relay probe even once the server is proven open, to list "
+                         "every accepted path (default: stop when proven, the rest reported as not run).",
+                         to=("engine.exhaustive",), switch=True),
     "max_connections": Option(("--max-connections",), "Connections at once per host.",
                               to=("engine.max_connections",), type=click.IntRange(1, 10)),
     "probes_per_connection": Option(("--probes-per-connection",), "Refusable relay probes sent on one connection "
@@ -235,16 +238,16 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "as_json", "output_format", "warn_severity", "verbose", "ext_recipients", "sender", "local_domain", "helo",
         "resolver", "retry_budget", "data_probe", "confirm", "sink_listen", "imap_url", "imap_keep", "imap_cafile",
         "confirm_timeout", "transport", "port", "all_ports", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check",
-        "no_tls_battery", "no_vrfy", "auth_bypass_check", "all_probes", "no_mx", "connect_timeout", "timeout",
-        "target_timeout", "max_connections", "probes_per_connection",
+        "no_tls_battery", "no_vrfy", "auth_bypass_check", "all_probes", "exhaustive", "no_mx", "connect_timeout",
+        "timeout", "target_timeout", "max_connections", "probes_per_connection",
     ),
     "scan": (
         "lists", "output", "metadata", "resume", "port", "transport", "no_mx", "resolver", "excludes",
         "exclude_files", "include_reserved", "rate", "concurrency", "max_connections", "probes_per_connection",
         "per_subnet",
         "connect_timeout", "timeout", "target_timeout", "retry_budget", "helo", "contact", "ext_recipients",
-        "sender", "local_domain", "data_probe", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check", "no_tls_battery",
-        "no_vrfy", "seed", "shards", "shard", "dask", "workers", "chunk_size", "full", "progress",
+        "sender", "local_domain", "data_probe", "exhaustive", "no_ptr", "dnsbl", "dnsbl_zones", "no_tls_check",
+        "no_tls_battery", "no_vrfy", "seed", "shards", "shard", "dask", "workers", "chunk_size", "full", "progress",
         "status_interval",
     ),
     "serve": (
