@@ -370,8 +370,8 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
         if not tls_battery:
             return TlsBattery({})
         if proven:  # nothing over STARTTLS can change the verdict
-            relay = [p for p in pre.probes if p.kind is ProbeKind.RELAY]
-            return TlsBattery({f"{p.id}{TLS_SUFFIX}": o for p in relay for o in [_not_run([p], PROVEN, 0)[p.id]]})
+            relay = [replace(p, id=f"{p.id}{TLS_SUFFIX}") for p in pre.probes if p.kind is ProbeKind.RELAY]
+            return TlsBattery(_not_run(relay, PROVEN, 0))
         found = await over_starttls(run, pre.probes, slots, connections=spare)
         renamed = {f"{k}{TLS_SUFFIX}": replace(v, probe_id=f"{k}{TLS_SUFFIX}") for k, v in found.results.items()}
         return replace(found, results=renamed)

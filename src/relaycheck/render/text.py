@@ -24,6 +24,7 @@ from relaycheck.model import (
     TargetReport,
     VerdictKind,
 )
+from relaycheck.proof import PROVEN
 from relaycheck.report import summarize
 
 HEADLINE = {
@@ -88,6 +89,9 @@ def _target(console: Console, t: TargetReport, verbose: bool) -> None:
     accepted = [o for o in t.observations if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED]
     if accepted:
         _probes(console, "Relay attempts the server accepted", accepted)
+    proven = [o for o in t.observations if o.outcome is Outcome.SKIPPED and o.reason == f"not run: {PROVEN}"]
+    if proven:
+        console.print(f"  [dim]{len(proven)} more relay probe(s) not run: verdict proven (--exhaustive runs them).[/]")
     arrived = [o for o in accepted if o.delivery is not None and o.delivery.received]
     for o in arrived[:3]:
         assert o.delivery is not None

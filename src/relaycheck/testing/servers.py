@@ -466,11 +466,13 @@ class BehaviourHandler:
     _first_seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
     keep_commands: bool = True  # False for long-running servers (the benchmark's population)
     sessions: dict[str, int] = field(default_factory=dict)  # open sessions per client address
+    connections: int = 0  # sessions opened in all (tests and benchmarks count them)
     _later: set[asyncio.Task[None]] = field(default_factory=set)  # forwarding after delivery_delay
 
     def connection_opened(self, peer: str, limit: int | None) -> bool:
         """Count a new session; True when it is one more than ``limit`` allows from ``peer``."""
         self.sessions[peer] = self.sessions.get(peer, 0) + 1
+        self.connections += 1
         return limit is not None and self.sessions[peer] > limit
 
     def connection_closed(self, peer: str) -> None:

@@ -1,0 +1,149 @@
+"""A lean battery: what the server sees (commands, accepted recipients, connections) per verdict.
+
+Stop when proven (an open relay is proven by the first round; ``--exhaustive`` runs everything),
+one transaction per sender (one MAIL, several RCPT), refused senders not sent again. Counted on
+the server's side: what a mail admin would find in the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from relaycheck.cli import main
+from relaycheck.hygiene import HygieneOptions
+from relaycheck.model import Outcome, ProbeKind, TargetReport, VerdictKind
+from relaycheck.testing.servers import BEHAVIOURS, ServerThread
+
+from .conftest import ServerFactory, check_one
+
+BATTERY_ONLY = HygieneOptions(ptr=False, dnsbl=False, tls=False, vrfy=False)
+RELAY_PROBES = 26  # V01, V01b, V02…V25 with two outside domains
+
+
+def verbs(server: ServerThread) -> Counter[str]:
+    return Counter(c.split(" ", 1)[0] for c in server.handler.commands)
+
+
+def outside_rcpts(server: ServerThread) -> list[str]:
+    return [c for c in server.handler.commands if c.startswith("RCPT") and "outside-" in c]
+
+
+def relay(report: TargetReport) -> list[object]:
+    return [o for o in report.observations if o.kind is ProbeKind.RELAY]
+
+
+def test_an_open_relay_is_proven_by_the_first_round(smtp_server: ServerFactory) -> None:
+    server = smtp_server("open")
+    report = check_one(server.address, hygiene=BATTERY_ONLY)
+    assert report.verdict.kind is VerdictKind.OPEN
+    # postmaster, the two plain outside recipients and the catch-all control: one MAIL, four RCPT
+    assert verbs(server) == Counter({"RCPT": 4, "MAIL": 1})
+    assert len(outside_rcpts(server)) == 2 <= 8
+    skipped = [o for o in report.observations if o.outcome is Outcome.SKIPPED]
+    assert len(skipped) == RELAY_PROBES - 2
+    assert {o.reason for o in skipped} == {"not run: verdict proven"}
+    assert server.handler.connections <= 3  # the preflight's and the two opened ahead of need
+
+
+def test_the_tls_battery_is_not_run_once_proven(smtp_server: ServerFactory) -> None:
+    server = smtp_server("open", tls=True)
+    report = check_one(server.address, hygiene=HygieneOptions(ptr=False, dnsbl=False, tls=False, vrfy=False))
+    over_tls = [o for o in report.observations if o.probe_id.endswith("/tls")]
+    assert over_tls and all(o.outcome is Outcome.SKIPPED for o in over_tls)
+    assert len(outside_rcpts(server)) <= 8
+
+
+def test_exhaustive_runs_every_probe_in_one_transaction_per_sender(smtp_server: ServerFactory) -> None:
+    server = smtp_server("open")
+    report = check_one(server.address, hygiene=BATTERY_ONLY, exhaustive=True)
+    assert report.verdict.kind is VerdictKind.OPEN
+    assert all(o.outcome is not Outcome.SKIPPED for o in report.observations)
+    assert len(outside_rcpts(server)) == RELAY_PROBES
+    senders = {o.mail_from for o in report.observations}
+    seen = verbs(server)
+    # every probe's RCPT once; a MAIL per sender and session, not per probe
+    assert seen["RCPT"] == RELAY_PROBES + 2
+    assert seen["MAIL"] <= len(senders) + server.handler.connections < RELAY_PROBES
+
+
+def test_a_closed_server_gets_every_probe_in_few_transactions(smtp_server: ServerFactory) -> None:
+    server = smtp_server("closed")
+    report = check_one(server.address, hygiene=BATTERY_ONLY)
+    assert report.verdict.kind is VerdictKind.CLOSED
+    assert all(o.outcome is not Outcome.SKIPPED for o in report.observations)
+    seen = verbs(server)
+    assert seen["RCPT"] == RELAY_PROBES + 2
+    assert seen["MAIL"] + seen["RSET"] < RELAY_PROBES  # one by one it was 28 MAIL and 25 RSET
+    assert server.handler.connections == 3  # 27 refusals, at most 9 per session
+
+
+def test_a_catch_all_is_not_proven_open_and_runs_everything(smtp_server: ServerFactory) -> None:
+    server = smtp_server("catch-all")
+    report = check_one(server.address, hygiene=BATTERY_ONLY)
+    assert report.verdict.kind is VerdictKind.INCONCLUSIVE  # tricks accepted: maybe local
+    assert all(o.outcome is not Outcome.SKIPPED for o in report.observations)
+
+
+def test_a_trick_accepted_while_unknown_users_are_refused_is_open_either_way(smtp_server: ServerFactory) -> None:
+    server = smtp_server("percent-only")  # refuses unknown local users, relays through u%ext@local
+    report = check_one(server.address, hygiene=BATTERY_ONLY)
+    assert report.verdict.kind is VerdictKind.OPEN
+    exhaustive = check_one(server.address, hygiene=BATTERY_ONLY, exhaustive=True)
+    assert exhaustive.verdict.kind is VerdictKind.OPEN
+    ran = {o.probe_id for o in report.observations if o.outcome is not Outcome.SKIPPED}
+    for obs in exhaustive.observations:  # what ran is what the exhaustive run saw
+        if obs.probe_id in ran:
+            assert obs.outcome is next(o.outcome for o in report.observations if o.probe_id == obs.probe_id)
+
+
+def test_a_refused_sender_is_not_sent_again(smtp_server: ServerFactory) -> None:
+    server = smtp_server("outside-sender-refused")
+    report = check_one(server.address, hygiene=BATTERY_ONLY)
+    assert report.verdict.kind is VerdictKind.CLOSED
+    mails = Counter(c for c in server.handler.commands if c.startswith("MAIL"))
+    outside = {m: n for m, n in mails.items() if "outside-" in m}
+    assert outside and all(n == 1 for n in outside.values()), outside
+    per_session: Counter[int] = Counter()
+    for connection in report.connections:
+        for exchange in connection.exchanges:
+            if exchange.reply is not None and exchange.reply.code >= 400 and exchange.sent:
+                per_session[connection.index] += 1
+    assert max(per_session.values()) < 10  # under Postfix's soft error limit
+
+
+@pytest.mark.parametrize("behaviour", sorted(BEHAVIOURS))
+def test_grouped_and_one_by_one_give_the_same_outcomes(smtp_server: ServerFactory, behaviour: str) -> None:
+    """RFC 5321 makes each RCPT's answer independent of the others in the transaction: the verdict
+    and every probe's outcome are those of one transaction per probe."""
+    server = smtp_server(behaviour)
+
+    def outcomes(report: TargetReport) -> dict[str, tuple[str, str, str, str]]:
+        random_user = re.compile(r"rc-nouser-[0-9a-f]+")  # a new one on every check
+        return {
+            o.probe_id: (o.outcome, o.stage, o.mail_from, random_user.sub("rc-nouser", o.rcpt_to))
+            for o in report.observations
+        }
+
+    for exhaustive in (False, True):
+        grouped = check_one(server.address, hygiene=BATTERY_ONLY, exhaustive=exhaustive)
+        alone = check_one(server.address, hygiene=BATTERY_ONLY, exhaustive=exhaustive, one_by_one=True)
+        assert grouped.verdict.kind is alone.verdict.kind, behaviour
+        assert outcomes(grouped) == outcomes(alone), behaviour
+
+
+def test_json_reports_the_probes_not_run(smtp_server: ServerFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    server = smtp_server("open")
+    code = main(["check", server.address, "--json", "--ext-recipient", "relaytest@outside-a.test",
+                 "--ext-recipient", "relaytest@outside-b.test", "--local-domain", "relay.test", "--no-ptr",
+                 "--no-dnsbl"])  # fmt: skip
+    assert code == 1
+    observations = json.loads(capsys.readouterr().out)["targets"][0]["observations"]
+    skipped = [o for o in observations if o["outcome"] == "skipped"]
+    assert skipped and all(o["reason"] == "not run: verdict proven" for o in skipped)
+    code = main(["check", server.address, "--ext-recipient", "relaytest@outside-a.test", "--ext-recipient",
+                 "relaytest@outside-b.test", "--local-domain", "relay.test", "--no-ptr", "--no-dnsbl"])  # fmt: skip
+    assert "not run: verdict proven (--exhaustive runs them)" in capsys.readouterr().out
