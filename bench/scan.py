@@ -86,6 +86,15 @@ def start_population(count: int, mix: str, base: str, server: str) -> tuple[subp
     return process, int(ready["port"])
 
 
+def population_counts(process: subprocess.Popen[str]) -> tuple[int, int]:
+    """Connections and command lines the population has served so far."""
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("counts\n")
+    process.stdin.flush()
+    counts = json.loads(process.stdout.readline())
+    return int(counts["connections"]), int(counts["commands"])
+
+
 def stop_population(process: subprocess.Popen[str]) -> dict[str, Any]:
     out, _ = process.communicate(timeout=60)
     lines = [json.loads(x) for x in out.splitlines() if x.strip()]
@@ -255,7 +264,11 @@ def main() -> int:
             for number, (name, concurrency, dask, workers) in enumerate(runs):
                 output = workdir / f"{number}-{trial}.jsonl"
                 command = scan_command(targets, port, output, concurrency, dask, workers, args.scan_args.split())
+                before = population_counts(population)
                 measured, _ = run_measured(name, command, args.count)
+                after = population_counts(population)
+                measured.extra["connections_per_host"] = round((after[0] - before[0]) / args.count, 2)
+                measured.extra["commands_per_host"] = round((after[1] - before[1]) / args.count, 1)
                 meta = json.loads(Path(f"{output}.meta.json").read_text())
                 run = meta["runs"][-1]
                 connections = Counter(r["connections_opened"] for r in read_records(output).values())
@@ -263,7 +276,7 @@ def main() -> int:
                 measured.peak_rss_mb = run["peak_rss_mb"] + sum(run.get("workers", {}).get("peak_rss_mb", []))
                 measured.extra.update(verdicts=meta["counts"]["by_verdict"], statuses=meta["counts"]["by_status"],
                                       peak_in_flight=run.get("peak_in_flight"),
-                                      connections_per_host=dict(sorted(connections.items())))
+                                      connections_by_host=dict(sorted(connections.items())))
                 trials[number].append(measured)
                 scanned = scanned or read_records(output)
                 output.unlink()

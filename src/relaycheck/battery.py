@@ -411,6 +411,10 @@ class _Battery:
         self.opening = 0  # workers waiting for their session: each will take up to per_connection probes
         self.working = 0  # workers holding a session
         self.keep = False  # park sessions with budget left in ``idle`` instead of ending them
+        # What the run knew of senders when this battery started: chunks do not depend on which
+        # session happened to answer first (the same battery sends the same commands every time).
+        self.refused = dict(run.refused_senders)
+        self.accepted = set(run.accepted_senders)
         self.idle: list[Ready] = []
 
     @property
@@ -420,9 +424,8 @@ class _Battery:
     def cost(self, probes: Sequence[PlannedProbe]) -> int:
         """The most errors ``probes`` can cost a session: one per RCPT, and one per MAIL whose sender
         may be refused (a server that refused a sender before). Postfix counts each of them."""
-        run = self.run
-        wary = bool(run.refused_senders)
-        senders = {p.mail_from for p in probes if wary and (self.tls, p.mail_from) not in run.accepted_senders}
+        wary = bool(self.refused)
+        senders = {p.mail_from for p in probes if wary and (self.tls, p.mail_from) not in self.accepted}
         return len(probes) + len(senders)
 
     async def take(self, budget: int) -> list[PlannedProbe]:
@@ -518,7 +521,7 @@ class _Battery:
     def known_refused(self, chunk: list[PlannedProbe]) -> list[PlannedProbe]:
         """Settle at once the probes whose sender the server refused at MAIL earlier in this run
         (sending it again would only add errors towards its limit); the rest are to be sent."""
-        refused = self.run.refused_senders
+        refused = self.refused
         send: list[PlannedProbe] = []
         for probe in chunk:
             reply = refused.get((self.tls, probe.mail_from))

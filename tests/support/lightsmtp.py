@@ -145,6 +145,8 @@ class ConnectionCounter(Protocol):
 
     def closed(self) -> None: ...
 
+    def command(self) -> None: ...
+
 
 def _line(text: str) -> bytes:
     return text.encode("ascii") + b"\r\n"
@@ -334,6 +336,9 @@ class LightSMTP(asyncio.Protocol):
     def _command(self, line: bytes) -> None:
         """One command line, without its LF: aiosmtpd's ``_handle_client`` checks, then the verb."""
         line = line.rstrip(b"\r\n")
+        counter = self._host.counter
+        if counter is not None:
+            counter.command()
         if not line:
             self._out.append(_B[BAD_SYNTAX])
             return

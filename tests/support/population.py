@@ -65,6 +65,7 @@ class _Stats:
         self.accepted = 0
         self.active = 0
         self.peak = 0
+        self.commands = 0  # command lines read (the light server counts them)
 
     def opened(self) -> None:
         self.accepted += 1
@@ -73,6 +74,9 @@ class _Stats:
 
     def closed(self) -> None:
         self.active -= 1
+
+    def command(self) -> None:
+        self.commands += 1
 
 
 class _CountedSMTP(BehaviourSMTP):
@@ -175,8 +179,9 @@ class Population(LoopThread):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve a planned population until stdin closes; print ``{"port": N}`` when ready and the
-    connection counts at the end (one JSON line each, on stdout)."""
+    """Serve a planned population until stdin closes; print ``{"port": N}`` when ready, the counts
+    so far for every line read on stdin, and the connection counts at the end (one JSON line each,
+    on stdout)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--mix", default="open=5,closed=95", help="behaviour=weight,...")
@@ -190,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         for handler in population.handlers.values():
             handler.keep_commands = False  # serving until told to stop: no ever-growing command log
         print(json.dumps({"port": population.port}), flush=True)
-        sys.stdin.read()
         stats = population.stats
+        for _ in sys.stdin:  # each line asks for the counts so far (a benchmark's runs, one by one)
+            print(json.dumps({"connections": stats.accepted, "commands": stats.commands}), flush=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"accepted": stats.accepted, "peak_connections": stats.peak,
+    print(json.dumps({"accepted": stats.accepted, "peak_connections": stats.peak, "commands": stats.commands,
                       "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}), flush=True)
     return 0
 
