@@ -5,11 +5,14 @@ script puts a delaying TCP proxy in front of each aiosmtpd server (each chunk of
 forwarded after RTT/2, in order, both ways), which is what a WAN does to a pipelined batch, and
 compares in the same run:
 
-- relaycheck: the engine as shipped (<=3 connections, pipelined chunks of <=9 probes);
+- relaycheck: the engine as shipped (<=3 connections, pipelined chunks of <=9 refusals, one
+  transaction per sender, stop when proven);
+- relaycheck --exhaustive: every probe even once proven;
 - baseline: nmap's strategy with the same probes — one connection, RSET/MAIL/RCPT in lockstep.
 
-It prints wall time, connections, round trips and probes for both, and the baseline/relaycheck
-ratio. Usage: ``python bench/battery.py [--rtt-ms 50] [--runs 3]``.
+It prints wall time, connections, round trips and probes for each, the MAIL/RCPT/RSET commands
+and outside recipients accepted as the server counted them, and the baseline/relaycheck ratio.
+Usage: ``python bench/battery.py [--rtt-ms 50] [--runs 3]``.
 """
 
 from __future__ import annotations
@@ -75,13 +78,16 @@ class Run:
     round_trips: int
     probes: int
     verdict: str
+    commands: int = 0  # MAIL, RCPT and RSET the server saw
+    outside: int = 0  # RCPTs to an outside domain the server saw
 
 
-async def relaycheck_run(port: int) -> Run:
+async def relaycheck_run(port: int, exhaustive: bool = False) -> Run:
     # The battery alone: no DNS (benchmarks never touch real DNS) and no hygiene session.
     battery_only = HygieneOptions(ptr=False, dnsbl=False, tls=False, vrfy=False)
     options = EngineOptions(
-        ext_recipients=OUTSIDE, local_domain="relay.test", helo="bench.relaycheck.test", hygiene=battery_only
+        ext_recipients=OUTSIDE, local_domain="relay.test", helo="bench.relaycheck.test", hygiene=battery_only,
+        exhaustive=exhaustive,
     )
     started = time.monotonic()
     report = await check_target(Target("127.0.0.1", port, address="127.0.0.1"), options)
@@ -89,7 +95,7 @@ async def relaycheck_run(port: int) -> Run:
         time.monotonic() - started,
         len(report.connections),
         report.round_trips,
-        len(report.observations),
+        sum(o.outcome != "skipped" for o in report.observations),
         str(report.verdict.kind),
     )
 
@@ -113,14 +119,27 @@ async def baseline_run(port: int) -> Run:
     return Run(time.monotonic() - started, 1, session.round_trips, len(probes), f"{accepted} accepted")
 
 
-async def measure(behaviour: str, rtt: float, runs: int) -> tuple[list[Run], list[Run]]:
+async def measure(behaviour: str, rtt: float, runs: int) -> dict[str, list[Run]]:
+    strategies = {
+        "relaycheck": lambda port: relaycheck_run(port),
+        "exhaustive": lambda port: relaycheck_run(port, exhaustive=True),
+        "baseline": baseline_run,
+    }
+    measured: dict[str, list[Run]] = {}
     with ServerThread(behaviour) as server:
         proxy = await start_proxy(server.port, rtt)
         port = proxy.sockets[0].getsockname()[1]
-        ours = [await relaycheck_run(port) for _ in range(runs)]
-        base = [await baseline_run(port) for _ in range(runs)]
+        for name, strategy in strategies.items():
+            measured[name] = []
+            for _ in range(runs):
+                del server.handler.commands[:]
+                run = await strategy(port)
+                seen = [c for c in server.handler.commands if c.split(" ", 1)[0] in ("MAIL", "RCPT", "RSET")]
+                run.commands = len(seen)
+                run.outside = sum(c.startswith("RCPT") and "@outside-" in c for c in seen)
+                measured[name].append(run)
         proxy.close()
-    return ours, base
+    return measured
 
 
 def main() -> None:
@@ -130,15 +149,17 @@ def main() -> None:
     args = parser.parse_args()
     rtt = args.rtt_ms / 1000
     print(f"full battery, simulated RTT {args.rtt_ms:g} ms, median of {args.runs} runs")
-    header = f"{'server':<8} {'strategy':<11} {'wall s':>7} {'conns':>5} {'RTs':>4} {'probes':>6}  verdict"
+    header = (f"{'server':<8} {'strategy':<11} {'wall s':>7} {'conns':>5} {'RTs':>4} {'probes':>6} {'cmds':>5} "
+              f"{'outside':>7}  verdict")
     print(header)
     print("-" * len(header))
     for behaviour in ("closed", "open"):
-        ours, base = asyncio.run(measure(behaviour, rtt, args.runs))
-        for name, runs in (("relaycheck", ours), ("baseline", base)):
+        measured = asyncio.run(measure(behaviour, rtt, args.runs))
+        ours, base = measured["relaycheck"], measured["baseline"]
+        for name, runs in measured.items():
             r = runs[0]
             wall = statistics.median(x.wall for x in runs)
-            counts = f"{r.connections:5d} {r.round_trips:4d} {r.probes:6d}"
+            counts = f"{r.connections:5d} {r.round_trips:4d} {r.probes:6d} {r.commands:5d} {r.outside:7d}"
             print(f"{behaviour:<8} {name:<11} {wall:7.3f} {counts}  {r.verdict}")
         ours_wall = statistics.median(x.wall for x in ours)
         base_wall = statistics.median(x.wall for x in base)

@@ -604,14 +604,13 @@ async def battery(
         state.keep = False
         state.queue += rest
         if state.check_proof():
-            await discard(state.preopened)
+            await discard([ready(parked) for parked in state.idle] + state.preopened)
+            state.idle.clear()
     limit = min(connections or run.options.max_connections, run.limit or run.options.max_connections)
     workers = max(1, min(limit, -(-len(state.queue) // state.per_connection)))
     if state.queue:
         await asyncio.gather(*(state.worker() for _ in range(workers)))
-    for parked in state.idle:
-        await parked.session.quit()
-    await discard(preopened)
+    await discard([ready(parked) for parked in state.idle] + preopened)
     for probe in state.queue:  # not expected: every worker retired with probes still waiting
         state.results[probe.id] = failed(
             probe, "no session could be opened", attempts=attempts.get(probe.id, 0), connection=0
@@ -620,14 +619,18 @@ async def battery(
 
 
 async def discard(openers: list[Opened]) -> None:
-    """Close sessions that were opened ahead but not needed."""
-    for opener in openers:
+    """Close sessions that were opened ahead but not needed (together: one round trip, not one each)."""
+
+    async def close(opener: Opened) -> None:
         try:
             ready = await opener
         except FAILURES:
-            continue
+            return
         await ready.session.quit()
+
+    pending = list(openers)
     openers.clear()
+    await asyncio.gather(*(close(o) for o in pending))
 
 
 async def abandon(run: Run, openers: list[Opened]) -> None:
