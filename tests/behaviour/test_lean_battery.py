@@ -147,3 +147,7 @@ def test_json_reports_the_probes_not_run(smtp_server: ServerFactory, capsys: pyt
     code = main(["check", server.address, "--ext-recipient", "relaytest@outside-a.test", "--ext-recipient",
                  "relaytest@outside-b.test", "--local-domain", "relay.test", "--no-ptr", "--no-dnsbl"])  # fmt: skip
     assert "not run: verdict proven (--exhaustive runs them)" in capsys.readouterr().out
+    code = main(["check", server.address, "--format", "markdown", "--ext-recipient", "relaytest@outside-a.test",
+                 "--ext-recipient", "relaytest@outside-b.test", "--local-domain", "relay.test", "--no-ptr",
+                 "--no-dnsbl"])  # fmt: skip
+    assert f"({RELAY_PROBES - 2} not run)" in capsys.readouterr().out

@@ -230,8 +230,10 @@ def connection_title(log: ConnectionLog) -> str:
 
 
 def stats_line(t: TargetReport) -> str:
+    skipped = sum(o.outcome is Outcome.SKIPPED for o in t.observations)
+    not_run = f" ({skipped} not run)" if skipped else ""
     return (
-        f"{len(t.observations)} probes, {len(t.connections)} connection(s), "
+        f"{len(t.observations) - skipped} probes{not_run}, {len(t.connections)} connection(s), "
         f"{t.round_trips} round trips, {t.duration:.2f} s"
     )
 
