@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -227,7 +227,7 @@ class Service:
     async def get(self, check_id: str) -> st.CheckRow | None:
         return await asyncio.to_thread(self.store.get, check_id)
 
-    async def history(self, target: str, client: str) -> list[st.CheckRow]:
+    async def history(self, target: str | Sequence[str], client: str) -> list[st.CheckRow]:
         """Recent checks of ``target``: only ``client``'s own unless the operator made history public."""
         only = None if self.settings.public_history else client
         return list(await asyncio.to_thread(self.store.history, target, self.settings.history_length, client=only))
