@@ -12,6 +12,7 @@ from relaycheck.dns import split_host_port
 from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
 from relaycheck.errors import UsageError
 from relaycheck.hygiene import HygieneOptions
+from relaycheck.options.values import mail_address
 
 
 def _listen(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, int]:
@@ -24,11 +25,10 @@ def _listen(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[s
 
 
 def _addresses(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    for address in values:
-        local, at, domain = address.rpartition("@")
-        if not at or not local or "." not in domain or any(c in address for c in " <>\r\n"):
-            raise click.BadParameter(f"not a mail address: {address!r}")
-    return values
+    try:
+        return tuple(mail_address(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _missing_extra() -> None:

@@ -8,16 +8,19 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+from relaycheck import validate
+from relaycheck.boundedio import shorten
 from relaycheck.dns import split_host_port
 from relaycheck.errors import UsageError
 from relaycheck.model import Transport
-from relaycheck.names import is_mail_address
 
 
 def mail_address(text: str) -> str:
-    if not is_mail_address(text):
-        raise ValueError(f"not a mail address: {text!r}")
-    return text
+    """``local@domain`` as ``validate.address`` takes it (the one rule; IDN domains converted)."""
+    try:
+        return validate.address(text, "address")
+    except UsageError:
+        raise ValueError(f"not a mail address: {shorten(text)!r}") from None
 
 
 def domain(text: str) -> str:
