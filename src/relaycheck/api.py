@@ -132,10 +132,8 @@ async def check(
         async with gate:
             hook = None
             if on_exchange is not None:
-
                 def hook(index: int, exchange: Exchange, _t: Target = target) -> None:
                     on_exchange(_t, index, exchange)
-
             return await check_target(
                 target, options.engine, on_exchange=hook, watcher=options.watcher, on_status=on_status
             )

@@ -37,8 +37,6 @@ class ArrivalWatcher(Protocol):
         """Raise a ``RelaycheckError`` now if arrivals could not be seen (before anything is sent)."""
 
     async def wait_for(self, tokens: set[str], timeout: float) -> dict[str, Arrival]: ...
-
-
 _FAILURES = (TransportError, ProtocolError, PartialReplies)
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from relaycheck.advice import advice_for
 from relaycheck.battery import (
     FAILURES,
     Opened,
@@ -82,8 +83,7 @@ def _unreachable(target: Target, failure: RelaycheckError, started: float, run: 
             Confidence.UNDETERMINED,
             f"The server could not be tested: {reason}.",
             (),
-            "Check the host name and port, and that outbound connections to it are allowed "
-            "from here (many networks block port 25).",
+            advice_for(failure),
         ),
         connections=tuple(s.log() for s in run.sessions) if run else (),
         round_trips=sum(s.round_trips for s in run.sessions) if run else 0,
@@ -270,12 +270,7 @@ async def _second_phase(run: Run, probes: list[PlannedProbe], facts: SessionFact
             no_tls = TlsFacts(offered=False) if hygiene.tls else None  # known without connecting
             return SessionInspection(no_tls, (), None, None, None)
         return await inspect_session(
-            run.new_session,
-            target.host,
-            target.transport,
-            facts.starttls_offered,
-            hygiene,
-            slots.local_domain,
+            run.new_session, target.host, target.transport, facts.starttls_offered, hygiene, slots.local_domain,
             tls_required=facts.tls_required,
         )
 

@@ -92,13 +92,8 @@ SIGNATURES: tuple[Signature, ...] = (
     # and "454 4.7.1 … Relay access denied" from the stock defer_unauth_destination.
     Signature("postfix", Source.REPLY, r"^[45]\d\d [45]\.7\.1 .*Relay access denied", 8, "Postfix relay refusal"),
     Signature("postfix", Source.REPLY, r"User unknown in (local|virtual|relay) recipient table", 8, "Postfix lookup"),
-    Signature(
-        "postfix",
-        Source.REPLY,
-        r": (Recipient|Sender|Client host|Helo command) (address )?rejected: ",
-        5,
-        "Postfix restriction wording",
-    ),
+    Signature("postfix", Source.REPLY, r": (Recipient|Sender|Client host|Helo command) (address )?rejected: ", 5,
+              "Postfix restriction wording"),
     Signature("postfix", Source.REPLY, r"^502 5\.5\.1 VRFY command is disabled", 6, "Postfix disable_vrfy_command"),
     Signature("postfix", Source.REPLY, r"Error: SMTP protocol synchronization", 6, "Postfix pipelining check"),
     # smtpd.c advertises in this order: PIPELINING SIZE [VRFY] [ETRN] [STARTTLS] [AUTH] …

@@ -229,7 +229,8 @@ def decide(
                 "refused-at-data",
                 Severity.INFO,
                 "Recipients accepted at RCPT were refused at DATA",
-                "The server accepts outside recipients but refuses the message content: it does not relay them.",
+                "The server accepts outside recipients but refuses the message content: "
+                "it does not relay them.",
                 tuple(o.probe_id for o in refused_at_data),
             )
         )
@@ -372,7 +373,8 @@ def _not_open(
         return inconclusive("No relay probe could be run.", "Check that the server is reachable.")
     if tls_refused and len(tls_refused) == len(relay):
         return inconclusive(
-            "The server requires STARTTLS before any mail and TLS could not be used, so relaying was not tested.",
+            "The server requires STARTTLS before any mail and TLS could not be used, so "
+            "relaying was not tested.",
             "Check the server's TLS setup, or test again with --transport starttls.",
             tls_refused,
         )
@@ -381,7 +383,8 @@ def _not_open(
             f"{len(deferred)} attempt(s) were deferred with a temporary error "
             f"(e.g. {deferred[0].reply}), typical of greylisting or rate limiting. A deferred "
             "attempt is not a refusal.",
-            "Test again with --retry-budget 300 so that relaycheck retries until the greylisting clears.",
+            "Test again with --retry-budget 300 so that relaycheck retries until the "
+            "greylisting clears.",
             deferred,
         )
     if not postmaster_ok:
@@ -436,5 +439,7 @@ def relay_domains_of(relay: Sequence[Observation]) -> set[str]:
     if len(by_domain) < 2 or all(by_domain.values()) or not any(by_domain.values()):
         return set()
     refused = [d for d, ok in by_domain.items() if not ok]
-    refused_for_policy = any(_probe_refused(o) for o in relay if o.domain_check and o.outside_domain in refused)
+    refused_for_policy = any(
+        _probe_refused(o) for o in relay if o.domain_check and o.outside_domain in refused
+    )
     return {d for d, ok in by_domain.items() if ok} if refused_for_policy else set()

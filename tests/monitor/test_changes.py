@@ -99,3 +99,34 @@ def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
         assert store.count("mx.relay.test:25") == 2 and store.count("mx.relay.test:25", client="c1") == 1
     finally:
         store.close()
+
+
+@st.composite
+def stored_reports(draw: st.DrawFn) -> dict[str, Any]:
+    reachable = draw(st.booleans())
+    cert = draw(st.sampled_from([None, "aa", "bb"]))
+    expiry = draw(st.sampled_from(["2026-12-10T00:00:00+00:00", "2027-06-01T00:00:00+00:00"]))  # soon, or not
+    target: dict[str, Any] = {
+        "target": {"host": "mx.relay.test", "address": draw(st.sampled_from(["192.0.2.1", "192.0.2.2"])), "port": 25},
+        "verdict": {"verdict": draw(st.sampled_from(["open", "closed", "inconclusive"]))},
+        "error": None if reachable else "cannot connect",
+        "observations": [
+            {"probe_id": p, "kind": "relay", "outcome": "accepted"}
+            for p in draw(st.sets(st.sampled_from(["V01", "V02"]))) if reachable
+        ],
+        "findings": [{"code": c} for c in draw(st.sets(st.sampled_from(["vrfy-enabled", "no-starttls"]))) if reachable],
+        "hygiene": None if not reachable else {
+            "fingerprint": {"family": draw(st.sampled_from(["postfix", "exim", "unknown"])), "version": None},
+            "tls": None if cert is None else {
+                "cert_sha256": cert, "not_after": expiry,
+            },
+        },
+    }  # fmt: skip
+    return {"started": "2026-12-01T00:00:00+00:00", "targets": [target]}
+
+
+@given(stored_reports(), stored_reports())
+def test_a_different_state_always_has_a_change_to_tell(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """An alert goes out when the digests differ: it must then have something to say, and equal
+    digests mean nothing changed."""
+    assert (state_digest(before) != state_digest(after)) == bool(diff(before, after))

@@ -222,3 +222,60 @@ def test_usage_errors(argv: list[str], message: str, tmp_path: Path, capsys: Cap
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_exit_on_change_ends_after_the_first_round_with_a_change(smtp_server: ServerFactory, tmp_path: Path) -> None:
+    import asyncio
+
+    from relaycheck.api import CheckOptions
+    from relaycheck.history.store import Store
+    from relaycheck.monitor.watch import RunResult, Watcher, WatchSettings, jobs, watch_loop
+
+    from ..behaviour.conftest import BASE
+
+    server = smtp_server("closed")
+    options = CheckOptions(engine=BASE)
+    store = Store(str(tmp_path / "history.db"))
+    rounds: list[list[RunResult]] = []
+
+    def after(results: list[RunResult]) -> None:
+        rounds.append(results)
+        if len(rounds) == 2:  # two rounds without a change, then the server opens
+            flip(server, "open")
+
+    lines: list[str] = []
+    watcher = Watcher(store, WatchSettings(check=options, jitter=0), log=lines.append, warn=lines.append)
+    try:
+        code = asyncio.run(
+            watch_loop(watcher, jobs([server.address], options), interval=0, exit_on_change=True, after_round=after)
+        )
+    finally:
+        store.close()
+    assert code == 1 and len(rounds) == 3
+    assert [bool(r[0].changes) for r in rounds] == [False, False, True]
+    assert rounds[2][0].row.verdict == "open" and any("CHANGED" in line for line in lines)
+
+
+def test_a_running_watch_stops_cleanly_on_sigterm(smtp_server: ServerFactory, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    server = smtp_server("closed")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relaycheck", "watch", server.address, "--every", "1h",
+         "--db", str(tmp_path / "h.db"), *CHECK],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline()  # the first round's line: now it waits an hour
+        assert "(first run)" in line, line
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        err = process.stderr.read()
+        assert "stopped" in err and "Traceback" not in err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

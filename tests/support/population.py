@@ -182,12 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix", default="open=5,closed=95", help="behaviour=weight,...")
     parser.add_argument("--base", default="127.1.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument(
-        "--server",
-        choices=SERVERS,
-        default="aiosmtpd",
-        help="aiosmtpd: the behaviour servers; light: the same replies, much less CPU",
-    )
+    parser.add_argument("--server", choices=SERVERS, default="aiosmtpd",
+                        help="aiosmtpd: the behaviour servers; light: the same replies, much less CPU")
     args = parser.parse_args(argv)
     mix = {k: int(v) for k, v in (part.split("=") for part in args.mix.split(","))}
     with Population(plan(args.count, mix, args.base), port=args.port, server=args.server) as population:
@@ -197,16 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdin.read()
         stats = population.stats
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(
-        json.dumps(
-            {
-                "accepted": stats.accepted,
-                "peak_connections": stats.peak,
-                "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-            }
-        ),
-        flush=True,
-    )
+    print(json.dumps({"accepted": stats.accepted, "peak_connections": stats.peak,
+                      "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}), flush=True)
     return 0
 
 

@@ -14,7 +14,7 @@ from relaycheck.honeypot.personas import PERSONAS
 from relaycheck.options.table import command_options
 from relaycheck.render import ReportKind, chosen_format, render
 
-EXTRA_MODULES = ("ppdeep", "cryptography")
+EXTRA_MODULES = ("ppdeep",)  # what the honeypot extra adds to a plain install
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -22,10 +22,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def _need_extra() -> None:
     missing = [m for m in EXTRA_MODULES if importlib.util.find_spec(m) is None]
     if missing:
-        raise UsageError(
-            f"the honeypot needs the 'honeypot' extra ({', '.join(missing)} missing): "
-            "pip install 'relaycheck[honeypot]'"
-        )
+        raise UsageError("'honeypot' needs the honeypot extra: pip install 'relaycheck[honeypot]'")
 
 
 def parse_endpoint(text: str, what: str) -> tuple[str, int]:
@@ -138,6 +135,9 @@ def _data_dir(path: Path) -> Path:
     show_default=True,
     help="Concurrent sessions in all.",
 )
+@click.option("--hpfeeds", metavar="HOST:PORT", help="Publish every record to this hpfeeds broker ('hpfeeds' extra).")
+@click.option("--hpfeeds-ident", metavar="IDENT", help="hpfeeds identity (secret: $RELAYCHECK_HPFEEDS_SECRET).")
+@click.option("--hpfeeds-channel", default="relaycheck.honeypot", show_default=True, metavar="CHANNEL")
 @click.pass_context
 def honeypot_command(ctx: click.Context, /, **options: object) -> None:
     """A fake open relay that records spammers' relay tests and delivers nothing.

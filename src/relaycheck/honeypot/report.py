@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -33,6 +33,7 @@ COLOURS = {
 TOP = 20
 CAMPAIGN_SIMILARITY = 60  # ssdeep score (0-100) from which two messages are one campaign
 MAX_CAMPAIGN_MESSAGES = 5000  # messages compared for campaigns (the newest)
+MAX_CREDENTIALS = 100_000  # distinct credentials counted (a stuffing run can try millions)
 
 
 @dataclass
@@ -96,38 +97,66 @@ def _bucket(moment: datetime, step: timedelta) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def _campaigns(messages: list[tuple[dict[str, Any], dict[str, Any], int]]) -> list[Campaign]:
-    groups: list[tuple[str, list[tuple[dict[str, Any], dict[str, Any], int]]]] = []
-    for item in messages[-MAX_CAMPAIGN_MESSAGES:]:
-        fuzzy = str(item[1].get("fuzzy_hash") or item[1].get("sha256") or "")
-        for leader, members in groups:
-            if fuzzy == leader or (fuzzy and leader and ppdeep.compare(fuzzy, leader) >= CAMPAIGN_SIMILARITY):
-                members.append(item)
-                break
-        else:
-            groups.append((fuzzy, [item]))
-    campaigns = []
-    for leader, members in groups:
-        records = [m[0] for m in members]
-        campaigns.append(
-            Campaign(
-                fuzzy_hash=leader,
-                messages=len(members),
-                recipients=sum(m[2] for m in members),
-                sources=sorted({str(r["client_ip"]) for r in records})[:TOP],
-                subjects=list(dict.fromkeys(str(m[1].get("subject", "")) for m in members))[:5],
-                urls=list(dict.fromkeys(u for m in members for u in m[1].get("urls", [])))[:10],
-                first_seen=min(str(r["end"]) for r in records),
-                last_seen=max(str(r["end"]) for r in records),
-            )
+@dataclass(frozen=True)
+class _Spam:
+    """What the campaign grouping needs of one spam message (records are not kept whole)."""
+
+    source: str
+    end: str
+    fuzzy_hash: str
+    subject: str
+    urls: tuple[str, ...]
+    recipients: int
+
+
+def _block_size(fuzzy: str) -> int:
+    head = fuzzy.split(":", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _similar(one: str, other: str) -> bool:
+    # ssdeep compares only hashes whose block sizes are equal or a factor of 2 apart: skip the rest
+    a, b = _block_size(one), _block_size(other)
+    if not a or not b or (a not in (b, 2 * b) and b != 2 * a):
+        return False
+    return bool(ppdeep.compare(one, other) >= CAMPAIGN_SIMILARITY)
+
+
+def _campaigns(messages: Iterable[_Spam]) -> list[Campaign]:
+    groups: dict[str, list[_Spam]] = {}  # leader's fuzzy hash -> members
+    joined: dict[str, str] = {}  # fuzzy hash -> the leader it was grouped with (each compared once)
+    for item in messages:
+        leader = joined.get(item.fuzzy_hash)
+        if leader is None:
+            leader = next((known for known in groups if _similar(item.fuzzy_hash, known)), item.fuzzy_hash)
+            joined[item.fuzzy_hash] = leader
+        groups.setdefault(leader, []).append(item)
+    campaigns = [
+        Campaign(
+            fuzzy_hash=leader,
+            messages=len(members),
+            recipients=sum(m.recipients for m in members),
+            sources=sorted({m.source for m in members})[:TOP],
+            subjects=list(dict.fromkeys(m.subject for m in members))[:5],
+            urls=list(dict.fromkeys(u for m in members for u in m.urls))[:10],
+            first_seen=min(m.end for m in members),
+            last_seen=max(m.end for m in members),
         )
+        for leader, members in groups.items()
+    ]
     campaigns.sort(key=lambda c: (-c.messages, c.first_seen))
     return campaigns[:TOP]
 
 
 def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: datetime) -> Summary:
-    """The report's content, from session records (as ``read_records`` yields them)."""
-    rows = list(records)
+    """The report's content, from session records (as ``read_records`` yields them).
+
+    One pass, keeping counters rather than records: a log of a million sessions is summarised in
+    bounded memory (distinct credentials are counted up to ``MAX_CREDENTIALS``; campaigns are
+    grouped from the newest ``MAX_CAMPAIGN_MESSAGES`` spam messages).
+    """
+    step = timedelta(days=1) if since is not None and until - since > timedelta(days=3) else timedelta(hours=1)
+    sessions = 0
     classes: Counter[str] = Counter()
     sources: dict[str, Counter[str]] = defaultdict(Counter)
     last: dict[str, str] = {}
@@ -136,10 +165,11 @@ def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: 
     credential_sources: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     boxes: dict[str, DropboxSighting] = {}
     box_campaigns: Counter[str] = Counter()
-    spam: list[tuple[dict[str, Any], dict[str, Any], int]] = []
+    spam: deque[_Spam] = deque(maxlen=MAX_CAMPAIGN_MESSAGES)
     delivered = 0
-    times: list[tuple[datetime, str]] = []
-    for r in rows:
+    buckets: dict[datetime, Counter[str]] = defaultdict(Counter)
+    for r in records:
+        sessions += 1
         kind = str(r.get("classification", "other"))
         ip = str(r.get("client_ip", "?"))
         end = str(r["end"])
@@ -147,13 +177,15 @@ def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: 
         sources[ip][kind] += 1
         last[ip] = max(last.get(ip, ""), end)
         with contextlib.suppress(ValueError):
-            times.append((datetime.fromisoformat(end), kind))
+            buckets[_bucket(datetime.fromisoformat(end), step)][kind] += 1
         if kind == "scanner":
             scanners[str(r.get("tool") or "unnamed")] += 1
         for attempt in r.get("auth", []):
             key = (str(attempt.get("user", "")), str(attempt.get("password", "")), str(attempt.get("mechanism", "")))
-            credentials[key] += 1
-            credential_sources[key].add(ip)
+            if key in credentials or len(credentials) < MAX_CREDENTIALS:
+                credentials[key] += 1
+                if len(credential_sources[key]) < TOP:
+                    credential_sources[key].add(ip)
         for box in r.get("dropboxes", []):
             box_campaigns[str(box).lower()] += 1
         for t in r.get("transactions", []):
@@ -172,16 +204,14 @@ def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: 
                         seen.tests += 1
                         seen.last_seen = max(seen.last_seen, end)
                         seen.first_seen = min(seen.first_seen, end)
-                        if ip not in seen.sources:
+                        if ip not in seen.sources and len(seen.sources) < TOP:
                             seen.sources.append(ip)
             elif kind == "spam-run" and relays:
-                spam.append((r, message, len(relays)))
+                fuzzy = str(message.get("fuzzy_hash") or message.get("sha256") or "")
+                urls = tuple(str(u) for u in message.get("urls", [])[:10])
+                spam.append(_Spam(ip, end, fuzzy, str(message.get("subject", "")), urls, len(relays)))
     for address, box in boxes.items():
         box.campaigns = box_campaigns.get(address, 0)
-    step = timedelta(days=1) if since is not None and until - since > timedelta(days=3) else timedelta(hours=1)
-    buckets: dict[datetime, Counter[str]] = defaultdict(Counter)
-    for moment, kind in times:
-        buckets[_bucket(moment, step)][kind] += 1
     timeline = [
         {"start": start.isoformat(), **{c: counts.get(c, 0) for c in CLASSES}}
         for start, counts in sorted(buckets.items())
@@ -190,7 +220,7 @@ def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: 
     return Summary(
         since=since.isoformat() if since else None,
         until=until.isoformat(),
-        sessions=len(rows),
+        sessions=sessions,
         by_classification={c: classes.get(c, 0) for c in CLASSES},
         top_sources=[Source(ip, sum(c.values()), dict(c), last[ip]) for ip, c in top],
         dropboxes=sorted(boxes.values(), key=lambda b: (-b.tests - b.campaigns, b.address))[: TOP * 5],

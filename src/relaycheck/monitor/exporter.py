@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.process_collector import ProcessCollector
 
+from relaycheck.api import TargetSpec
 from relaycheck.engine import check_target
 from relaycheck.errors import DnsError, UsageError
 from relaycheck.model import Report, Target, TargetReport
@@ -105,45 +106,51 @@ class Exporter:
         """Resolve, vet and test one target under the concurrency cap; cache the report."""
         settings = self.settings
         spec, chosen = parse_input(text, port, ports=settings.ports, allow_private=settings.allow_private)
-        self.metrics.waiting.inc()
         try:
-            await self.slots.acquire()
+            self.metrics.waiting.inc()
+            try:
+                await self.slots.acquire()
+            finally:
+                self.metrics.waiting.dec()
+            try:
+                self.metrics.running.inc()
+                return await self._run(key, spec, chosen)
+            finally:
+                self.metrics.running.dec()
+                self.slots.release()
         finally:
-            self.metrics.waiting.dec()
-        try:
-            self.metrics.running.inc()
-            started_wall = datetime.now(UTC).isoformat(timespec="seconds")
-            started = time.monotonic()
-            plan = await resolve(
-                spec, chosen, resolver=settings.resolver, allow_private=settings.allow_private,
-                max_targets=settings.max_targets,
-            )  # fmt: skip
-            self.checks_started += 1  # resolved and vetted: from here on it connects
-            gate = asyncio.Semaphore(settings.targets_at_once)
+            self.inflight.pop(key, None)  # also when cancelled while waiting for a slot
 
-            async def one(target: Target) -> TargetReport:
-                async with gate:  # target.address is the vetted address: the engine connects there only
-                    return await check_target(target, settings.engine)
+    async def _run(self, key: str, spec: TargetSpec, port: int) -> Report:
+        settings = self.settings
+        started_wall = datetime.now(UTC).isoformat(timespec="seconds")
+        started = time.monotonic()
+        plan = await resolve(
+            spec, port, resolver=settings.resolver, allow_private=settings.allow_private,
+            max_targets=settings.max_targets,
+        )  # fmt: skip
+        self.checks_started += 1  # resolved and vetted: from here on it connects
+        gate = asyncio.Semaphore(settings.targets_at_once)
 
-            results = await asyncio.gather(*(one(t) for t in plan.targets))
-            from relaycheck import __version__
+        async def one(target: Target) -> TargetReport:
+            async with gate:  # target.address is the vetted address: the engine connects there only
+                return await check_target(target, settings.engine)
 
-            report = Report(
-                targets=tuple(results),
-                problems=plan.problems,
-                started=started_wall,
-                duration=time.monotonic() - started,
-                tool_version=__version__,
-                mode="probe",
-            )
-            self.metrics.duration.observe(report.duration)
-            self.cache[key] = Cached(report, time.monotonic())
-            self.metrics.cached.set(len(self.cache))
-            return report
-        finally:
-            self.metrics.running.dec()
-            self.slots.release()
-            self.inflight.pop(key, None)
+        results = await asyncio.gather(*(one(t) for t in plan.targets))
+        from relaycheck import __version__
+
+        report = Report(
+            targets=tuple(results),
+            problems=plan.problems,
+            started=started_wall,
+            duration=time.monotonic() - started,
+            tool_version=__version__,
+            mode="probe",
+        )
+        self.metrics.duration.observe(report.duration)
+        self.cache[key] = Cached(report, time.monotonic())
+        self.metrics.cached.set(len(self.cache))
+        return report
 
     async def probe(self, text: str, port: int | None, wait: float) -> tuple[Report | None, float, str]:
         """The report for a target: (report or None when still running, its age, how it was got).

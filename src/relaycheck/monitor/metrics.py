@@ -87,13 +87,16 @@ def report_metrics(report: Report, *, age: float = 0.0, pending: bool = False) -
             )
         )
     info = GaugeMetricFamily(
-        f"{PREFIX}_info", "The MTA behind each target, as far as its replies tell", labels=["address", "mta", "version"]
+        f"{PREFIX}_info",
+        "The MTA behind each target, as far as its replies tell",
+        labels=["endpoint", "mta", "version"],
     )
     for t in report.targets:
         fingerprint = t.hygiene.fingerprint if t.hygiene else None
         if fingerprint is not None:
             address = t.target.address or t.target.host
-            info.add_metric([f"{address}:{t.target.port}", fingerprint.family, fingerprint.version or ""], 1)
+            endpoint = f"[{address}]:{t.target.port}" if ":" in address else f"{address}:{t.target.port}"
+            info.add_metric([endpoint, fingerprint.family, fingerprint.version or ""], 1)
     families.append(info)
     return families
 

@@ -31,6 +31,7 @@ from relaycheck.web.guard import target_key
 @dataclass(frozen=True)
 class Job:
     given: str
+    host: str  # the input's host or domain, normalised
     port: int
     key: str  # host:port, the history key (the web UI's)
 
@@ -59,7 +60,7 @@ def jobs(inputs: Sequence[str], options: CheckOptions) -> list[Job]:
     for given in inputs:
         spec = parse_target(given)
         for port in (spec.port,) if spec.port else (options.ports or (options.port,)):
-            job = Job(given, port, target_key(spec.host, port))
+            job = Job(given, spec.host, port, target_key(spec.host, port))
             if job not in out:
                 out.append(job)
     return out
@@ -96,8 +97,8 @@ class Watcher:
         options = replace(self.settings.check, port=job.port, ports=None)
         report = await check([job.given], options)
         data = report_dict(report)
-        plan = {"host": job.key.rpartition(":")[0].strip("[]"), "targets": [t["target"] for t in data["targets"]],
-                "problems": data["problems"]}  # fmt: skip
+        # the web UI's plan shape: what was tested and what was left out
+        plan = {"host": job.host, "targets": [t["target"] for t in data["targets"]], "problems": data["problems"]}
         row = await asyncio.to_thread(
             self.store.record, target=job.key, given=job.given, port=job.port, mode=report.mode, plan=plan,
             verdict=overall(data), report=data,
@@ -167,3 +168,23 @@ class Watcher:
                 self.warn(message)
                 failures.append(message)
         return tuple(failures)
+
+
+async def watch_loop(
+    watcher: Watcher,
+    round_jobs: Sequence[Job],
+    *,
+    interval: float,
+    once: bool = False,
+    exit_on_change: bool = False,
+    after_round: Callable[[list[RunResult]], None] | None = None,
+) -> int:
+    """Rounds until ``once`` or, with ``exit_on_change``, a round with a change; the exit code
+    is that round's, by ``check``'s rules. Cancel the task to stop a watch that runs forever."""
+    while True:
+        results = await watcher.round(round_jobs)
+        if after_round is not None:
+            after_round(results)
+        if once or (exit_on_change and any(r.changes for r in results)):
+            return combined_exit([r.exit_code for r in results])
+        await asyncio.sleep(interval)

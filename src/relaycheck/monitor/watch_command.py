@@ -9,7 +9,7 @@ import signal
 import ssl
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,9 @@ from relaycheck.errors import UsageError
 from relaycheck.options import CheckOptions, default_helo
 from relaycheck.options.table import build_check, command_options, sections_of
 from relaycheck.render import ReportKind
+
+if TYPE_CHECKING:
+    from relaycheck.monitor.channels import Mail
 
 PASSWORD_VARIABLE = "RELAYCHECK_SMTP_PASSWORD"
 # What each round asks of the check: the same flags, meanings and defaults as ``relaycheck check``.
@@ -67,13 +70,6 @@ def _db_path(db: str) -> str:
     return str(path)
 
 
-def _needs_extra() -> None:
-    try:
-        import sqlalchemy  # noqa: F401
-    except ModuleNotFoundError:
-        raise UsageError("watch and history need the 'monitor' extra: pip install 'relaycheck[monitor]'") from None
-
-
 def _mail_channel(
     mail_to: tuple[str, ...],
     mail_from: str | None,
@@ -81,7 +77,7 @@ def _mail_channel(
     smtp_user: str | None,
     smtp_cafile: str | None,
     helo: str,
-) -> object | None:
+) -> Mail | None:
     from relaycheck.monitor.channels import Mail
 
     if not mail_to:
@@ -191,10 +187,9 @@ def watch_command(
     **values: Any,
 ) -> None:
     """Re-test TARGETS on a schedule, store every run, and alert when something changes."""
-    _needs_extra()
     from relaycheck.history.store import Store
     from relaycheck.monitor.channels import Channel, command, webhook
-    from relaycheck.monitor.watch import Watcher, WatchSettings, combined_exit, jobs
+    from relaycheck.monitor.watch import Watcher, WatchSettings, jobs, watch_loop
 
     if once and (every is not None or exit_on_change):
         raise UsageError("--once runs one round: it does not go with --every or --exit-on-change")
@@ -203,7 +198,7 @@ def watch_command(
     channels: list[Channel] = [webhook(u) for u in webhooks]
     mail = _mail_channel(mail_to, mail_from, smtp_server, smtp_user, smtp_cafile, name)
     if mail is not None:
-        channels.append(mail)  # type: ignore[arg-type]
+        channels.append(mail)
     channels += [command(c) for c in commands]
     round_jobs = jobs(targets, options)
     store = Store(_db_path(db))
@@ -215,7 +210,6 @@ def watch_command(
         alert_wait=alert_retry_wait,
     )
     watcher = Watcher(store, settings, log=click.echo, warn=lambda m: click.echo(f"relaycheck watch: {m}", err=True))
-    interval = every or 3600.0
 
     async def run() -> int:
         task = asyncio.current_task()
@@ -224,12 +218,9 @@ def watch_command(
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, task.cancel)
         try:
-            while True:
-                results = await watcher.round(round_jobs)
-                code = combined_exit([r.exit_code for r in results])
-                if once or (exit_on_change and any(r.changes for r in results)):
-                    return code
-                await asyncio.sleep(interval)
+            return await watch_loop(
+                watcher, round_jobs, interval=every or 3600.0, once=once, exit_on_change=exit_on_change
+            )
         except asyncio.CancelledError:
             click.echo("relaycheck watch: stopped", err=True)
             return 0
@@ -256,7 +247,6 @@ def watch_command(
 )
 def history_command(target: str, db: str, port: int, output_format: str | None, limit: int) -> None:
     """Show the stored runs of TARGET with the changes marked (from `watch` and the web UI)."""
-    _needs_extra()
     from relaycheck.history.store import Store
     from relaycheck.history.timeline import timeline
     from relaycheck.render import chosen_format, render

@@ -228,6 +228,9 @@ OPTIONS: dict[str, Option] = {
     "cooldown": Option(("--cooldown",), "Wait before the same target may be tested again (earlier requests get "
                        "the recent result).", to=("web.cooldown",), type=click.FloatRange(0, 86_400),
                        metavar="SECONDS"),
+    "max_streams_per_client": Option(("--max-streams-per-client",), "Open live-progress streams per client "
+                                     "address (pages beyond it follow by polling).",
+                                     to=("web.max_streams_per_client",), type=click.IntRange(1, 1000)),
     "trusted_proxies": Option(("--trusted-proxy",), "Reverse proxy whose X-Forwarded-For is believed "
                               "(repeatable).", to=("web.trusted_proxies",), check=v.network, multiple=True,
                               metavar="ADDRESS|NETWORK"),
@@ -259,7 +262,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     ),
     "serve": (
         "listen", "db", "allow_private", "allow_ports", "resolver", "requests_per_minute", "max_per_client",
-        "max_running", "cooldown", "trusted_proxies", "helo", "ext_recipients", "allow_data_probe", "public_history",
+        "max_running", "cooldown", "retry_budget", "max_streams_per_client", "trusted_proxies", "helo",
+        "ext_recipients", "allow_data_probe", "public_history",
     ),
     "audit": (
         "is_postfix", "is_exim", "is_exchange", "is_sendmail", "is_opensmtpd", "as_json", "output_format",

@@ -39,7 +39,8 @@ class Style:
 
     verbose: bool = False  # every probe, transcripts, every unparsed line
     color: bool = False  # terminal colours (text only)
-    warn_severity: Severity | None = None  # nagios: findings this severe or worse make a WARNING
+    width: int = 110  # columns of text output (the terminal's, on a terminal)
+    warn_severity: Severity | None = None  # findings this severe or worse make a monitoring WARNING (nagios)
 
 
 @cache

@@ -118,7 +118,8 @@ def connection_dict(log: ConnectionLog) -> dict[str, Any]:
         "tls": log.tls,
         "error": log.error,
         "exchanges": [
-            {"at": round(e.at, 4), "sent": e.sent, "reply": reply_dict(e.reply), "note": e.note} for e in log.exchanges
+            {"at": round(e.at, 4), "sent": e.sent, "reply": reply_dict(e.reply), "note": e.note}
+            for e in log.exchanges
         ],
     }
 

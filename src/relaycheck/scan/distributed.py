@@ -139,16 +139,8 @@ def _check_workers(client: Any) -> None:
 
 
 class _Driver:
-    def __init__(
-        self,
-        client: Any,
-        config: ScanConfig,
-        writer: JsonlOutput,
-        stats: DaskStats,
-        chunk_size: int,
-        on_record: Callable[[dict[str, Any]], None] | None,
-        on_chunk: Callable[[int], None] | None,
-    ) -> None:
+    def __init__(self, client: Any, config: ScanConfig, writer: JsonlOutput, stats: DaskStats, chunk_size: int,
+                 on_record: Callable[[dict[str, Any]], None] | None, on_chunk: Callable[[int], None] | None) -> None:
         self.client = client
         self.config = config
         self.writer = writer

@@ -34,15 +34,8 @@ def write(path: str, data: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def document(
-    previous: dict[str, Any],
-    *,
-    output: str,
-    parameters: dict[str, Any],
-    run: dict[str, Any],
-    writer: JsonlOutput,
-    complete: bool,
-) -> dict[str, Any]:
+def document(previous: dict[str, Any], *, output: str, parameters: dict[str, Any], run: dict[str, Any],
+             writer: JsonlOutput, complete: bool) -> dict[str, Any]:
     from relaycheck import __version__
 
     runs = [r for r in previous.get("runs", []) if isinstance(r, dict) and r.get("id") != run.get("id")]

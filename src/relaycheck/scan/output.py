@@ -138,7 +138,7 @@ class JsonlOutput:
         else:
             view = memoryview(line)
             while view:
-                view = view[os.write(self._fd, view) :]
+                view = view[os.write(self._fd, view):]
             if time.monotonic() - self._last_sync > FSYNC_EVERY:
                 os.fsync(self._fd)
                 self._last_sync = time.monotonic()

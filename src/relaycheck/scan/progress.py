@@ -48,9 +48,8 @@ class ProgressDisplay:
 class LineProgress(ProgressDisplay):
     """One line every ``interval`` seconds on ``stream``, from a daemon thread."""
 
-    def __init__(
-        self, total: int | None, already: int = 0, *, interval: float = 5.0, stream: TextIO | None = None
-    ) -> None:
+    def __init__(self, total: int | None, already: int = 0, *, interval: float = 5.0,
+                 stream: TextIO | None = None) -> None:
         super().__init__(total, already)
         self.interval = interval
         self.stream = stream or sys.stderr
@@ -84,15 +83,9 @@ class RichProgress(ProgressDisplay):
         from rich.progress import Progress as Bar
 
         self._bar = Bar(
-            TextColumn("[bold]scan"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("[red]{task.fields[open]} open"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
+            TextColumn("[bold]scan"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TextColumn("[red]{task.fields[open]} open"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False,
         )
         self._task = self._bar.add_task("scan", total=total, completed=already, rate="", open=0)
 

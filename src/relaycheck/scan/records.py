@@ -109,14 +109,14 @@ def _evidence(report: TargetReport) -> list[dict[str, Any]]:
     ]
 
 
-def report_record(
-    key: str, item: Item, report: TargetReport, *, stats: ConnectStats | None = None, full: bool = False
-) -> dict[str, Any]:
+def report_record(key: str, item: Item, report: TargetReport, *, stats: ConnectStats | None = None,
+                  full: bool = False) -> dict[str, Any]:
     """The record of a target the engine tested (whatever came of it), under the key it was
     claimed with (``ip|port|name`` computed before the test)."""
     target = report.target
     ip = key.split("|", 1)[0]
-    record = _base(key, item, ip=ip, host=target.host if target.host != ip else None, domain=target.domain)
+    record = _base(key, item, ip=ip, host=target.host if target.host != ip else None,
+                   domain=target.domain)
     status = status_of(report, stats)
     if full:
         result = target_report_dict(report)
@@ -142,16 +142,16 @@ def report_record(
     return record
 
 
-def excluded_record(
-    item: Item, reason: str, *, ip: str | None = None, host: str | None = None, domain: str | None = None
-) -> dict[str, Any]:
+def excluded_record(item: Item, reason: str, *, ip: str | None = None, host: str | None = None,
+                    domain: str | None = None) -> dict[str, Any]:
     """A target (or a whole excluded range of an input block) that was not touched, and why."""
     if item.kind is Kind.EXCLUDED:
         key, ip = item.key, item.block
     else:
         key = record_key(ip, item.port, item.name) if ip is not None else item.key
     record = _base(key, item, ip=ip, host=host, domain=domain if domain is not None else item.name)
-    record.update(status=str(Status.EXCLUDED), verdict=None, error=f"excluded: {reason}", time=now(), v=RECORD_VERSION)
+    record.update(status=str(Status.EXCLUDED), verdict=None, error=f"excluded: {reason}", time=now(),
+                  v=RECORD_VERSION)
     return record
 
 

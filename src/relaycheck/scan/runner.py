@@ -248,13 +248,9 @@ class Scanner:
                 self.writer.release(key)
 
 
-def run_scan(
-    items: Iterable[Item],
-    config: ScanConfig,
-    writer: RecordOutput,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
-    scanner_type: type[Scanner] | None = None,
-) -> Scanner:
+def run_scan(items: Iterable[Item], config: ScanConfig, writer: RecordOutput,
+             on_record: Callable[[dict[str, Any]], None] | None = None,
+             scanner_type: type[Scanner] | None = None) -> Scanner:
     """Run a whole scan on this thread's own loop (embedded mode, a Dask chunk, a local worker)."""
     scanner = (scanner_type or Scanner)(config, writer, on_record)
     with asyncio.Runner(loop_factory=gated_loop_factory()) as runner:

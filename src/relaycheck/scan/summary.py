@@ -265,10 +265,8 @@ def render_markdown(s: dict[str, Any]) -> str:
     if s["open_relays"]:
         out += ["| address | port | name | confidence | evidence |", "|---|---:|---|---|---|"]
         for e in s["open_relays"]:
-            out.append(
-                f"| {md_text(e['ip'])} | {e['port']} | {md_text(e.get('domain') or e.get('host'))} | "
-                f"{md_text(e.get('confidence'))} | {md_text(_evidence_line(e))} |"
-            )
+            out.append(f"| {md_text(e['ip'])} | {e['port']} | {md_text(e.get('domain') or e.get('host'))} | "
+                       f"{md_text(e.get('confidence'))} | {md_text(_evidence_line(e))} |")
     else:
         out.append("No open relay found.")
     for title, key, label in (
@@ -333,12 +331,9 @@ def render_html(s: dict[str, Any]) -> str:
     ):
         if s[key]:
             parts.append(f"<h2>{esc(title)}</h2>")
-            parts.append(
-                _html_table(
-                    ["count", label, "examples"],
-                    [[td(g["count"], "n"), td(g[label]), code(", ".join(g["examples"]))] for g in s[key]],
-                )
-            )
+            parts.append(_html_table(["count", label, "examples"],
+                                     [[td(g["count"], "n"), td(g[label]), code(", ".join(g["examples"]))]
+                                      for g in s[key]]))
     if s["findings"]:
         parts.append("<h2>Findings</h2>")
         parts.append(_html_table(["finding", "count"], [[td(c), td(n, "n")] for c, n in s["findings"].items()]))

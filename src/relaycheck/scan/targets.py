@@ -212,9 +212,8 @@ def expand(parsed: Iterable[Parsed], excludes: ExcludeList, seed: int) -> Iterat
         excluded = list(excludes.overlaps(block))
         for part, reason in excluded:
             for port in entry.ports:
-                yield Item(
-                    Kind.EXCLUDED, entry.given, port, name=entry.name, tag=entry.tag, reason=reason, block=str(part)
-                )
+                yield Item(Kind.EXCLUDED, entry.given, port, name=entry.name, tag=entry.tag, reason=reason,
+                           block=str(part))
         if sum(part.size for part, _ in excluded) == block.size:
             continue
         for offset in permutation(block.size, seed, entry.given):

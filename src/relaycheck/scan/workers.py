@@ -150,18 +150,8 @@ def _worker_main(config: ScanConfig, inbox: Connection, out: Connection, inherit
     writer = _PipeOutput(out)
     scanner = run_scan(entries(), config, writer, scanner_type=_WorkerScanner)
     writer.flush()
-    writer.send(
-        [
-            (
-                "stats",
-                {
-                    "duplicates": scanner.duplicates,
-                    "peak_in_flight": scanner.peak_in_flight,
-                    "peak_rss_mb": peak_rss_mb(),
-                },
-            )
-        ]
-    )
+    writer.send([("stats", {"duplicates": scanner.duplicates, "peak_in_flight": scanner.peak_in_flight,
+                          "peak_rss_mb": peak_rss_mb()})])
     out.close()
 
 
@@ -336,9 +326,8 @@ class WorkerPool:
 
     # -- the loop
 
-    def run(
-        self, items: Iterable[Item], writer: JsonlOutput, on_record: Callable[[dict[str, Any]], None] | None = None
-    ) -> WorkerStats:
+    def run(self, items: Iterable[Item], writer: JsonlOutput,
+            on_record: Callable[[dict[str, Any]], None] | None = None) -> WorkerStats:
         """Scan ``items`` on the workers, writing every record to ``writer``; stop the workers."""
         self.writer, self.on_record = writer, on_record
         try:

@@ -451,3 +451,4 @@ class ServerThread(LoopThread):
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+

@@ -16,13 +16,13 @@ if TYPE_CHECKING:
 def check(report: Report, style: Style) -> str:
     from relaycheck.render.text import render_text
 
-    return render_text(report, verbose=style.verbose, color=style.color)
+    return render_text(report, verbose=style.verbose, color=style.color, width=style.width)
 
 
 def audit(report: AuditReport, style: Style) -> str:
     from relaycheck.audit.render import render_text
 
-    return render_text(report, verbose=style.verbose, color=style.color)
+    return render_text(report, verbose=style.verbose, color=style.color, width=style.width)
 
 
 def scan(summary: ScanSummary, style: Style) -> str:
