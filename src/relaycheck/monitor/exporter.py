@@ -23,14 +23,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.process_collector import ProcessCollector
 
-from relaycheck.api import TargetSpec
+from relaycheck.api import Started, TargetSpec
 from relaycheck.engine import check_target
 from relaycheck.errors import DnsError, UsageError
 from relaycheck.model import Report, Target, TargetReport
@@ -123,8 +122,7 @@ class Exporter:
 
     async def _run(self, key: str, spec: TargetSpec, port: int) -> Report:
         settings = self.settings
-        started_wall = datetime.now(UTC).isoformat(timespec="seconds")
-        started = time.monotonic()
+        started = Started()
         plan = await resolve(
             spec, port, resolver=settings.resolver, allow_private=settings.allow_private,
             max_targets=settings.max_targets,
@@ -137,16 +135,7 @@ class Exporter:
                 return await check_target(target, settings.engine)
 
         results = await asyncio.gather(*(one(t) for t in plan.targets))
-        from relaycheck import __version__
-
-        report = Report(
-            targets=tuple(results),
-            problems=plan.problems,
-            started=started_wall,
-            duration=time.monotonic() - started,
-            tool_version=__version__,
-            mode="probe",
-        )
+        report = started.report(results, plan.problems, "probe")
         self.metrics.duration.observe(report.duration)
         self.cache[key] = Cached(report, time.monotonic())
         self.metrics.cached.set(len(self.cache))
