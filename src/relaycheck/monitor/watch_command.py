@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from relaycheck import validate
 from relaycheck.api import parse_target
 from relaycheck.dns import split_host_port
 from relaycheck.errors import UsageError
@@ -55,10 +56,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 
 
 def _address(value: str, option: str) -> str:
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain or any(c in value for c in " <>\r\n"):
-        raise UsageError(f"{option} takes a mail address, not {value!r}")
-    return value
+    return validate.address(value, option)
 
 
 def _db_path(db: str) -> str:

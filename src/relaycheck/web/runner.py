@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from relaycheck.api import TargetSpec
+from relaycheck.api import Started, TargetSpec
 from relaycheck.catalogue import Slots, plan_probes
 from relaycheck.engine import EngineOptions, RetryWait, check_target
 from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
@@ -405,10 +405,7 @@ class Service:
     async def _run(
         self, row: st.CheckRow, plan: Plan, client: str, options: EngineOptions, progress: Progress
     ) -> None:
-        from relaycheck import __version__
-
-        started_wall = datetime.now(UTC).isoformat(timespec="seconds")
-        started = time.monotonic()
+        started = Started()
         gate = asyncio.Semaphore(max(1, self.settings.targets_at_once))
 
         async def one(shown: TargetProgress, target: Target) -> TargetReport:
@@ -437,14 +434,7 @@ class Service:
             progress.status = st.RUNNING
             progress.touch()
             results = await asyncio.gather(*(one(s, t) for s, t in zip(progress.targets, plan.targets, strict=True)))
-            report = Report(
-                targets=tuple(results),
-                problems=plan.problems,
-                started=started_wall,
-                duration=time.monotonic() - started,
-                tool_version=__version__,
-                mode=row.mode,
-            )
+            report = started.report(results, plan.problems, row.mode)
             await asyncio.to_thread(
                 self.store.finish, row.id, verdict=overall_verdict(report), report=report_dict(report)
             )
