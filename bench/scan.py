@@ -1,6 +1,6 @@
 """Benchmark: ``relaycheck scan`` of a loopback population of 2,000 SMTP servers, full battery.
 
-The population (``relaycheck.scan.population``: 5 % open relays, the rest closed with Postfix's
+The population (``tests/support/population.py``: 5 % open relays, the rest closed with Postfix's
 replies) runs in its own process, by default on the light asyncio server that answers byte for
 byte like the aiosmtpd behaviour servers (``--population aiosmtpd`` for those: they cost ~4x the
 CPU per host). The scanner runs as ``python -m relaycheck scan`` in another process (and its
@@ -72,11 +72,14 @@ class Measured:
         return self.hosts / self.wall if self.wall else 0.0
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def start_population(count: int, mix: str, base: str, server: str) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "relaycheck.scan.population", "--count", str(count), "--mix", mix, "--base", base,
+        [sys.executable, "-m", "tests.support.population", "--count", str(count), "--mix", mix, "--base", base,
          "--server", server],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,  # the test tooling, by path
     )
     assert process.stdout is not None
     ready = json.loads(process.stdout.readline())
@@ -228,7 +231,8 @@ def main() -> int:
     results: list[Measured] = []
     population, port = start_population(args.count, mix, "127.1.0.1", args.population)
     try:
-        from relaycheck.scan.population import plan
+        sys.path.insert(0, str(ROOT))  # the population is test tooling (tests/support), not in the package
+        from tests.support.population import plan
 
         members = plan(args.count, {k: int(v) for k, v in (p.split("=") for p in mix.split(","))}, "127.1.0.1")
         addresses = list(members)

@@ -22,11 +22,12 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support: the live server is test tooling
 from relaycheck.testing.dnsserver import DnsServerThread
 from relaycheck.testing.servers import ServerThread
 from relaycheck.web import Settings, create_app
-from relaycheck.web.live import LiveServer
 from relaycheck.web.settings import web_engine_options
+from tests.support.live import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

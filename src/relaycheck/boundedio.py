@@ -115,9 +115,8 @@ def read_capped(name: str, cap: int, *, what: str = "input", text: bool = True) 
             parts.append(block)
             total += len(block)
             if total > cap:
-                raise InputError(
-                    InputFault.TOO_LARGE, f"{display_name(name)} is larger than {size_text(cap)}; {what} is smaller"
-                )
+                message = f"{display_name(name)} is larger than {size_text(cap)}: too large for {what}"
+                raise InputError(InputFault.TOO_LARGE, message)
     return b"".join(parts)
 
 
@@ -137,65 +136,65 @@ def capped_lines(
     """Lines of ``stream`` without their end of line; one over ``max_line`` bytes is a ``LongLine``.
 
     Memory stays near ``max_line`` + one block whatever the input: an over-long line is read and
-    dropped block by block. A first block with NUL bytes is ``BINARY`` and a line that goes on past
-    ``MAX_SKIPPED_LINE`` is ``TOO_LARGE``, so that an endless stream (``/dev/zero`` through a pipe)
-    ends with an error instead of being read forever."""
-    pending = bytearray()
-    dropping = 0  # bytes of an over-long line read so far (its content is not kept)
+    dropped block by block (``readline`` with a limit: the C reader does the scanning). A first
+    line with NUL bytes is ``BINARY`` and a line that goes on past ``MAX_SKIPPED_LINE`` is
+    ``TOO_LARGE``, so that an endless stream (``/dev/zero`` through a pipe) ends with an error
+    instead of being read forever."""
+    limit = max_line + 2  # the line, its "\n", and one more byte to tell "longer"
     first = True
     while True:
-        try:
-            block = stream.read(CHUNK)
-        except OSError as exc:
-            message = f"cannot read {display_name(name)}: {exc.strerror or exc}"
-            raise InputError(InputFault.UNREADABLE, message) from None
-        if not block:
-            break
-        if first and looks_binary(block):
-            raise InputError(InputFault.BINARY, f"{display_name(name)} looks binary, not {what}")
-        first = False
-        start = 0
+        line = _readline(stream, limit, name)
+        if not line:
+            return
+        if first:
+            first = False
+            if looks_binary(line[:CHUNK]):
+                raise InputError(InputFault.BINARY, f"{display_name(name)} looks binary, not {what}")
+        if line.endswith(b"\n"):
+            body = line[:-1]
+            yield LongLine(len(body)) if len(body) > max_line else body.rstrip(b"\r")
+            continue
+        if len(line) < limit:  # the input ended without a final newline
+            yield LongLine(len(line)) if len(line) > max_line else line.rstrip(b"\r")
+            return
+        length = len(line)  # longer than the cap: drop the rest of it
         while True:
-            end = block.find(b"\n", start)
-            if end < 0:
-                piece = block[start:]
-                if dropping:
-                    dropping += len(piece)
-                elif len(pending) + len(piece) > max_line:
-                    dropping = len(pending) + len(piece)
-                    pending.clear()
-                else:
-                    pending += piece
-                if dropping > MAX_SKIPPED_LINE:
-                    raise InputError(
-                        InputFault.TOO_LARGE,
-                        f"{display_name(name)} has a line longer than {size_text(MAX_SKIPPED_LINE)}, not {what}",
-                    )
+            more = _readline(stream, CHUNK, name)
+            if not more or more.endswith(b"\n"):
+                yield LongLine(length + len(more.rstrip(b"\n")))
                 break
-            piece = block[start:end]
-            if dropping:
-                yield LongLine(dropping + len(piece))
-                dropping = 0
-            elif len(pending) + len(piece) > max_line:
-                length = len(pending) + len(piece)
-                pending.clear()
-                yield LongLine(length)
-            else:
-                pending += piece
-                yield bytes(pending).rstrip(b"\r")
-                pending.clear()
-            start = end + 1
-    if dropping:
-        yield LongLine(dropping)
-    elif pending:
-        yield bytes(pending).rstrip(b"\r")
+            length += len(more)
+            if length > MAX_SKIPPED_LINE:
+                raise InputError(
+                    InputFault.TOO_LARGE,
+                    f"{display_name(name)} has a line longer than {size_text(MAX_SKIPPED_LINE)}, not {what}",
+                )
+        if not more:
+            return
+
+
+def _readline(stream: BinaryIO, limit: int, name: str) -> bytes:
+    try:
+        return stream.readline(limit)
+    except OSError as exc:
+        message = f"cannot read {display_name(name)}: {exc.strerror or exc}"
+        raise InputError(InputFault.UNREADABLE, message) from None
 
 
 def sniff(name: str, *, what: str) -> None:
     """Refuse a binary regular file or character device (``/bin/ls``, ``/dev/zero``) before a
-    command starts; pipes and standard input are checked as they are read instead (a pipe
-    cannot be read twice)."""
+    command starts; named pipes are checked as they are read instead (a pipe cannot be read
+    twice); standard input is peeked at where it can be."""
     if name == STDIN:
+        stream = getattr(sys.stdin, "buffer", None)
+        peek = getattr(stream, "peek", None)
+        if peek is not None:
+            try:
+                first = peek(CHUNK)[:CHUNK]
+            except OSError:
+                return  # reading it will say what is wrong
+            if looks_binary(first):
+                raise InputError(InputFault.BINARY, f"standard input looks binary, not {what}")
         return
     try:
         mode = os.stat(name).st_mode

@@ -11,7 +11,8 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -27,9 +28,12 @@ from relaycheck.hygiene import HygieneOptions
 from relaycheck.imap import PASSWORD_VARIABLE, ImapWatcher, imap_tls_context, parse_imap_url
 from relaycheck.model import Report, Severity
 from relaycheck.options.table import build_check, command_options, sections_of
-from relaycheck.render import ReportKind, Style, chosen_format, render
+from relaycheck.render import ReportKind, chosen_format, exit_status, render
 from relaycheck.report import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, summarize
 from relaycheck.stopping import stop_on_signals
+from relaycheck.terminal import StatusLine, is_terminal, style_for
+
+STATUS_INTERVAL = 1.0  # seconds before the status line appears, and between its updates
 
 # Commands that live in their own packages, imported only when used (the web UI and Dask are
 # heavy imports that ``relaycheck check`` should not pay for). name -> "module:attribute", plus
@@ -104,12 +108,14 @@ def cli(ctx: click.Context) -> None:
 
 @cli.command("check")
 @click.argument("targets", nargs=-1, required=True)
-@command_options("check", sections_of(CheckOptions()))
+@command_options("check", sections_of(CheckOptions()), report=ReportKind.CHECK)
 def check_command(targets: tuple[str, ...], **values: Any) -> None:
     """Test TARGETS (host, host:port, IP, [IPv6]:port, or a mail domain: every MX)."""
     output_format = chosen_format(values["output_format"], values["as_json"])  # before any target is touched
     if values["warn_severity"] and output_format != "nagios":
         raise UsageError("--warn-severity is for --format nagios")
+    warn = values["warn_severity"]
+    style = replace(style_for(sys.stdout, verbose=values["verbose"]), warn_severity=Severity(warn) if warn else None)
     options = build_check(values)
     confirm = options.engine.confirm_address
     watcher = _watcher(confirm, options.sink_listen, values["imap_url"], values["imap_keep"], values["imap_cafile"])
@@ -120,16 +126,33 @@ def check_command(targets: tuple[str, ...], **values: Any) -> None:
             err=True,
         )
     options = replace(options, watcher=watcher)
-    report = asyncio.run(check(list(targets), options, on_status=_status if confirm else None))
-    if output_format == "nagios":
-        from relaycheck.render.nagios import render_nagios
+    waiting = None if confirm or not is_terminal(sys.stderr) else StatusLine(sys.stderr, style_for(sys.stderr).width)
+    report = asyncio.run(_check_with_status(list(targets), options, waiting, on_status=_status if confirm else None))
+    click.echo(render(ReportKind.CHECK, report, output_format, style), nl=False)
+    own = exit_status(ReportKind.CHECK, report, output_format, style)  # nagios: the plugin's codes
+    raise SystemExit(summarize(report).exit_code if own is None else own)
 
-        warn = values["warn_severity"]
-        text, state = render_nagios(report, Severity(warn) if warn else None)
-        click.echo(text, nl=False)
-        raise SystemExit(int(state))
-    _emit(report, output_format=output_format, verbose=values["verbose"])
-    raise SystemExit(summarize(report).exit_code)
+
+async def _check_with_status(
+    targets: list[str], options: CheckOptions, waiting: StatusLine | None, on_status: Callable[[str], None] | None
+) -> Report:
+    """``check``; on a terminal, a status line says what it is waiting for once it takes a while."""
+    if waiting is None:
+        return await check(targets, options, on_status=on_status)
+    started = time.monotonic()
+    task = asyncio.ensure_future(check(targets, options, on_exchange=waiting.exchange, on_status=on_status))
+    try:
+        while not (await asyncio.wait({task}, timeout=STATUS_INTERVAL))[0]:
+            elapsed = time.monotonic() - started
+            what = f"{len(targets)} targets" if len(targets) > 1 else shorten(targets[0], 40)
+            if waiting.replies:
+                waiting.show(f"relaycheck: testing {what}: {waiting.replies} exchanges, {elapsed:.0f} s")
+            else:
+                waiting.show(f"relaycheck: waiting for {what} to answer, {elapsed:.0f} s")
+        return task.result()
+    finally:
+        task.cancel()
+        waiting.clear()
 
 
 def _watcher(
@@ -160,7 +183,7 @@ def _status(message: str) -> None:
 
 
 def _emit(report: Report, *, output_format: str, verbose: bool) -> None:
-    style = Style(verbose=verbose, color=sys.stdout.isatty())
+    style = style_for(sys.stdout, verbose=verbose)
     click.echo(render(ReportKind.CHECK, report, output_format, style), nl=False)
 
 
@@ -227,10 +250,18 @@ def sink_command(domain: str, listen: str) -> None:
     asyncio.run(serve())
 
 
+MESSAGE_SHOWN = 300  # characters of an error message: a 10 kB argument quoted whole would bury it
+
+
+def error_line(exc: BaseException) -> str:
+    """An error as one line of reasonable length, whatever the input it quotes."""
+    return shorten(" ".join(str(exc).split()), MESSAGE_SHOWN)
+
+
 def click_error_line(exc: click.ClickException) -> str:
     """Click's usage errors in one line (click prints the usage and a hint on three), naming the
     command and where its help is."""
-    message = shorten(" ".join(exc.format_message().split()), 300)
+    message = shorten(" ".join(exc.format_message().split()), MESSAGE_SHOWN)
     context = getattr(exc, "ctx", None)
     if context is None:
         return message
@@ -271,16 +302,16 @@ def _run(args: list[str]) -> tuple[int, str | None]:
         line = f"relaycheck: {click_error_line(exc)}"
         return EXIT_USAGE, line
     except UsageError as exc:
-        return EXIT_USAGE, f"relaycheck: {exc}"
+        return EXIT_USAGE, f"relaycheck: {error_line(exc)}"
     except RelaycheckError as exc:
-        return EXIT_INCONCLUSIVE, f"relaycheck: {exc}"
+        return EXIT_INCONCLUSIVE, f"relaycheck: {error_line(exc)}"
     except KeyboardInterrupt:
         return 130, "relaycheck: interrupted"
     except Exception as exc:  # a bug: one line for the user, the traceback on request
         if os.environ.get("RELAYCHECK_DEBUG"):
             raise
         return EXIT_INCONCLUSIVE, (
-            f"relaycheck: internal error: {type(exc).__name__}: {exc} "
+            f"relaycheck: internal error: {type(exc).__name__}: {error_line(exc)} "
             "(set RELAYCHECK_DEBUG=1 for the traceback, and please report it)"
         )
     return EXIT_OK, None

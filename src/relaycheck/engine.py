@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from dns.asyncresolver import Resolver
 
+from relaycheck.advice import advice_for
 from relaycheck.battery import (
     FAILURES,
     Opened,
@@ -37,7 +38,7 @@ from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arriva
 from relaycheck.dns import make_resolver
 from relaycheck.errors import RelaycheckError, TlsError, kind_of
 from relaycheck.findings import hygiene_findings, with_remediation
-from relaycheck.findings.fixes import fix_for
+from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import fingerprint
 from relaycheck.hygiene import HygieneOptions, SessionInspection, auth_bypass_check, dns_facts, inspect_session
 from relaycheck.model import (
@@ -94,8 +95,7 @@ def _unreachable(target: Target, failure: RelaycheckError, started: float, run: 
             Confidence.UNDETERMINED,
             f"The server could not be tested: {reason}.",
             (),
-            "Check the host name and port, and that outbound connections to it are allowed "
-            "from here (many networks block port 25).",
+            advice_for(failure),
         ),
         connections=tuple(s.log() for s in run.sessions) if run else (),
         round_trips=sum(s.round_trips for s in run.sessions) if run else 0,

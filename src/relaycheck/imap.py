@@ -32,6 +32,8 @@ class ImapLocation:
 
 
 def parse_imap_url(url: str) -> ImapLocation:
+    if not url.isprintable():  # urlsplit would silently drop CR/LF, and the user name goes into LOGIN
+        raise UsageError("--imap: control characters in the URL")
     parts = urlsplit(url)
     if parts.scheme not in ("imap", "imaps"):
         raise UsageError(f"--imap needs an imap:// or imaps:// URL, not {url!r}")

@@ -87,7 +87,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        shown = self.host
+        shown = f"[{self.host}]" if ":" in self.host else self.host  # [::1]:25, not ::1:25
         if self.address and self.address != self.host:
             shown = f"{self.host} ({self.address})"
         suffix = "" if self.transport is Transport.PLAIN else f"/{self.transport}"

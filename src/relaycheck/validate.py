@@ -41,7 +41,7 @@ def idna_ascii(name: str) -> str:
 def ascii_domain(text: str) -> str:
     """``text`` as a lower-case ASCII domain name (IDN converted, a final dot dropped); raises
     ``ValueError`` when it is not one."""
-    name = text.strip().rstrip(".").lower()
+    name = text.rstrip(".").lower()  # not strip(): "\rx" must be refused, not repaired
     if not name or not name.isprintable():
         raise ValueError(text)
     name = idna_ascii(name)
@@ -60,7 +60,7 @@ def domain(value: str, option: str) -> str:
 def helo_name(value: str, option: str = "--helo") -> str:
     """A domain or an address literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``), as RFC 5321
     allows in EHLO."""
-    text = value.strip()
+    text = value
     if text.startswith("[") and text.endswith("]"):
         literal = text[1:-1]
         literal = literal[5:] if literal[:5].lower() == "ipv6:" else literal
@@ -105,7 +105,7 @@ def resolver(value: str | None) -> str | None:
         ipaddress.ip_address(host)
     except (UsageError, ValueError):
         raise UsageError(f"--resolver needs an IP address (IP, IP:PORT or [IPv6]:PORT), not {_shown(value)}") from None
-    return value.strip()
+    return value
 
 
 def wire_ready(engine: EngineOptions) -> EngineOptions:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import subprocess
 import threading
 import time
 from dataclasses import replace
@@ -85,3 +88,29 @@ def make_settings(data_dir: Path, persona: str = "postfix", **changes: Any) -> S
 def jsonl(data_dir: Path) -> list[dict[str, Any]]:
     lines = (data_dir / "sessions.jsonl").read_bytes().splitlines()
     return [json.loads(line) for line in lines]
+
+
+class Child:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.stderr = b""
+
+    def read_until(self, marker: bytes, timeout: float) -> bytes:
+        """Read the child's stderr until ``marker`` appears (or fail at the deadline)."""
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self.proc.stderr.fileno(), select.POLLIN)
+        while marker not in self.stderr:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {marker!r} from the honeypot: {self.stderr.decode(errors='replace')}"
+            if poller.poll(left * 1000):
+                chunk = os.read(self.proc.stderr.fileno(), 65536)
+                assert chunk, f"honeypot ended: {self.stderr.decode(errors='replace')}"
+                self.stderr += chunk
+        return self.stderr
+
+    def peak_rss(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024

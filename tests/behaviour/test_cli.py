@@ -101,7 +101,7 @@ def test_usage_errors_exit_2_with_one_clear_line(argv: list[str], message: str, 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
-    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1 and err.startswith("relaycheck: "), err
 
 
 def test_unreachable_target_exits_3_with_explanation(capsys: Capture) -> None:

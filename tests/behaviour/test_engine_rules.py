@@ -15,9 +15,9 @@ import pytest
 from relaycheck.cli import main
 from relaycheck.hygiene import HygieneOptions, inspect_session
 from relaycheck.model import Confidence, DeliveryState, Outcome, ProbeKind, TargetReport, Transport, VerdictKind
-from relaycheck.scan.population import Population
 from relaycheck.smtp.session import SessionConfig, SmtpSession
 from relaycheck.testing.dnsserver import DnsServerThread
+from tests.support.population import Population
 
 from .conftest import ServerFactory, check_one
 from .test_confirm import _with_sink, free_port, run_with_sink

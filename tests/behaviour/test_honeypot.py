@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import smtplib
 import ssl
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from relaycheck.honeypot.personas import PERSONAS
 from relaycheck.model import VerdictKind
 
 from .conftest import NO_DNS, run_check
-from .honeypot_support import HoneypotThread, jsonl, make_settings
+from .honeypot_support import NO_DELAY, HoneypotThread, jsonl, make_settings
 
 Capture = pytest.CaptureFixture[str]
 
@@ -163,6 +165,53 @@ def test_auth_is_offered_only_after_starttls_and_refused(honeypot: HoneypotThrea
     assert record.classification == "auth-attack"
     assert [(a.user, a.password, a.accepted) for a in record.auth][-1] == ("admin", "hunter2", False)
     assert record.tls_version is not None and record.tls_version.startswith("TLS")
+
+
+@pytest.mark.parametrize("honeypot", sorted(PERSONAS), indirect=True)
+def test_each_persona_speaks_its_mta_s_words(honeypot: HoneypotThread) -> None:
+    persona = honeypot.settings.config.persona
+    with smtplib.SMTP("127.0.0.1", honeypot.port, local_hostname="client.example", timeout=10) as client:
+        code, greeting = client.ehlo()
+        assert code == 250
+        keywords = [line.split()[0].upper() for line in greeting.decode().splitlines()[1:]]
+        offered = [k.split()[0] for k in persona.ehlo_keywords if not k.startswith("AUTH")]
+        assert keywords == offered  # the MTA's own order, AUTH held back until TLS
+        assert client.docmd("VRFY", "root") == tuple_of(persona.vrfy, address="root")
+        assert client.docmd("EXPN", "staff")[0] == int(persona.expn[:3])
+        assert client.docmd("NOOP") == tuple_of(persona.noop)
+        assert client.docmd("RCPT", "TO:<x@y.example>") == tuple_of(persona.need_mail)
+    assert honeypot.wait_records(1)[0].persona == persona.name
+
+
+def tuple_of(reply: str, **slots: str) -> tuple[int, bytes]:
+    code, _, text = reply.format(**{"hostname": "", "address": "", **slots}).partition(" ")
+    return int(code), text.encode()
+
+
+def test_replies_come_after_a_human_looking_delay(tmp_path: Path) -> None:
+    """Honeypot detectors flag a banner that comes within 5 ms; ours waits --delay first."""
+    settings = make_settings(tmp_path, limits=replace(NO_DELAY, delay=(0.2, 0.3)))
+    with HoneypotThread(settings) as honeypot:
+        started = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", honeypot.port, timeout=10) as client:
+            greeted = time.monotonic()
+            client.noop()
+            answered = time.monotonic()
+    assert greeted - started >= 0.2 and answered - greeted >= 0.2
+
+
+def test_a_tool_s_untraced_connection_is_named_after_its_parallel_ones(honeypot: HoneypotThread) -> None:
+    """relaycheck checks STARTTLS on a connection of its own that carries none of its traces; it
+    ends while the client's other connection is open, and is named once that one names the tool."""
+    with smtplib.SMTP("127.0.0.1", honeypot.port, local_hostname="ops.example.net", timeout=10) as named:
+        with smtplib.SMTP("127.0.0.1", honeypot.port, local_hostname="ops.example.net", timeout=10) as plain:
+            plain.ehlo()
+        named.ehlo()
+        named.docmd("VRFY", "rc-nouser-0123456789@honeypot.test")
+    first, second = honeypot.wait_records(2)
+    assert (first.tool, second.tool) == ("relaycheck", "relaycheck")
+    assert second.commands == ["EHLO ops.example.net", "QUIT"]
+    assert second.reasons[-1].startswith("same client as a relaycheck session")
 
 
 def test_implicit_tls_listener(honeypot: HoneypotThread) -> None:

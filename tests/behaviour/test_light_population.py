@@ -1,4 +1,4 @@
-"""The light population server (``relaycheck.testing.lightsmtp``) says exactly what the aiosmtpd
+"""The light population server (``tests.support.lightsmtp``) says exactly what the aiosmtpd
 behaviour servers say: the same transcripts and verdicts from ``relaycheck check`` and ``scan``,
 the same bytes for what a check never sends (odd verbs, bad lines, DATA content)."""
 
@@ -24,10 +24,10 @@ from relaycheck.engine import EngineOptions
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.model import TargetReport
 from relaycheck.render.json import target_report_dict
-from relaycheck.scan.population import Population, plan
-from relaycheck.testing.lightsmtp import VERBS, LightHost, unsupported
 from relaycheck.testing.loopthread import LoopThread
 from relaycheck.testing.servers import BEHAVIOURS, Behaviour, BehaviourHandler, BehaviourSMTP, ServerThread
+from tests.support.lightsmtp import VERBS, LightHost, unsupported
+from tests.support.population import Population, plan
 
 SUPPORTED = sorted(name for name, b in BEHAVIOURS.items() if unsupported(b) is None)
 MODES = ("rcpt", "data-probe")
@@ -296,7 +296,8 @@ def test_unsupported_behaviours_are_refused() -> None:
 
 
 def test_population_command_serves_light_servers() -> None:
-    done = subprocess.run([sys.executable, "-m", "relaycheck.scan.population", "--count", "3", "--server", "light",
-                           "--base", "127.8.201.1"], input="", capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run([sys.executable, "-m", "tests.support.population", "--count", "3", "--server", "light",
+                           "--base", "127.8.201.1"], input="", capture_output=True, text=True, timeout=60, check=True,
+                          cwd=pathlib.Path(__file__).resolve().parents[2])
     first, last = (json.loads(line) for line in done.stdout.splitlines())
     assert first["port"] > 0 and last["accepted"] == 0

@@ -27,9 +27,9 @@ from relaycheck.hygiene import HygieneOptions
 from relaycheck.scan.distributed import run_distributed
 from relaycheck.scan.excludes import ExcludeList
 from relaycheck.scan.output import JsonlOutput
-from relaycheck.scan.population import Population, plan
 from relaycheck.scan.runner import ScanConfig
 from relaycheck.scan.targets import expand, parse_inputs
+from tests.support.population import Population, plan
 
 LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "scan" / "fenced_relaycheck.py"
 COUNT = 160

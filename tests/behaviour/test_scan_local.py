@@ -20,8 +20,8 @@ from relaycheck.cli import main
 from relaycheck.engine import EngineOptions
 from relaycheck.hygiene import HygieneOptions
 from relaycheck.render.json import target_report_dict
-from relaycheck.scan.population import Population, plan
 from relaycheck.testing.dnsserver import DnsServerThread
+from tests.support.population import Population, plan
 
 COMMON = [
     "--ext-recipient", "relaytest@outside-a.test",

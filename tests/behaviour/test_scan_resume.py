@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from relaycheck.scan.population import Population, plan
+from tests.support.population import Population, plan
 from tests.waiting import wait_for
 
 LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "scan" / "fenced_relaycheck.py"

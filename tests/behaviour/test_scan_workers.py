@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from relaycheck.scan.population import Population, plan
 from relaycheck.scan.runner import ScanConfig
 from relaycheck.scan.targets import Item, Kind
 from relaycheck.scan.workers import WorkerPool
+from tests.support.population import Population, plan
 from tests.waiting import wait_for
 
 LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "scan" / "fenced_relaycheck.py"

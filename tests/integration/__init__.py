@@ -1,1 +1,1 @@
-"""Integration tests: real MTAs in network namespaces (see lab.py)."""
+"""Integration tests: real MTAs in network namespaces (see the lab package)."""

@@ -1,4 +1,4 @@
-"""Session fixtures for the integration lab (real MTAs in network namespaces, see lab.py).
+"""Session fixtures for the integration lab (real MTAs in network namespaces, see the lab package).
 
 A missing prerequisite (not root, no `ip netns`, packages not installed by scripts/lab-deps)
 skips the integration tests with one line, except under CI=true, where it fails them.
@@ -14,6 +14,7 @@ import pytest
 
 from .lab import Lab, missing_prerequisite, start_lab
 from .lab.runner import cli_missing
+from .verdict_runs import Batch, run_batch
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -37,3 +38,9 @@ def relaycheck_cli(lab: Lab) -> None:
     reason = cli_missing(lab)
     if reason:
         unavailable(reason)
+
+
+@pytest.fixture(scope="session")
+def batch(lab: Lab, relaycheck_cli: None) -> Batch:
+    """relaycheck against every server of the verdict catalogue, once for the whole session."""
+    return run_batch(lab)

@@ -3,12 +3,13 @@
 Two layers:
 
 * ``test_lab_configuration_agrees_with_ground_truth`` needs no root: it writes each lab server's
-  configuration exactly as lab.py generates it (``postfix_main_cf``, ``POSTFIX_MASTER_CF`` and the
-  server's lookup tables, or ``EXIM_CONF``) into a temporary directory and runs
-  ``relaycheck audit`` on it, as an admin would on the server.
+  configuration exactly as the lab generates it (``postfix_main_cf``, ``POSTFIX_MASTER_CF`` and
+  the server's lookup tables, ``exim_conf`` or ``sendmail_mc``) into a temporary directory and
+  runs ``relaycheck audit`` on it, as an admin would on the server.
 * ``test_audit_agrees_with_live_verdict`` brings the lab up (root, Debian packages), audits the
-  files the running MTAs were started with, runs ``relaycheck check`` against each server from
-  the client namespace, and asserts that the two agree.
+  files the running MTAs were started with, takes relaycheck's verdict on each server from the
+  session's runs (verdict_runs.py: ``relaycheck check`` from the client namespace, with the
+  options the server's ground truth needs), and asserts that the two agree.
 
 Agreement: the audit says ``open-relay-possible`` exactly when the live verdict is ``open``. A
 live ``inconclusive`` is a server that refuses the tester itself (every client, postmaster
@@ -19,7 +20,6 @@ which case the verdict after retrying (``expected_with_retry``) is the one to ag
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -39,10 +39,10 @@ from .lab import (
     postfix_main_cf,
     sendmail_mc,
 )
-from .lab.runner import RelaycheckRun, check_server
+from .lab.runner import RelaycheckRun
+from .verdict_runs import Batch, case_id
 
 AUDIT_EXIT = {"open": 1, "closed": 0, "inconclusive": 0}
-GREYLIST_RETRY_BUDGET = 30
 
 
 def expected_audit_exit(spec: ServerSpec) -> int:
@@ -106,19 +106,11 @@ def test_lab_configuration_agrees_with_ground_truth(
 # ---- against the running lab ---------------------------------------------------------------
 
 
-def _live(lab: Lab, spec: ServerSpec) -> RelaycheckRun:
-    server = lab.server(spec.name)
-    if spec.greylist:
-        lab.reset_greylist(spec.name)  # a fresh database: the run meets the greylisting
-        return check_server(lab, server, retry_budget=GREYLIST_RETRY_BUDGET, timeout=300)
-    return check_server(lab, server, timeout=300)
-
-
 @pytest.fixture(scope="module")
-def live_runs(lab: Lab, relaycheck_cli: None) -> dict[str, RelaycheckRun]:
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {spec.name: pool.submit(_live, lab, spec) for spec in SERVERS}
-        return {name: future.result() for name, future in futures.items()}
+def live_runs(batch: Batch) -> dict[str, RelaycheckRun]:
+    """The session's relaycheck runs (verdict_runs.py): for a greylisting server, the one whose
+    retry budget let the greylisting clear."""
+    return {spec.name: batch.runs[case_id(spec)] for spec in SERVERS}
 
 
 def _live_param(spec: ServerSpec) -> ParameterSet:

@@ -7,7 +7,7 @@ local user, VRFY/EXPN/HELP) is captured verbatim from the client namespace and c
 MTAs say, refresh the files with ``RELAYCHECK_UPDATE_BANNERS=1`` (and review the diff).
 
 relaycheck's own reading of the same servers: ``targets[0].hygiene.fingerprint.family`` for the
-Postfix and Exim servers is asserted in test_lab_verdicts.py (on the runs it makes anyway), and
+Postfix, Exim and Sendmail servers is asserted in test_lab_verdicts.py (on the runs it makes anyway), and
 for OpenSMTPD here.
 """
 

@@ -226,9 +226,9 @@ def test_a_check_longer_than_the_scrape_timeout_answers_pending_and_fills_the_ca
 @pytest.mark.parametrize(
     ("query", "status", "text"),
     [
-        ("/probe?target=127.0.0.1", 403, "loopback"),
-        ("/probe?target=10.1.2.3", 403, "private"),
-        ("/probe?target=[::1]:25", 403, "loopback"),
+        ("/probe?target=127.0.0.1", 403, "Loopback"),
+        ("/probe?target=10.1.2.3", 403, "Private-Use"),
+        ("/probe?target=[::1]:25", 403, "Loopback"),
         ("/probe?target=mx.relay.test", 403, "nothing to test"),  # its A record points to loopback
         ("/probe?target=127.0.0.1&port=2525", 403, "port 2525"),
         ("/probe?target=bad_host!", 400, "not a host name"),

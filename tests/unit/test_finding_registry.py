@@ -42,6 +42,9 @@ def test_audit_codes_name_their_family_and_relay_paths_are_severe() -> None:
         assert not entry.opens_relay or entry.severity in {Severity.CRITICAL, Severity.HIGH}, entry.code
 
 
+ROLES = {"C-POSTMASTER": "postmaster", "C-CATCHALL": "catch-all"}
+
+
 def _observation(probe_id: str, code: int, text: str, *, stage: Stage = Stage.RCPT, domain: str = "a.test",
                  outcome: Outcome | None = None) -> Observation:
     kind = ProbeKind.CONTROL if probe_id.startswith("C-") else ProbeKind.RELAY
@@ -51,7 +54,7 @@ def _observation(probe_id: str, code: int, text: str, *, stage: Stage = Stage.RC
         outcome=outcome or (Outcome.ACCEPTED if accepted else Outcome.REJECTED_POLICY), stage=stage,
         reply=Reply(code, (text,)), reason="", outside_domain=domain if kind is ProbeKind.RELAY else None,
         domain_check=probe_id.startswith("V01"),
-        role={"C-POSTMASTER": "postmaster", "C-CATCHALL": "catch-all"}.get(probe_id),  # controls carry a role
+        role=ROLES.get(probe_id),  # controls carry a role
     )  # fmt: skip
 
 

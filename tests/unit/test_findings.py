@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from relaycheck.findings import hygiene_findings, registry, with_remediation
-from relaycheck.findings.fixes import fix_for
-from relaycheck.findings.registry import Source
+from relaycheck.findings.registry import Source, fix_for
 from relaycheck.model import DnsblResult, Finding, HygieneFacts, Reply, SessionFacts, Severity, TlsFacts
 from relaycheck.smtp.wire import parse_enhanced
 
@@ -104,6 +103,10 @@ TRIGGERS: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], int]] 
     ("ehlo-ptr-mismatch", {"ehlo_host": "localhost.localdomain"}, {}, {}, 25),
     ("ehlo-ptr-mismatch", {"banner_host": None, "ehlo_host": "mail.example.com"}, {}, {}, 25),
     ("no-ptr", {}, {"ptr_names": (), "fcrdns": False}, {}, 25),
+    ("ptr-generic", {"banner_host": "192-0-2-7.pool.isp.example", "ehlo_host": "192-0-2-7.pool.isp.example",
+                     "ip_literal": "[192.0.2.7]"}, {"ptr_names": ("192-0-2-7.pool.isp.example.",)}, {}, 25),
+    ("ptr-generic", {"banner_host": "dyn-12.isp.example", "ehlo_host": "dyn-12.isp.example"},
+     {"ptr_names": ("dyn-12.isp.example.",)}, {}, 25),
     ("no-fcrdns", {}, {"fcrdns": False}, {}, 25),
     ("no-starttls", {"starttls_offered": False, "extensions": ("PIPELINING",)}, {"tls": None}, {}, 25),
     ("no-starttls", {"starttls_offered": False}, {"tls": None}, {}, 587),

@@ -5,6 +5,7 @@ usage errors."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import textwrap
@@ -254,8 +255,22 @@ def test_report_formats_escape_what_clients_sent() -> None:
     page = render_html(summary)
     assert "<script" not in page and "&lt;script&gt;" in page
     assert "<svg" in page and "&lt;pw&gt;" in page
-    assert "| LOGIN | admin | <pw> | 1 |" in render_markdown(summary)
+    assert "| LOGIN | admin | &lt;pw&gt; | 1 |" in render_markdown(summary)  # escaped: a password is untrusted text
     assert "198.51.100.7" in render_text(summary)
+
+
+def test_a_missing_extra_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("relaycheck.honeypot.command.EXTRA_MODULES", ("relaycheck_no_such_module",))
+    for argv in (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)], ["honeypot", "report", "."]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == "relaycheck: 'honeypot' needs the honeypot extra: pip install 'relaycheck[honeypot]'\n"
+    assert main(["honeypot", "blocklist", str(tmp_path)]) == 0  # the blocklist needs no extra
+
+
+RUN = ["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x"]
 
 
 @pytest.mark.parametrize(
@@ -264,8 +279,10 @@ def test_report_formats_escape_what_clients_sent() -> None:
         (["honeypot"], "give at least one --listen"),
         (["honeypot", "--listen", "127.0.0.1", "--data-dir", "/tmp/x"], "HOST:PORT"),
         (["honeypot", "--listen", "127.0.0.1:0"], "--data-dir is required"),
-        (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--deliver-probes"], "--smarthost"),
-        (["honeypot", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--tag", "bad"], "KEY=VALUE"),
+        ([*RUN, "--deliver-probes"], "--smarthost"),
+        ([*RUN, "--tag", "bad"], "KEY=VALUE"),
+        ([*RUN, "--hpfeeds", "127.0.0.1:1"], "--hpfeeds-ident"),
+        ([*RUN, "--smarthost", "127.0.0.1:25"], "never relays"),
         (["honeypot", "report", "/nonexistent/honeypot"], "not a honeypot data directory"),
         (["honeypot", "blocklist", ".", "--since", "soon"], "--since takes"),
     ],
@@ -276,3 +293,21 @@ def test_usage_errors_are_one_line_and_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_campaigns_group_variants_of_one_message_by_fuzzy_hash() -> None:
+    """Spam personalised per recipient (name, tracking URL) is one campaign; other text is not."""
+    rng = random.Random(7)
+    words = [f"w{n}" for n in range(3000)]
+    body = " ".join(rng.choice(words) for _ in range(1500))
+    other = " ".join(rng.choice(words) for _ in range(1500))
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    rows = []
+    texts = [f"Dear {name}, {body} http://t.example/{name}" for name in ("Alice", "Bob", "Carol")] + [other]
+    for number, text in enumerate(texts):
+        facts, _ = message_facts(f"Subject: s{number}\r\n\r\n{text}\r\n".encode())
+        row = _row(f"198.51.100.{number}", "spam-run", now)
+        row["transactions"][0]["message"] = {"fuzzy_hash": facts.fuzzy_hash, "subject": facts.subject, "urls": []}
+        rows.append(row)
+    campaigns = summarise(rows, now - timedelta(days=1), now).campaigns
+    assert [(c.messages, c.subjects) for c in campaigns] == [(3, ["s0", "s1", "s2"]), (1, ["s3"])]

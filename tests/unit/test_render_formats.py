@@ -6,6 +6,7 @@ malicious or broken server can put in its banner, replies and certificate names.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from html.parser import HTMLParser
 import pytest
 
 from relaycheck.findings import hygiene_findings
-from relaycheck.findings.fixes import fix_for
+from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import fingerprint
 from relaycheck.model import (
     Confidence,
@@ -41,7 +42,10 @@ from relaycheck.model import (
 )
 from relaycheck.render.escape import md_fence, md_text
 from relaycheck.render.html import render_html
+from relaycheck.render.json import render_json, report_dict
+from relaycheck.render.load import report_from_dict
 from relaycheck.render.markdown import render_markdown
+from relaycheck.render.text import render_text
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -354,3 +358,25 @@ def test_html_transcript_lines() -> None:
     assert "C: EHLO relaycheck.example.org" in page
     assert "S: 250-mx.example.com" in page
     assert "S: 250 ``` `` `" in page
+
+
+# -- the JSON report loads back: a stored report renders like the original (web downloads) --
+
+
+@pytest.mark.parametrize("render", [render_json, render_markdown, render_html, render_text])
+def test_a_loaded_report_renders_like_the_original(render: object) -> None:
+    stored = json.loads(json.dumps(report_dict(REPORT)))  # as the database gives it back
+    loaded = report_from_dict(stored)
+    assert callable(render)
+    assert render(loaded) == render(REPORT)
+
+
+def test_json_round_trip_is_exact() -> None:
+    once = report_dict(REPORT)
+    assert report_dict(report_from_dict(json.loads(json.dumps(once)))) == once
+
+
+def test_an_empty_report_loads() -> None:
+    empty = Report(targets=(), started="2026-06-01T00:00:00+00:00", tool_version="1")
+    assert report_dict(report_from_dict(report_dict(empty))) == report_dict(empty)
+    assert report_from_dict(report_dict(replace(empty, mode="data-probe"))).mode == "data-probe"

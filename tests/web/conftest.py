@@ -23,8 +23,8 @@ import pytest
 from relaycheck.testing.dnsserver import DnsServerThread
 from relaycheck.testing.servers import BEHAVIOURS, Behaviour, ServerThread
 from relaycheck.web import Settings, create_app
-from relaycheck.web.live import LiveServer
 from relaycheck.web.settings import web_engine_options
+from tests.support.live import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

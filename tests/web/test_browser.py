@@ -228,10 +228,9 @@ def test_refused_event_stream_falls_back_to_polling_and_shows_the_result(
     expect(page.locator("h1[data-verdict]")).to_have_text("Open relay", timeout=20_000)
 
 
-def test_progress_page_says_when_the_service_is_gone(page: Page, web: WebFactory, smtp: SmtpFactory) -> None:
-    server = smtp("open")
-    app = web(ports=(25, server.port))
-    with frozen(server):
+def test_progress_page_says_when_the_service_is_gone(page: Page, web: WebFactory) -> None:
+    with SilentServer(greeting=b"220 mx.relay.test ESMTP\r\n") as server:  # greets, then never answers
+        app = web(ports=(25, server.port), engine=replace(ENGINE, command_timeout=60.0))
         created = app.create(server.address).json()
         page.goto(f"{app.url}/check/{created['id']}")
         expect(page.locator("[data-events]")).to_have_attribute("data-live", "on")
@@ -239,6 +238,7 @@ def test_progress_page_says_when_the_service_is_gone(page: Page, web: WebFactory
         lost = page.locator("#connection")
         expect(lost).to_be_visible(timeout=20_000)
         expect(lost).to_contain_text("not answering")
+        expect(page.locator("[data-events]")).to_have_attribute("data-live", "polling")
 
 
 def two_servers(web: WebFactory, smtp: SmtpFactory, dns_server: DnsFactory) -> tuple[Any, dict[str, Any]]:
@@ -300,6 +300,20 @@ def test_folded_evidence_opens_without_javascript(
         context.close()
 
 
+def test_printed_result_is_the_summary_without_the_site_chrome(
+    page: Page, web: WebFactory, smtp: SmtpFactory, dns_server: DnsFactory
+) -> None:
+    app, done = two_servers(web, smtp, dns_server)
+    page.goto(f"{app.url}/check/{done['id']}")
+    page.emulate_media(media="print")
+    for chrome in ("header.site", "footer.site", ".actions"):
+        expect(page.locator(chrome).first).to_be_hidden()
+    expect(page.locator("h1[data-verdict]")).to_be_visible()
+    expect(page.locator(".key-evidence").first).to_be_visible()
+    pdf = page.pdf()  # printing itself works (Chromium's print path, with the print stylesheet)
+    assert pdf.startswith(b"%PDF")
+
+
 def test_reports_download_as_html_and_markdown(
     page: Page, web: WebFactory, smtp: SmtpFactory, dns_server: DnsFactory, tmp_path: Path
 ) -> None:
@@ -327,7 +341,7 @@ def test_greylisting_retries_are_shown_live_and_the_server_concludes(
     page: Page, web: WebFactory, smtp: SmtpFactory
 ) -> None:
     server = smtp("greylisting", greylist_delay=4.0)
-    app = web(ports=(25, server.port), retry_budget=120)
+    app = web(ports=(25, server.port), engine=replace(ENGINE, retry_budget=120))
     created = app.create(server.address).json()
     page.goto(f"{app.url}/check/{created['id']}")
     retry = page.locator(".target-progress [data-role=retry]")

@@ -37,6 +37,7 @@ def test_serve_defaults_are_safe_for_the_internet(started: dict[str, Any], tmp_p
     assert settings.allow_data_probe is False and settings.engine.data_probe is False
     assert getattr(settings.engine, "confirm_address", None) is None
     assert settings.trusted_proxies == ()
+    assert settings.retry_budget == 300 and settings.max_body_bytes <= 65536
     assert (tmp_path / "web.db").exists()
 
 
@@ -46,6 +47,7 @@ def test_serve_options_map_onto_settings(started: dict[str, Any], tmp_path: Path
         "--allow-port", "2525", "--resolver", "127.0.0.1:5353", "--rate", "10", "--max-per-client", "1",
         "--max-running", "3", "--cooldown", "60", "--trusted-proxy", "10.0.0.0/8", "--helo", "probe.example.net",
         "--ext-recipient", "a@one.example", "--ext-recipient", "b@two.example", "--allow-data-probe",
+        "--retry-budget", "90", "--max-streams-per-client", "3",
     ]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -58,6 +60,7 @@ def test_serve_options_map_onto_settings(started: dict[str, Any], tmp_path: Path
     assert settings.cooldown == 60 and settings.trusted_proxies == ("10.0.0.0/8",)
     assert settings.engine.helo == "probe.example.net"
     assert settings.engine.ext_recipients == ("a@one.example", "b@two.example")
+    assert settings.retry_budget == 90 and settings.max_streams_per_client == 3
     assert "--allow-private" in result.output
 
 

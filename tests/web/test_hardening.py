@@ -8,6 +8,7 @@ import logging
 import re
 import select
 import socket
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ import pytest
 
 from relaycheck.web.guard import understand
 
-from .conftest import SilentServer, SmtpFactory, WebFactory, client_for, sse_events
+from .conftest import ENGINE, SilentServer, SmtpFactory, WebFactory, client_for, sse_events
 
 BIG = 50 * 1024 * 1024
 
@@ -71,6 +72,15 @@ def test_large_bodies_are_refused_before_they_are_read(web: WebFactory, path: st
     assert app.client.post("/api/v1/checks", json={"target": "x" * 300}).status_code == 422
 
 
+def test_a_body_that_trickles_is_cut_off(web: WebFactory) -> None:
+    app = web(body_seconds=0.5)
+    host = f"Host: {urlsplit(app.url).netloc}\r\n"
+    head = f"POST /api/v1/checks HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    answer = raw_request(app.url, head + '{"target": ', [])  # 11 of 100 bytes, then nothing
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"content-type: application/json" in answer.lower()
+
+
 def test_one_cooldown_and_history_per_address_whatever_the_name(
     web: WebFactory, smtp: SmtpFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -78,7 +88,7 @@ def test_one_cooldown_and_history_per_address_whatever_the_name(
     records = {
         ("alias1.relay.test", "A"): ["127.0.0.1"],
         ("alias2.relay.test", "A"): ["127.0.0.1"],
-        ("anything.wild.relay.test", "A"): ["127.0.0.1"],  # what a wildcard record answers
+        ("*.wild.relay.test", "A"): ["127.0.0.1"],  # a wildcard record: any name below it
     }
     app = web(records=records, ports=(25, server.port), cooldown=300)
     first = app.run(f"alias1.relay.test:{server.port}")
@@ -86,6 +96,7 @@ def test_one_cooldown_and_history_per_address_whatever_the_name(
     for other in (
         f"alias2.relay.test:{server.port}",
         f"anything.wild.relay.test:{server.port}",
+        f"something-else.wild.relay.test:{server.port}",
         f"[::ffff:127.0.0.1]:{server.port}",
         f"127.0.0.1:{server.port}",
     ):
@@ -95,6 +106,9 @@ def test_one_cooldown_and_history_per_address_whatever_the_name(
     history = app.client.get("/api/v1/checks", params={"target": f"alias2.relay.test:{server.port}"}).json()
     assert history["target"] == f"127.0.0.1:{server.port}"
     assert [c["id"] for c in history["checks"]] == [first["id"]]
+    timeline = app.client.get("/api/v1/history", params={"target": f"x.wild.relay.test:{server.port}"}).json()
+    assert timeline["target"] == f"127.0.0.1:{server.port}"
+    assert [r["id"] for r in timeline["runs"]] == [first["id"]]
 
 
 def test_a_domain_leaves_out_an_address_tested_moments_ago(web: WebFactory, smtp: SmtpFactory) -> None:
@@ -259,8 +273,14 @@ def test_greylisted_server_concludes_and_no_command_line_advice_is_shown(
 ) -> None:
     # greylisting that outlasts the (short) budget: inconclusive, advice phrased for the web
     stubborn = smtp("greylisting", greylist_delay=3600.0)
-    app = web(ports=(25, stubborn.port), retry_budget=1.5)
-    done = app.run(stubborn.address)
+    app = web(ports=(25, stubborn.port), engine=replace(ENGINE, retry_budget=1.5))
+    check_id = app.create(stubborn.address).json()["id"]
+    events = sse_events(app.client.get(f"/api/v1/checks/{check_id}/events").text)
+    waits = [t["retry"] for name, data in events if name == "progress" for t in data["targets"] if t["retry"]]
+    assert waits, "the live progress never showed the greylisting wait"
+    assert waits[0]["attempt"] == 1 and waits[0]["deferred"] > 0 and waits[0]["wait_s"] > 0
+    assert set(waits[0]) == {"attempt", "deferred", "wait_s", "at", "budget_ends"}
+    done = app.client.get(f"/api/v1/checks/{check_id}").json()
     assert done["verdict"] == "inconclusive"
     target = done["report"]["targets"][0]
     assert any(o["attempts"] > 1 for o in target["observations"])  # the service retried by itself
@@ -269,7 +289,7 @@ def test_greylisted_server_concludes_and_no_command_line_advice_is_shown(
     assert "The service already retried the deferred attempts for 1.5 s" in page
     # greylisting that clears within the budget: the server concludes (an open relay here)
     clears = smtp("greylisting", greylist_delay=0.5)
-    app2 = web(ports=(25, clears.port), retry_budget=60)
+    app2 = web(ports=(25, clears.port), engine=replace(ENGINE, retry_budget=60))
     assert app2.run(clears.address)["verdict"] == "open"
 
 

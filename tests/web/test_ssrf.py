@@ -18,7 +18,7 @@ from relaycheck.scan.excludes import build_excludes
 from relaycheck.testing.dnsserver import DnsServerThread
 from relaycheck.web import Settings, create_app
 from relaycheck.web.guard import refusal
-from relaycheck.web.live import LiveServer
+from tests.support.live import LiveServer
 
 from .conftest import ENGINE, SmtpFactory, WebFactory
 

@@ -23,7 +23,8 @@ from relaycheck.audit.render import exit_code
 from relaycheck.boundedio import STDIN, display_name, read_capped
 from relaycheck.errors import UsageError
 from relaycheck.options.table import command_options
-from relaycheck.render import ReportKind, Style, chosen_format, render
+from relaycheck.render import ReportKind, chosen_format, render
+from relaycheck.terminal import style_for
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_DIRECTORY_FILES = 500
@@ -142,7 +143,7 @@ FAMILY_FLAGS = tuple(f.value for f in Family)
 
 @click.command("audit")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@command_options("audit", {})
+@command_options("audit", {}, report=ReportKind.AUDIT)
 def audit_command(files: tuple[str, ...], **values: Any) -> None:
     """Audit mail server configuration FILEs for open relay paths, offline ('-' reads stdin).
 
@@ -157,6 +158,6 @@ def audit_command(files: tuple[str, ...], **values: Any) -> None:
     if family is Family.POSTFIX and not values["no_tables"]:
         sources += postfix_tables(sources)
     report = dataclasses.replace(audit_sources(sources, family), family_detected=not forced)
-    style = Style(verbose=values["verbose"], color=sys.stdout.isatty())
+    style = style_for(sys.stdout, verbose=values["verbose"])
     click.echo(render(ReportKind.AUDIT, report, output, style), nl=False)
     raise SystemExit(exit_code(report))

@@ -36,6 +36,11 @@ WEAK_CIPHERS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 # SASL mechanisms that carry the password (or a bearer token) itself.
 CLEARTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"})
 EXPIRY_WARNING = timedelta(days=14)
+# Labels (or label prefixes) ISPs give dynamic and residential addresses.
+GENERIC_PTR_WORDS = re.compile(
+    r"(^|[.-])(dyn|dynamic|dhcp|pool|dsl|adsl|vdsl|cable|ppp|pppoe|dialup|dial-up|broadband|residential)(?=[.\d-])",
+    re.IGNORECASE,
+)
 SUBMISSION_AND_MX_PORTS = frozenset({25, 587})  # 465 is implicit TLS: nothing to offer
 
 
@@ -150,6 +155,11 @@ def check_reverse_dns(ctx: Context) -> list[Finding]:
                 [f"PTR: {n}" for n in names],
             )
         )
+    generic = next(((n, why) for n in sorted(ptr) if (why := _generic_name(n, ctx.facts.ip_literal))), None)
+    if generic is not None:
+        name, why = generic
+        found.append(ctx.finding("ptr-generic", f"The PTR name {name} {why}: it reads like an ISP's name for a "
+                                 "dial-up or dynamic address, not a mail server's own.", [f"PTR: {name}"]))
     banner_host = _host(ctx.facts.banner_host) if ctx.facts.banner_host else None
     if banner_host and banner_host not in ptr:
         found.append(
@@ -169,6 +179,19 @@ def check_reverse_dns(ctx: Context) -> list[Finding]:
             )
         )
     return found
+
+
+def _generic_name(name: str, literal: str | None) -> str | None:
+    """Why a PTR name looks generic, or None: it spells out the IPv4 address (either order, any
+    separator) or has a dial-up word as a label or label prefix."""
+    address = (literal or "").strip("[]")
+    if address.count(".") == 3:
+        octets = address.split(".")
+        for order in (octets, octets[::-1]):
+            if re.search(r"(?<!\d)" + r"\D{1,3}".join(order) + r"(?!\d)", name):
+                return "spells out the address"
+    word = GENERIC_PTR_WORDS.search(name)
+    return f"contains '{word.group(2)}'" if word else None
 
 
 # --- TLS --------------------------------------------------------------------------------------
@@ -458,8 +481,4 @@ def _days(span: timedelta) -> str:
 
 def with_remediation(findings: Iterable[Finding], family: str) -> list[Finding]:
     """Attach (or refresh) the family's fix on findings made elsewhere (e.g. by verdict.py)."""
-    known = registry.codes()
-    return [
-        replace(f, remediation=(known[f.code].remediation(family) if f.code in known else None) or f.remediation)
-        for f in findings
-    ]
+    return [replace(f, remediation=registry.fix_for(f.code, family) or f.remediation) for f in findings]

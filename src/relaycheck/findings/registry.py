@@ -15,7 +15,7 @@ from enum import StrEnum
 from functools import cache
 from importlib import resources
 
-from relaycheck.findings.fixes import codes_with_texts, fix_for
+from relaycheck.findings import fixes
 from relaycheck.model import Finding, Severity
 
 
@@ -39,7 +39,7 @@ class FindingCode:
 
     def remediation(self, family: str | None) -> str | None:
         """The fix for an MTA of ``family`` (``None``: the generic text)."""
-        return fix_for(self.code, family or "unknown") or self.fix
+        return fixes.fix_for(self.code, family or "unknown") or self.fix
 
 
 _KEYS = {"source", "severity", "title", "meaning", "advice", "family", "opens_relay", "fix"}
@@ -64,9 +64,9 @@ def codes() -> dict[str, FindingCode]:
             advice=table.get("advice"),
             family=table.get("family"),
             opens_relay=bool(table.get("opens_relay", False)),
-            fix=table.get("fix"),
+            fix=table["fix"].strip("\n").rstrip() if "fix" in table else None,
         )
-    orphans = codes_with_texts() - set(registry)
+    orphans = fixes.codes_with_texts() - set(registry)
     if orphans:
         raise ValueError(f"findings/fixes.toml: fix texts for codes nothing emits: {sorted(orphans)}")
     return registry
@@ -74,6 +74,12 @@ def codes() -> dict[str, FindingCode]:
 
 def spec(code: str) -> FindingCode:
     return codes()[code]
+
+
+def fix_for(code: str, family: str) -> str | None:
+    """The fix for finding ``code`` on an MTA of ``family`` (any other family: the generic text)."""
+    entry = codes().get(code)
+    return entry.remediation(family) if entry is not None else fixes.fix_for(code, family)
 
 
 def of_source(source: Source) -> list[FindingCode]:

@@ -52,10 +52,19 @@ def entries(records: Iterable[dict[str, Any]], window: timedelta) -> list[Entry]
 def render_plain(listed: list[Entry], window: timedelta, now: datetime) -> str:
     lines = [
         f"# relaycheck honeypot blocklist, {now.isoformat(timespec='seconds')}: {len(listed)} address(es)",
-        f"# seen relaying or testing within {window}; each expires {window} after its last sighting",
+        f"# seen relaying or testing within {span(window)}; each expires {span(window)} after its last sighting",
     ]
     lines += [e.address for e in listed]
     return "\n".join(lines) + "\n"
+
+
+def span(window: timedelta) -> str:
+    """``24h``, ``7d``, ``90m``: a window as the --since option spells it."""
+    seconds = int(window.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _zone_entries(listed: list[Entry]) -> list[str]:
@@ -71,7 +80,7 @@ def render_rbldnsd(listed: list[Entry], window: timedelta, now: datetime) -> str
     ttl = max(60, min(int(window.total_seconds()), 86400))
     lines = [
         f"# relaycheck honeypot blocklist for rbldnsd (dataset type 'combined'), {now.isoformat(timespec='seconds')}",
-        f"# entries expire {window} after their last sighting; regenerate the zone at least that often",
+        f"# entries expire {span(window)} after their last sighting; regenerate the zone at least that often",
         f"$TTL {ttl}",
         "$DATASET ip4set @",
         ":127.0.0.2:Listed by relaycheck honeypot: $ was seen relaying or testing for open relays",

@@ -11,8 +11,10 @@ import click
 
 from relaycheck.errors import UsageError
 from relaycheck.honeypot.personas import PERSONAS
+from relaycheck.options.table import command_options
+from relaycheck.render import ReportKind, chosen_format, render
 
-EXTRA_MODULES = ("ppdeep", "cryptography")
+EXTRA_MODULES = ("ppdeep",)  # what the honeypot extra adds to a plain install
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -20,10 +22,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def _need_extra() -> None:
     missing = [m for m in EXTRA_MODULES if importlib.util.find_spec(m) is None]
     if missing:
-        raise UsageError(
-            f"the honeypot needs the 'honeypot' extra ({', '.join(missing)} missing): "
-            "pip install 'relaycheck[honeypot]'"
-        )
+        raise UsageError("'honeypot' needs the honeypot extra: pip install 'relaycheck[honeypot]'")
 
 
 def parse_endpoint(text: str, what: str) -> tuple[str, int]:
@@ -136,6 +135,9 @@ def _data_dir(path: Path) -> Path:
     show_default=True,
     help="Concurrent sessions in all.",
 )
+@click.option("--hpfeeds", metavar="HOST:PORT", help="Publish every record to this hpfeeds broker ('hpfeeds' extra).")
+@click.option("--hpfeeds-ident", metavar="IDENT", help="hpfeeds identity (secret: $RELAYCHECK_HPFEEDS_SECRET).")
+@click.option("--hpfeeds-channel", default="relaycheck.honeypot", show_default=True, metavar="CHANNEL")
 @click.pass_context
 def honeypot_command(ctx: click.Context, /, **options: object) -> None:
     """A fake open relay that records spammers' relay tests and delivers nothing.
@@ -156,23 +158,17 @@ def honeypot_command(ctx: click.Context, /, **options: object) -> None:
 @honeypot_command.command("report")
 @click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--since", default="7d", show_default=True, help="Window: 30m, 24h, 7d, 2w…")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json", "markdown", "html"]),
-    default="text",
-    show_default=True,
-)
-def report_command(data_dir: Path, since: str, output_format: str) -> None:
+@command_options(("output_format",), {}, report=ReportKind.HONEYPOT)
+def report_command(data_dir: Path, since: str, output_format: str | None) -> None:
     """What the honeypot saw: sources, drop-boxes, campaigns, scanners, credentials."""
     _need_extra()
     from relaycheck.honeypot.record import read_records
-    from relaycheck.honeypot.report import RENDERERS, summarise
+    from relaycheck.honeypot.report import summarise
 
     now = datetime.now(UTC)
     start = now - parse_duration(since)
     summary = summarise(read_records(_data_dir(data_dir), start), start, now)
-    click.echo(RENDERERS[output_format](summary), nl=False)
+    click.echo(render(ReportKind.HONEYPOT, summary, chosen_format(output_format, False)), nl=False)
 
 
 @honeypot_command.command("blocklist")

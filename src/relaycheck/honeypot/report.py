@@ -9,9 +9,8 @@ format it; the HTML page is self-contained, its timeline an inline SVG (no JavaS
 from __future__ import annotations
 
 import contextlib
-import html
 import json
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +19,8 @@ from typing import Any
 import ppdeep
 
 from relaycheck.honeypot.model import Classification
+from relaycheck.render.escape import html_text as esc
+from relaycheck.render.escape import md_text
 
 CLASSES = tuple(c.value for c in Classification)
 COLOURS = {
@@ -32,6 +33,7 @@ COLOURS = {
 TOP = 20
 CAMPAIGN_SIMILARITY = 60  # ssdeep score (0-100) from which two messages are one campaign
 MAX_CAMPAIGN_MESSAGES = 5000  # messages compared for campaigns (the newest)
+MAX_CREDENTIALS = 100_000  # distinct credentials counted (a stuffing run can try millions)
 
 
 @dataclass
@@ -95,38 +97,66 @@ def _bucket(moment: datetime, step: timedelta) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def _campaigns(messages: list[tuple[dict[str, Any], dict[str, Any], int]]) -> list[Campaign]:
-    groups: list[tuple[str, list[tuple[dict[str, Any], dict[str, Any], int]]]] = []
-    for item in messages[-MAX_CAMPAIGN_MESSAGES:]:
-        fuzzy = str(item[1].get("fuzzy_hash") or item[1].get("sha256") or "")
-        for leader, members in groups:
-            if fuzzy == leader or (fuzzy and leader and ppdeep.compare(fuzzy, leader) >= CAMPAIGN_SIMILARITY):
-                members.append(item)
-                break
-        else:
-            groups.append((fuzzy, [item]))
-    campaigns = []
-    for leader, members in groups:
-        records = [m[0] for m in members]
-        campaigns.append(
-            Campaign(
-                fuzzy_hash=leader,
-                messages=len(members),
-                recipients=sum(m[2] for m in members),
-                sources=sorted({str(r["client_ip"]) for r in records})[:TOP],
-                subjects=list(dict.fromkeys(str(m[1].get("subject", "")) for m in members))[:5],
-                urls=list(dict.fromkeys(u for m in members for u in m[1].get("urls", [])))[:10],
-                first_seen=min(str(r["end"]) for r in records),
-                last_seen=max(str(r["end"]) for r in records),
-            )
+@dataclass(frozen=True)
+class _Spam:
+    """What the campaign grouping needs of one spam message (records are not kept whole)."""
+
+    source: str
+    end: str
+    fuzzy_hash: str
+    subject: str
+    urls: tuple[str, ...]
+    recipients: int
+
+
+def _block_size(fuzzy: str) -> int:
+    head = fuzzy.split(":", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _similar(one: str, other: str) -> bool:
+    # ssdeep compares only hashes whose block sizes are equal or a factor of 2 apart: skip the rest
+    a, b = _block_size(one), _block_size(other)
+    if not a or not b or (a not in (b, 2 * b) and b != 2 * a):
+        return False
+    return bool(ppdeep.compare(one, other) >= CAMPAIGN_SIMILARITY)
+
+
+def _campaigns(messages: Iterable[_Spam]) -> list[Campaign]:
+    groups: dict[str, list[_Spam]] = {}  # leader's fuzzy hash -> members
+    joined: dict[str, str] = {}  # fuzzy hash -> the leader it was grouped with (each compared once)
+    for item in messages:
+        leader = joined.get(item.fuzzy_hash)
+        if leader is None:
+            leader = next((known for known in groups if _similar(item.fuzzy_hash, known)), item.fuzzy_hash)
+            joined[item.fuzzy_hash] = leader
+        groups.setdefault(leader, []).append(item)
+    campaigns = [
+        Campaign(
+            fuzzy_hash=leader,
+            messages=len(members),
+            recipients=sum(m.recipients for m in members),
+            sources=sorted({m.source for m in members})[:TOP],
+            subjects=list(dict.fromkeys(m.subject for m in members))[:5],
+            urls=list(dict.fromkeys(u for m in members for u in m.urls))[:10],
+            first_seen=min(m.end for m in members),
+            last_seen=max(m.end for m in members),
         )
+        for leader, members in groups.items()
+    ]
     campaigns.sort(key=lambda c: (-c.messages, c.first_seen))
     return campaigns[:TOP]
 
 
 def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: datetime) -> Summary:
-    """The report's content, from session records (as ``read_records`` yields them)."""
-    rows = list(records)
+    """The report's content, from session records (as ``read_records`` yields them).
+
+    One pass, keeping counters rather than records: a log of a million sessions is summarised in
+    bounded memory (distinct credentials are counted up to ``MAX_CREDENTIALS``; campaigns are
+    grouped from the newest ``MAX_CAMPAIGN_MESSAGES`` spam messages).
+    """
+    step = timedelta(days=1) if since is not None and until - since > timedelta(days=3) else timedelta(hours=1)
+    sessions = 0
     classes: Counter[str] = Counter()
     sources: dict[str, Counter[str]] = defaultdict(Counter)
     last: dict[str, str] = {}
@@ -135,10 +165,11 @@ def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: 
     credential_sources: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     boxes: dict[str, DropboxSighting] = {}
     box_campaigns: Counter[str] = Counter()
-    spam: list[tuple[dict[str, Any], dict[str, Any], int]] = []
+    spam: deque[_Spam] = deque(maxlen=MAX_CAMPAIGN_MESSAGES)
     delivered = 0
-    times: list[tuple[datetime, str]] = []
-    for r in rows:
+    buckets: dict[datetime, Counter[str]] = defaultdict(Counter)
+    for r in records:
+        sessions += 1
         kind = str(r.get("classification", "other"))
         ip = str(r.get("client_ip", "?"))
         end = str(r["end"])
@@ -146,13 +177,15 @@ def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: 
         sources[ip][kind] += 1
         last[ip] = max(last.get(ip, ""), end)
         with contextlib.suppress(ValueError):
-            times.append((datetime.fromisoformat(end), kind))
+            buckets[_bucket(datetime.fromisoformat(end), step)][kind] += 1
         if kind == "scanner":
             scanners[str(r.get("tool") or "unnamed")] += 1
         for attempt in r.get("auth", []):
             key = (str(attempt.get("user", "")), str(attempt.get("password", "")), str(attempt.get("mechanism", "")))
-            credentials[key] += 1
-            credential_sources[key].add(ip)
+            if key in credentials or len(credentials) < MAX_CREDENTIALS:
+                credentials[key] += 1
+                if len(credential_sources[key]) < TOP:
+                    credential_sources[key].add(ip)
         for box in r.get("dropboxes", []):
             box_campaigns[str(box).lower()] += 1
         for t in r.get("transactions", []):
@@ -171,16 +204,14 @@ def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: 
                         seen.tests += 1
                         seen.last_seen = max(seen.last_seen, end)
                         seen.first_seen = min(seen.first_seen, end)
-                        if ip not in seen.sources:
+                        if ip not in seen.sources and len(seen.sources) < TOP:
                             seen.sources.append(ip)
             elif kind == "spam-run" and relays:
-                spam.append((r, message, len(relays)))
+                fuzzy = str(message.get("fuzzy_hash") or message.get("sha256") or "")
+                urls = tuple(str(u) for u in message.get("urls", [])[:10])
+                spam.append(_Spam(ip, end, fuzzy, str(message.get("subject", "")), urls, len(relays)))
     for address, box in boxes.items():
         box.campaigns = box_campaigns.get(address, 0)
-    step = timedelta(days=1) if since is not None and until - since > timedelta(days=3) else timedelta(hours=1)
-    buckets: dict[datetime, Counter[str]] = defaultdict(Counter)
-    for moment, kind in times:
-        buckets[_bucket(moment, step)][kind] += 1
     timeline = [
         {"start": start.isoformat(), **{c: counts.get(c, 0) for c in CLASSES}}
         for start, counts in sorted(buckets.items())
@@ -189,7 +220,7 @@ def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: 
     return Summary(
         since=since.isoformat() if since else None,
         until=until.isoformat(),
-        sessions=len(rows),
+        sessions=sessions,
         by_classification={c: classes.get(c, 0) for c in CLASSES},
         top_sources=[Source(ip, sum(c.values()), dict(c), last[ip]) for ip, c in top],
         dropboxes=sorted(boxes.values(), key=lambda b: (-b.tests - b.campaigns, b.address))[: TOP * 5],
@@ -209,7 +240,7 @@ def summarise(records: Iterable[dict[str, Any]], since: datetime | None, until: 
 
 
 def render_json(summary: Summary) -> str:
-    return json.dumps({"kind": "relaycheck-honeypot-report", "version": 1, **asdict(summary)}, indent=2)
+    return json.dumps({"kind": "relaycheck-honeypot-report", "version": 1, **asdict(summary)}, indent=2) + "\n"
 
 
 def _window(summary: Summary) -> str:
@@ -250,28 +281,28 @@ def render_text(summary: Summary) -> str:
     return "\n".join(out) + "\n"
 
 
-def _md(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ").replace("`", "'")
-
-
 def render_markdown(summary: Summary) -> str:
-    out = ["# Honeypot report", "", f"{summary.sessions} session(s), {_md(_window(summary))}.", ""]
+    out = ["# Honeypot report", "", f"{summary.sessions} session(s), {md_text(_window(summary))}.", ""]
     out += ["| classification | sessions |", "|---|---:|"]
     out += [f"| {c} | {n} |" for c, n in summary.by_classification.items()]
     out += ["", "## Top sources", "", "| address | sessions | classifications | last seen |", "|---|---:|---|---|"]
     for s in summary.top_sources:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.classifications.items()))
-        out.append(f"| {_md(s.address)} | {s.sessions} | {kinds} | {_md(s.last_seen)} |")
+        out.append(f"| {md_text(s.address)} | {s.sessions} | {kinds} | {md_text(s.last_seen)} |")
     out += ["", "## Drop-boxes", "", "| address | tests | later campaigns | sources |", "|---|---:|---:|---|"]
     for b in summary.dropboxes:
-        out.append(f"| {_md(b.address)} | {b.tests} | {b.campaigns} | {_md(', '.join(b.sources))} |")
+        out.append(f"| {md_text(b.address)} | {b.tests} | {b.campaigns} | {md_text(', '.join(b.sources))} |")
     out += ["", "## Campaigns", "", "| messages | recipients | sources | subject |", "|---:|---:|---:|---|"]
     for c in summary.campaigns:
-        out.append(f"| {c.messages} | {c.recipients} | {len(c.sources)} | {_md(c.subjects[0] if c.subjects else '')} |")
+        subject = md_text(c.subjects[0] if c.subjects else "")
+        out.append(f"| {c.messages} | {c.recipients} | {len(c.sources)} | {subject} |")
     out += ["", "## Scanner sightings", "", "| tool | sessions |", "|---|---:|"]
-    out += [f"| {_md(t)} | {n} |" for t, n in summary.scanners.items()]
+    out += [f"| {md_text(t)} | {n} |" for t, n in summary.scanners.items()]
     out += ["", "## Credentials tried", "", "| mechanism | user | password | attempts |", "|---|---|---|---:|"]
-    out += [f"| {_md(c.mechanism)} | {_md(c.user)} | {_md(c.password)} | {c.attempts} |" for c in summary.credentials]
+    out += [
+        f"| {md_text(c.mechanism)} | {md_text(c.user)} | {md_text(c.password)} | {c.attempts} |"
+        for c in summary.credentials
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -301,9 +332,9 @@ def timeline_svg(summary: Summary, width: int = 800, height: int = 160) -> str:
             y -= h
             parts.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(bar - 1, 0.5):.1f}" height="{h:.1f}" fill="{COLOURS[c]}">'
-                f"<title>{html.escape(str(row['start']))}: {n} {c}</title></rect>"
+                f"<title>{esc(str(row['start']))}: {n} {c}</title></rect>"
             )
-    parts.append(f'<text x="30" y="{height + 14}" font-size="11">{html.escape(str(rows[0]["start"]))}</text>')
+    parts.append(f'<text x="30" y="{height + 14}" font-size="11">{esc(str(rows[0]["start"]))}</text>')
     legend_x = 30
     for c in CLASSES:
         parts.append(f'<rect x="{legend_x}" y="{height + 20}" width="10" height="10" fill="{COLOURS[c]}"/>')
@@ -314,14 +345,14 @@ def timeline_svg(summary: Summary, width: int = 800, height: int = 160) -> str:
 
 
 def _table(headers: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render_html(summary: Summary) -> str:
     sections = [
-        f"<h1>Honeypot report</h1><p>{summary.sessions} session(s), {html.escape(_window(summary))}. "
+        f"<h1>Honeypot report</h1><p>{summary.sessions} session(s), {esc(_window(summary))}. "
         f"Relay tests delivered (opt-in): {summary.delivered}.</p>",
         _table(["classification", "sessions"], [[c, n] for c, n in summary.by_classification.items()]),
         f"<h2>Timeline (sessions per {summary.timeline_step})</h2>",
@@ -373,5 +404,3 @@ def render_html(summary: Summary) -> str:
         f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
     )
 
-
-RENDERERS = {"text": render_text, "json": render_json, "markdown": render_markdown, "html": render_html}

@@ -8,6 +8,7 @@ recorded, exit status 0.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import pwd
@@ -22,6 +23,7 @@ from relaycheck.honeypot.certificate import self_signed, server_context
 from relaycheck.honeypot.command import parse_endpoint, parse_tags
 from relaycheck.honeypot.deliver import Smarthost
 from relaycheck.honeypot.personas import PERSONAS
+from relaycheck.honeypot.publish import SECRET_VARIABLE, HpfeedsTarget
 from relaycheck.honeypot.runtime import Listener, Settings, start, stop
 from relaycheck.honeypot.server import HoneypotConfig, Limits, bind
 
@@ -48,6 +50,40 @@ def drop_privileges(user: str, data_dir: Path) -> None:
         raise UsageError(f"could not become {user}")
 
 
+# Charsets spam comes in: their codecs are imported on first use, so they are looked up before
+# privileges go (an unknown one later only falls back to UTF-8).
+CHARSETS = (
+    "ascii", "latin-1", "iso-8859-2", "iso-8859-15", "windows-1250", "windows-1251", "windows-1252", "koi8-r",
+    "koi8-u", "gb2312", "gbk", "gb18030", "big5", "shift_jis", "euc-jp", "iso-2022-jp", "euc-kr", "utf-16",
+    "utf-7", "idna",
+)  # fmt: skip
+_SAMPLE = (
+    b"From: a@b.example\r\nSubject: =?utf-8?b?dGVzdA==?=\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/html; charset=koi8-r\r\n'
+    b'Content-Transfer-Encoding: quoted-printable\r\n\r\n<a href=3D"http://x.example/">x</a>\r\n--b\r\n'
+    b'Content-Type: application/zip; name="a.zip"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n--b--\r\n'
+)
+
+
+def warm_up() -> None:
+    """Import now whatever the sessions import on first use.
+
+    After ``--user`` the process may no longer read the Python installation (a root-only
+    prefix such as /root/.pyenv), so every lazy import must already have happened: the
+    catalogue and its patterns, the MIME parser and its codecs, the fuzzy hash.
+    """
+    import codecs
+    import concurrent.futures.thread  # noqa: F401  (asyncio.to_thread's pool)
+
+    from relaycheck.catalogue.analysis import ServerNames, analyse_recipient
+    from relaycheck.honeypot.message import message_facts
+
+    for charset in CHARSETS:
+        codecs.lookup(charset)
+    analyse_recipient("<a@b.example>", "<c%d.example@[192.0.2.1]>", ServerNames(frozenset(), frozenset()))
+    message_facts(_SAMPLE)
+
+
 def _delay(text: str) -> tuple[float, float]:
     try:
         low, _, high = text.partition(":")
@@ -57,6 +93,20 @@ def _delay(text: str) -> tuple[float, float]:
     if not 0 <= pair[0] <= pair[1] <= 30:
         raise UsageError(f"--delay: need 0 <= MIN <= MAX <= 30, not {text!r}")
     return pair
+
+
+def _hpfeeds(options: dict[str, Any]) -> HpfeedsTarget | None:
+    if not options["hpfeeds"]:
+        if options["hpfeeds_ident"]:
+            raise UsageError("--hpfeeds-ident is for --hpfeeds HOST:PORT")
+        return None
+    if importlib.util.find_spec("hpfeeds") is None:
+        raise UsageError("--hpfeeds needs the hpfeeds extra: pip install 'relaycheck[hpfeeds]'")
+    host, port = parse_endpoint(options["hpfeeds"], "--hpfeeds")
+    secret = os.environ.get(SECRET_VARIABLE, "")
+    if not options["hpfeeds_ident"] or not secret:
+        raise UsageError(f"--hpfeeds needs --hpfeeds-ident and the secret in ${SECRET_VARIABLE}")
+    return HpfeedsTarget(host, port, options["hpfeeds_ident"], secret, options["hpfeeds_channel"])
 
 
 def settings_from(options: dict[str, Any]) -> tuple[Settings, list[tuple[str, int, bool]]]:
@@ -77,6 +127,7 @@ def settings_from(options: dict[str, Any]) -> tuple[Settings, list[tuple[str, in
     elif options["smarthost"]:
         raise UsageError("--smarthost is for --deliver-probes (the honeypot never relays otherwise)")
     hostname = options["hostname"] or socket.getfqdn()
+    hpfeeds = _hpfeeds(options)
     limits = Limits(
         idle_timeout=options["idle_timeout"],
         session_limit=options["session_limit"],
@@ -101,6 +152,7 @@ def settings_from(options: dict[str, Any]) -> tuple[Settings, list[tuple[str, in
         max_log=options["max_log"] * MB,
         smarthost=smarthost,
         max_probe_deliveries=options["max_probe_deliveries"],
+        hpfeeds=hpfeeds,
     )
     return settings, listen
 
@@ -124,6 +176,10 @@ async def _serve(settings: Settings, listeners: list[Listener], cert: Path, key:
         _say(f"delivering relay tests to {s.host}:{s.port}, at most {settings.max_probe_deliveries} a day")
     else:
         _say("nothing will be relayed")
+    if running.publisher is not None:
+        t = running.publisher.target
+        state = "connected" if running.publisher.connected else "not connected yet, retrying"
+        _say(f"publishing records to hpfeeds {t.host}:{t.port} channel {t.channel} ({state})")
     _say(f"ready; recording to {settings.data_dir / 'sessions.jsonl'}")
     await stopping.wait()
     await stop(running)
@@ -155,6 +211,7 @@ def run(options: dict[str, Any]) -> int:
     # aiosmtpd logs every unknown command a client sends as a warning: the records keep them.
     logging.getLogger("mail.log").setLevel(logging.CRITICAL)
     if options["user"]:
+        warm_up()
         drop_privileges(options["user"], directory)
     asyncio.run(_serve(settings, listeners, cert, key))
     return 0

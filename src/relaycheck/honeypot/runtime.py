@@ -16,6 +16,7 @@ from pathlib import Path
 from relaycheck.honeypot.deliver import ProbeDelivery, Smarthost
 from relaycheck.honeypot.dropbox import DropboxRegistry
 from relaycheck.honeypot.model import SessionRecord
+from relaycheck.honeypot.publish import HpfeedsPublisher, HpfeedsTarget
 from relaycheck.honeypot.record import SessionLog
 from relaycheck.honeypot.server import Honeypot, HoneypotConfig, serve
 from relaycheck.honeypot.store import MessageStore
@@ -31,6 +32,8 @@ class Settings:
     max_log: int = 1024 * MB  # sessions.jsonl before it is rotated (one old generation kept)
     smarthost: Smarthost | None = None  # set only with --deliver-probes
     max_probe_deliveries: int = 10
+    hpfeeds: HpfeedsTarget | None = None
+    hpfeeds_wait: float = 5.0  # seconds the start waits for the broker (the client keeps retrying after)
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Running:
     servers: list[asyncio.Server]
     log: SessionLog
     tls_servers: list[asyncio.Server]
+    publisher: HpfeedsPublisher | None = None
 
     @property
     def addresses(self) -> list[tuple[str, int, bool]]:
@@ -69,7 +73,18 @@ async def start(
     delivery = None
     if settings.smarthost is not None:
         delivery = ProbeDelivery(directory, settings.smarthost, settings.max_probe_deliveries, settings.config.hostname)
-    honeypot = Honeypot(settings.config, log, store, DropboxRegistry(directory), delivery, on_record)
+    publisher = None
+    if settings.hpfeeds is not None:
+        publisher = HpfeedsPublisher(settings.hpfeeds, settings.config.tags)
+        await publisher.wait_connected(settings.hpfeeds_wait)
+
+    def recorded(record: SessionRecord) -> None:
+        if publisher is not None:
+            publisher.publish(record)
+        if on_record is not None:
+            on_record(record)
+
+    honeypot = Honeypot(settings.config, log, store, DropboxRegistry(directory), delivery, recorded)
     servers = []
     tls_servers = []
     for listener in listeners:
@@ -77,15 +92,18 @@ async def start(
         servers.append(server)
         if listener.implicit_tls:
             tls_servers.append(server)
-    return Running(honeypot, servers, log, tls_servers)
+    return Running(honeypot, servers, log, tls_servers, publisher)
 
 
 async def stop(running: Running) -> None:
     """Stop listening, end the open sessions, write their records."""
     for server in running.servers:
         server.close()
-    running.honeypot.abort_all()
+    await running.honeypot.abort_all()
     for server in running.servers:
         await server.wait_closed()
     await running.honeypot.drain()
+    running.honeypot.save_dropboxes()
+    if running.publisher is not None:
+        await running.publisher.close()
     running.log.close()

@@ -11,6 +11,7 @@ store, the drop-box registry and the optional delivery of relay tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import random
 import re
@@ -53,6 +54,9 @@ from relaycheck.honeypot.store import MessageStore
 MB = 1024 * 1024
 TOOL_MEMORY_SECONDS = 600.0  # a client's tool, remembered this long for its other sessions
 TOOL_MEMORY_ENTRIES = 4096
+BACKLOG = 1024  # pending connections the kernel holds while the loop accepts
+MAX_DEFERRED = 50  # unnamed scanner records held per client until its last session ends
+DROPBOX_SAVE_DELAY = 2.0  # seconds between rewrites of the drop-box registry
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,11 @@ def _plain_ip(address: str) -> str:
     return ip.compressed
 
 
+def _worth_saying(count: int) -> bool:
+    """1st, 10th, 100th… time: a full disk under a flood must not flood stderr too."""
+    return count > 0 and 10 ** len(str(count)) // 10 == count
+
+
 def _queue_id(length: int) -> str:
     return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(length))
 
@@ -128,6 +137,9 @@ class Honeypot:
         self.sessions = 0
         self._finishing: set[asyncio.Task[None]] = set()
         self.live: set[HoneypotSMTP] = set()
+        self._idle = asyncio.Event()  # set whenever a session leaves ``live``
+        self._save_handle: asyncio.TimerHandle | None = None
+        self._deferred: dict[str, list[SessionRecord]] = {}  # client -> unnamed scanner records held back
         self._recent_tools: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.domains = self._domains()
 
@@ -152,7 +164,13 @@ class Honeypot:
         self.peak_per_address = max(self.peak_per_address, count)
         return True
 
-    def release(self, address: str) -> None:
+    def joined(self, session: HoneypotSMTP) -> None:
+        self.live.add(session)
+
+    def left(self, session: HoneypotSMTP, address: str) -> None:
+        """A session admitted by ``admit`` ended."""
+        self.live.discard(session)
+        self._idle.set()
         self.total -= 1
         left = self.active.get(address, 1) - 1
         if left:
@@ -169,21 +187,33 @@ class Honeypot:
     def give_memory(self, size: int) -> None:
         self.memory_in_use -= size
 
-    def protocol(self, listener: str, starttls: ssl.SSLContext | None) -> HoneypotSMTP:
-        return HoneypotSMTP(self, listener, starttls)
+    def protocol(self, listener: str, starttls: ssl.SSLContext | None) -> _Gate:
+        return _Gate(self, listener, starttls)
 
-    def abort_all(self) -> None:
-        """End every open session now (shutdown); their records are still written."""
+    async def abort_all(self, timeout: float = 10.0) -> None:
+        """End every open session now (shutdown) and wait until each has handed over its record."""
         for session in list(self.live):
             if session.record is not None:
                 session.record.end_reason = "shutdown"
             if session.transport is not None:
                 cast(asyncio.Transport, session.transport).abort()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.live and asyncio.get_running_loop().time() < deadline:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - asyncio.get_running_loop().time())):
+                    await self._idle.wait()
 
     def finish_later(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._finishing.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # A record lost is evidence lost: say so, with the reason, every time.
+            print(f"relaycheck honeypot: a session record was lost: {type(error).__name__}: {error}", file=sys.stderr)
 
     async def drain(self) -> None:
         """Wait for the records of ended sessions to be written (at shutdown)."""
@@ -194,11 +224,30 @@ class Honeypot:
         if pending:
             await asyncio.wait(pending, timeout=self.config.limits.finish_timeout)
         record.classification, record.tool, record.reasons = classify(record)
+        ip = record.client_ip
+        if (
+            record.tool is None
+            and record.classification == Classification.SCANNER
+            and self.active.get(ip, 0) > 0
+            and len(self._deferred.get(ip, ())) < MAX_DEFERRED
+        ):
+            # The same client is still connected: a tool working over parallel connections may
+            # name itself in one that ends later. Written when the client's last session ends.
+            self._deferred.setdefault(ip, []).append(record)
+            return
         self._remember_tool(record)
+        self._write(record)
+        if self.active.get(ip, 0) == 0:
+            for held in self._deferred.pop(ip, []):
+                self._remember_tool(held)
+                self._write(held)
+
+    def _write(self, record: SessionRecord) -> None:
         self._link_dropboxes(record)
         self.sessions += 1
-        if not self.log.write(record, self.config.tags):
-            print("relaycheck honeypot: a session record could not be written (disk full?)", file=sys.stderr)
+        if not self.log.write(record, self.config.tags) and _worth_saying(self.log.failed):
+            print(f"relaycheck honeypot: {self.log.failed} session record(s) could not be written (disk full?)",
+                  file=sys.stderr)  # fmt: skip
         if self.on_record is not None:
             self.on_record(record)
 
@@ -239,8 +288,16 @@ class Honeypot:
                         record.dropboxes.append(box.address)
                         record.linked_sessions.extend(s for s in box.tests if s not in record.linked_sessions)
                         changed = True
-        if changed:
-            self.dropboxes.save()
+        if changed and self._save_handle is None:
+            # Rewritten at most every few seconds (a campaign of sessions would rewrite it each
+            # time), and at shutdown; the session records carry the links meanwhile.
+            self._save_handle = asyncio.get_running_loop().call_later(DROPBOX_SAVE_DELAY, self.save_dropboxes)
+
+    def save_dropboxes(self) -> None:
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save_handle = None
+        self.dropboxes.save()
 
 
 def _plain_recipient(path: str) -> str | None:
@@ -251,10 +308,41 @@ def _plain_recipient(path: str) -> str | None:
     return None
 
 
+def _peer_ip(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return _plain_ip(str(peer[0])) if peer else "?"
+
+
+class _Gate(asyncio.Protocol):
+    """Admission before anything else: a connection over the caps gets the persona's 421 and is
+    closed before an SMTP session (costly to build) exists, so a flood is turned away cheaply."""
+
+    def __init__(self, honeypot: Honeypot, listener: str, starttls: ssl.SSLContext | None) -> None:
+        self.hp = honeypot
+        self.listener = listener
+        self.starttls = starttls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        address = _peer_ip(transport)
+        if not self.hp.admit(address):
+            text = self.hp.config.persona.too_many_connections.format(hostname=self.hp.config.hostname, ip=address)
+            cast(asyncio.Transport, transport).write(text.encode() + b"\r\n")
+            transport.close()
+            return
+        session = HoneypotSMTP(self.hp, self.listener, self.starttls)
+        transport.set_protocol(session)
+        session.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from a refused client before the close: dropped."""
+
+
 class HoneypotSMTP(SMTP):
     """One client session."""
 
-    line_length_limit = 8192  # real MTAs take longer lines than RFC 5321's 1000 (and so must we)
+    # Real MTAs take longer lines than RFC 5321's 1000 (HTML spam has them, and so must we); it is
+    # also the most a command line may buffer before it is refused.
+    line_length_limit = 32768
 
     def __init__(self, honeypot: Honeypot, listener: str, starttls: ssl.SSLContext | None) -> None:
         config = honeypot.config
@@ -277,7 +365,7 @@ class HoneypotSMTP(SMTP):
         self._smtp_methods = {verb: self._noted(verb, method) for verb, method in self._smtp_methods.items()}
         self._translations = self._aiosmtpd_replies()
         self.record: SessionRecord | None = None
-        self.refused = False
+        self._ended = False
         self._greeted = False
         self._address = ""
         self._started = 0.0
@@ -286,6 +374,8 @@ class HoneypotSMTP(SMTP):
         self._pending: list[asyncio.Task[None]] = []
         self._reserved = 0
         self._mail_argument = ""
+        self._in_data = False
+        self._last_input = time.monotonic()
         self._names = ServerNames(honeypot.domains, frozenset())
         self._identity = Identity((), ())
 
@@ -295,15 +385,9 @@ class HoneypotSMTP(SMTP):
         if self.record is None:  # the TCP connection (STARTTLS calls this again, with TLS)
             peer = transport.get_extra_info("peername") or ("?", 0)
             sock = transport.get_extra_info("sockname") or ("?", 0)
-            self._address = _plain_ip(str(peer[0])) if peer[0] != "?" else "?"
-            if not self.hp.admit(self._address):
-                self.refused = True
-                text = self.persona.too_many_connections.format(hostname=self.hp.config.hostname, ip=self._address)
-                cast(asyncio.Transport, transport).write(text.encode() + b"\r\n")
-                transport.close()
-                return
+            self._address = _peer_ip(transport)
             self._started = time.monotonic()
-            self.hp.live.add(self)
+            self.hp.joined(self)
             server_ip = _plain_ip(str(sock[0])) if sock[0] != "?" else "?"
             self.record = SessionRecord(
                 version=RECORD_VERSION,
@@ -336,21 +420,22 @@ class HoneypotSMTP(SMTP):
             self.record.tls_cipher = cipher[0] if cipher else None
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self.refused:
+        if self._ended:
             return
         super().connection_lost(error)
         if self.record is None:
             return
+        if self._in_data and self._transaction is not None:
+            self._transaction.data_outcome = "aborted"  # cut off in the middle of its message
         self._close_transaction()  # a transaction left open (QUIT after RCPT) is part of the record
         record, self.record = self.record, None
         if self._session_timer is not None:
             self._session_timer.cancel()
-        self.hp.release(self._address)
-        self.hp.live.discard(self)
+        self.hp.left(self, self._address)
         record.end = _now()
         record.duration_s = round(time.monotonic() - self._started, 3)
         self.hp.finish_later(self.hp.finish(record, self._pending))
-        self.refused = True  # a second call (TLS teardown) has nothing left to do
+        self._ended = True  # a second call (TLS teardown) has nothing left to do
 
     def _session_expired(self) -> None:
         if self.record is not None:
@@ -361,7 +446,17 @@ class HoneypotSMTP(SMTP):
             transport.write(text.encode() + b"\r\n")
             transport.abort()
 
+    def data_received(self, data: bytes) -> None:
+        self._last_input = time.monotonic()
+        super().data_received(data)
+
     def _timeout_cb(self) -> None:
+        # During DATA the idle time runs from the last bytes received, not from the last command:
+        # a big message on a slow link is not idle (the session limit still bounds it).
+        quiet = time.monotonic() - self._last_input
+        if self._in_data and quiet < self.limits.idle_timeout:
+            self._reset_timeout(self.limits.idle_timeout - quiet)
+            return
         if self.record is not None:
             self.record.end_reason = "idle-timeout"
         if self.transport is not None:
@@ -372,16 +467,20 @@ class HoneypotSMTP(SMTP):
     # -- replies -------------------------------------------------------------------------------
 
     def _fill(self, text: str, **more: str) -> str:
+        if "{" not in text:  # most replies have no slot: no date or queue id to make
+            return text
         session = self.session
         values = {
             "hostname": self.hp.config.hostname,
             "client": (session.host_name if session is not None and session.host_name else "") or "unknown",
             "ip": self._address,
-            "date": formatdate(localtime=False),
-            "queue_id": _queue_id(self.persona.queue_id_length),
             "address": "",
             "size": str(self.limits.message_size),
         }
+        if "{date}" in text:
+            values["date"] = formatdate(localtime=False)
+        if "{queue_id}" in text:
+            values["queue_id"] = _queue_id(self.persona.queue_id_length)
         values.update(more)
         return text.format_map(values)
 
@@ -554,9 +653,11 @@ class HoneypotSMTP(SMTP):
             await self.push(self._fill(self.persona.no_space))
             return
         self._reserved = size
+        self._in_data = True
         try:
             await super().smtp_DATA(arg)
         finally:
+            self._in_data = False
             if self._reserved:  # not handed over to the message's processing
                 self.hp.give_memory(self._reserved)
                 self._reserved = 0
@@ -637,6 +738,8 @@ class _Handler:
             own.record.end_reason = f"error: {type(error).__name__}"
         if isinstance(error, TLSSetupException):
             return "454 4.7.0 TLS not available due to local problem"
+        # Not the client's doing: a bug or a resource problem the operator must hear about.
+        print(f"relaycheck honeypot: session error: {type(error).__name__}: {error}", file=sys.stderr)
         return "451 4.3.0 Error: internal error"
 
 
@@ -648,7 +751,7 @@ def bind(host: str, port: int) -> socket.socket:
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.bind((host, port))
-    sock.listen(512)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -663,6 +766,7 @@ async def serve(
         lambda: honeypot.protocol(listener, None if implicit_tls is not None else starttls),
         sock=sock,
         ssl=implicit_tls,
+        backlog=BACKLOG,  # asyncio would listen() again with 100: a flood's SYNs dropped, 1 s retries
         ssl_handshake_timeout=honeypot.config.limits.idle_timeout if implicit_tls is not None else None,
         start_serving=True,
     )

@@ -18,6 +18,7 @@ from relaycheck.dns import split_host_port
 from relaycheck.errors import UsageError
 from relaycheck.options import CheckOptions, default_helo
 from relaycheck.options.table import build_check, command_options, sections_of
+from relaycheck.render import ReportKind
 
 if TYPE_CHECKING:
     from relaycheck.monitor.channels import Mail
@@ -242,17 +243,16 @@ def watch_command(
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=25, show_default=True, help="Port, when TARGET has none."
 )
-@click.option(
-    "--format", "output_format", type=click.Choice(["text", "json", "html"]), default="text", show_default=True
-)
+@command_options(("output_format",), {}, report=ReportKind.HISTORY)
 @click.option(
     "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Runs shown, newest first."
 )
-def history_command(target: str, db: str, port: int, output_format: str, limit: int) -> None:
+def history_command(target: str, db: str, port: int, output_format: str | None, limit: int) -> None:
     """Show the stored runs of TARGET with the changes marked (from `watch` and the web UI)."""
     from relaycheck.history.store import Store
     from relaycheck.history.timeline import timeline
-    from relaycheck.render.history import render_history_html, render_history_json, render_history_text
+    from relaycheck.render import chosen_format, render
+    from relaycheck.render.history import HistoryReport
     from relaycheck.web.guard import target_key
 
     spec = parse_target(target)
@@ -268,5 +268,5 @@ def history_command(target: str, db: str, port: int, output_format: str, limit: 
         total = store.count(key)
     finally:
         store.close()
-    render = {"json": render_history_json, "html": render_history_html}.get(output_format, render_history_text)
-    click.echo(render(key, entries, [a for a in alerts if a.status != "baseline"], total), nl=False)
+    shown = HistoryReport(key, entries, [a for a in alerts if a.status != "baseline"], total)
+    click.echo(render(ReportKind.HISTORY, shown, chosen_format(output_format, False)), nl=False)

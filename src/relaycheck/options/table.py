@@ -31,7 +31,7 @@ from relaycheck.errors import UsageError
 from relaycheck.model import Severity, Transport
 from relaycheck.options import CheckOptions, EngineOptions
 from relaycheck.options import values as v
-from relaycheck.render import format_names
+from relaycheck.render import ReportKind, format_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -54,6 +54,7 @@ class Option:
     check: Callable[[str], Any] | None = None  # one given value -> field value; ValueError: bad input
     default: Any = None  # only for options no dataclass field holds
     shown: str | None = None  # the field whose value --help shows as the default, when not to[0]
+    formats: bool = False  # the choices are the output formats of the command's kind of report
 
 
 def _timeout(help_: str) -> dict[str, Any]:
@@ -65,7 +66,9 @@ OPTIONS: dict[str, Option] = {
     "as_json": Option(("--json",), "Print the versioned JSON report (same as --format json).", switch=True,
                       default=False),
     "output_format": Option(("--format",), "Output format (default: text); markdown and html make a shareable "
-                            "report (html is self-contained).", type=click.Choice(format_names())),
+                            "report (html is self-contained); nagios (check): a Monitoring Plugins status line with "
+                            "perfdata and exit codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+                            formats=True),
     "warn_severity": Option(("--warn-severity",), "With --format nagios: findings of this severity or higher make "
                             "the state WARNING (default: off).", type=click.Choice([s.value for s in Severity])),
     "verbose": Option(("-v", "--verbose"), "Show everything: every probe and the full SMTP transcripts (check), "
@@ -91,8 +94,8 @@ OPTIONS: dict[str, Option] = {
                      metavar="ADDRESS"),
     "local_domain": Option(("--local-domain",), "The server's mail domain, for every target (default: from "
                            "DNS/banner).", to=("engine.local_domain",), check=v.domain, metavar="DOMAIN"),
-    "helo": Option(("--helo",), "EHLO name to announce (default: this machine's FQDN).", to=("engine.helo",),
-                   metavar="FQDN"),
+    "helo": Option(("--helo",), "EHLO name to announce (default: this machine's FQDN; in a scan, the --contact "
+                   "URL's host first).", to=("engine.helo",), metavar="FQDN"),
     "retry_budget": Option(("--retry-budget",), "Keep retrying deferred (4xx, greylisted) probes this long.",
                            to=("engine.retry_budget",), type=click.FloatRange(0, 3600), metavar="SECONDS"),
     "data_probe": Option(("--data-probe",), "For accepted recipients, send DATA and hang up on 354 before any "
@@ -212,6 +215,9 @@ OPTIONS: dict[str, Option] = {
     "cooldown": Option(("--cooldown",), "Wait before the same target may be tested again (earlier requests get "
                        "the recent result).", to=("web.cooldown",), type=click.FloatRange(0, 86_400),
                        metavar="SECONDS"),
+    "max_streams_per_client": Option(("--max-streams-per-client",), "Open live-progress streams per client "
+                                     "address (pages beyond it follow by polling).",
+                                     to=("web.max_streams_per_client",), type=click.IntRange(1, 1000)),
     "trusted_proxies": Option(("--trusted-proxy",), "Reverse proxy whose X-Forwarded-For is believed "
                               "(repeatable).", to=("web.trusted_proxies",), check=v.network, multiple=True,
                               metavar="ADDRESS|NETWORK"),
@@ -243,8 +249,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     ),
     "serve": (
         "listen", "db", "allow_private", "allow_ports", "resolver", "requests_per_minute", "max_per_client",
-        "max_running", "cooldown", "trusted_proxies", "helo", "ext_recipients", "allow_data_probe",
-        "public_history",
+        "max_running", "cooldown", "retry_budget", "max_streams_per_client", "trusted_proxies", "helo",
+        "ext_recipients", "allow_data_probe", "public_history",
     ),
     "audit": (
         "is_postfix", "is_exim", "is_exchange", "is_sendmail", "is_opensmtpd", "as_json", "output_format",
@@ -284,10 +290,12 @@ def _callback(check: Callable[[str], Any]) -> Callable[[click.Context, click.Par
     return callback
 
 
-def click_option(name: str, objects: Mapping[str, object]) -> Callable[[F], F]:
+def click_option(name: str, objects: Mapping[str, object], report: ReportKind | None = None) -> Callable[[F], F]:
     """The click option of table entry ``name``; ``objects`` (section -> object) hold the defaults
-    ``--help`` shows."""
+    ``--help`` shows; ``report``: the kind of report the command prints (its --format choices)."""
     option = OPTIONS[name]
+    if option.formats:
+        option = replace(option, type=click.Choice(format_names(report)))
     shown = _shown_default(option, objects)
     help_ = option.help if shown is None else f"{option.help}  [default: {shown}]"
     attrs: dict[str, Any] = {"help": help_, "metavar": option.metavar, "multiple": option.multiple}
@@ -302,11 +310,13 @@ def click_option(name: str, objects: Mapping[str, object]) -> Callable[[F], F]:
     return click.option(name, *option.flags, **attrs)
 
 
-def command_options(command: str | Iterable[str], objects: Mapping[str, object]) -> Callable[[F], F]:
+def command_options(
+    command: str | Iterable[str], objects: Mapping[str, object], *, report: ReportKind | None = None
+) -> Callable[[F], F]:
     """Decorate a command with its options (``COMMANDS[command]``, or the names given), in that
-    order in ``--help``."""
+    order in ``--help``; ``report`` is the kind of report it prints, when it has --format."""
     names = COMMANDS[command] if isinstance(command, str) else tuple(command)
-    decorators = [click_option(n, objects) for n in names]
+    decorators = [click_option(n, objects, report) for n in names]
 
     def decorate(function: F) -> F:
         for decorator in reversed(decorators):

@@ -1,21 +1,32 @@
 """A target's history (``relaycheck history``) in text, JSON and a self-contained HTML page.
 
 Every run, newest first, with what changed since the run before it; the alerts ``watch`` sent
-or failed to send. Every dynamic string in the HTML goes through ``html.escape``.
+or failed to send. Every dynamic string in the HTML goes through ``render.escape.html_text``.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from relaycheck.history.store import AlertRow
 from relaycheck.history.timeline import Entry
+from relaycheck.render.escape import html_text
 
 HISTORY_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class HistoryReport:
+    """What ``relaycheck history`` shows (``render.ReportKind.HISTORY``)."""
+
+    target: str
+    entries: Sequence[Entry]
+    alerts: Sequence[AlertRow]
+    total: int
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -94,7 +105,7 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; form-actio
 
 
 def render_history_html(target: str, entries: Sequence[Entry], alerts: Sequence[AlertRow], total: int) -> str:
-    e_ = html.escape
+    e_ = html_text
     rows = []
     for e in entries:
         verdict = e.row.verdict or e.row.status

@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from relaycheck.findings.fixes import Block, blocks, fix_for
+from relaycheck.findings.fixes import Block, blocks
+from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import FAMILY_NAMES, UNKNOWN
 from relaycheck.model import (
     ConnectionLog,

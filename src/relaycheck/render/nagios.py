@@ -20,7 +20,6 @@ from enum import IntEnum
 from relaycheck.model import Outcome, ProbeKind, Report, Severity, TargetReport, VerdictKind
 
 SERVICE = "RELAY"
-SEVERITY_RANK = {Severity.INFO: 0, Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}
 MAX_LONG_LINES = 200  # long output beyond this is cut: monitoring systems store it per check result
 
 
@@ -42,7 +41,7 @@ class TargetState:
 
 
 def at_least(severity: Severity, threshold: Severity | None) -> bool:
-    return threshold is not None and SEVERITY_RANK[severity] >= SEVERITY_RANK[threshold]
+    return threshold is not None and severity.rank <= threshold.rank  # rank 0 is the most severe
 
 
 def target_state(
@@ -184,7 +183,7 @@ def long_output(report: Report, states: list[TargetState], warn_severity: Severi
                 reply = clean(str(o.reply)) if o.reply else clean(o.reason)
                 path = f"MAIL FROM:{clean(o.mail_from)} RCPT TO:{clean(o.rcpt_to)}"
                 lines.append(f"  accepted {o.probe_id}: {path} -> {reply}")
-        for f in sorted(t.findings, key=lambda f: -SEVERITY_RANK[f.severity]):
+        for f in sorted(t.findings, key=lambda f: f.severity.rank):
             mark = " (warning)" if at_least(f.severity, warn_severity) else ""
             lines.append(f"  finding {f.severity} {f.code}{mark}: {clean(f.title)}")
     if len(lines) > MAX_LONG_LINES:

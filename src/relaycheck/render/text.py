@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
+from relaycheck.boundedio import shorten
 from relaycheck.model import (
     ConnectionLog,
     Observation,
@@ -47,6 +48,8 @@ SEVERITY_STYLE = {
     Severity.LOW: "cyan",
     Severity.INFO: "dim",
 }
+BANNER_SHOWN = 200  # characters of the greeting in the normal output; -v shows all of it
+TABLE_WIDTH = 90  # narrower consoles get the probes as lines, not a table
 FIX_SHOWN = {Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM}  # lower ones: with -v
 
 
@@ -80,10 +83,11 @@ def _target(console: Console, t: TargetReport, verbose: bool) -> None:
     if t.verdict.advice:
         console.print(Padding(f"[bold]What to do:[/] {escape(t.verdict.advice)}", (0, 0, 0, 2)))
     if t.facts.banner is not None:
-        console.print(f"  [dim]banner:[/] {escape(str(t.facts.banner))}")
+        banner = str(t.facts.banner)
+        console.print(f"  [dim]banner:[/] {escape(banner if verbose else shorten(banner, BANNER_SHOWN))}")
     accepted = [o for o in t.observations if o.kind is ProbeKind.RELAY and o.outcome is Outcome.ACCEPTED]
     if accepted:
-        console.print(Padding(_probe_table("Relay attempts the server accepted", accepted), (0, 0, 0, 2)))
+        _probes(console, "Relay attempts the server accepted", accepted)
     arrived = [o for o in accepted if o.delivery is not None and o.delivery.received]
     for o in arrived[:3]:
         assert o.delivery is not None
@@ -106,7 +110,7 @@ def _target(console: Console, t: TargetReport, verbose: bool) -> None:
         if finding.remediation and (verbose or finding.severity in FIX_SHOWN):
             console.print(Padding("[bold]Fix:[/] " + escape(finding.remediation), (0, 0, 0, 6)))
     if verbose:
-        console.print(Padding(_probe_table("Every probe", list(t.observations)), (0, 0, 0, 2)))
+        _probes(console, "Every probe", list(t.observations))
         for log in t.connections:
             _transcript(console, log)
     console.print(
@@ -116,6 +120,30 @@ def _target(console: Console, t: TargetReport, verbose: bool) -> None:
     console.print()
 
 
+def _probes(console: Console, title: str, observations: list[Observation]) -> None:
+    """A table on a wide console; on a narrow one, each probe on its own lines (a table's
+    columns would cut the addresses mid-word)."""
+    if console.width >= TABLE_WIDTH:
+        console.print(Padding(_probe_table(title, observations), (0, 0, 0, 2)))
+        return
+    console.print(f"  {title}")
+    for o in observations:
+        style = OUTCOME_STYLE[o.outcome]
+        trick = " (trick)" if o.local_part_trick else ""
+        console.print(Padding(f"{o.probe_id} [{style}]{o.outcome}[/]{trick}: {escape(_reply_text(o))}", (0, 0, 0, 2)))
+        console.print(Padding(escape(f"MAIL FROM {o.mail_from}"), (0, 0, 0, 6)))
+        console.print(Padding(escape(f"RCPT TO {o.rcpt_to}"), (0, 0, 0, 6)))
+
+
+def _reply_text(o: Observation) -> str:
+    reply = str(o.reply) if o.reply else o.reason
+    if o.data_reply is not None:
+        reply += f" | DATA: {o.data_reply}"
+    if o.delivery is not None:
+        reply += f" | test message: {o.delivery.state}"
+    return reply
+
+
 def _probe_table(title: str, observations: list[Observation]) -> Table:
     table = Table(title=title, title_justify="left", show_lines=False, pad_edge=False, box=None)
     table.add_column("probe", no_wrap=True)
@@ -123,16 +151,11 @@ def _probe_table(title: str, observations: list[Observation]) -> Table:
     table.add_column("reply", overflow="fold")
     table.add_column("outcome", no_wrap=True)
     for o in observations:
-        reply = str(o.reply) if o.reply else o.reason
-        if o.data_reply is not None:
-            reply += f" | DATA: {o.data_reply}"
-        if o.delivery is not None:
-            reply += f" | test message: {o.delivery.state}"
         style = OUTCOME_STYLE[o.outcome]
         table.add_row(
             o.probe_id,
             escape(f"{o.mail_from} -> {o.rcpt_to}"),
-            escape(reply),
+            escape(_reply_text(o)),
             f"[{style}]{o.outcome}[/]" + (" (trick)" if o.local_part_trick else ""),
         )
     return table

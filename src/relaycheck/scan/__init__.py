@@ -7,5 +7,4 @@
 - ``records`` / ``output`` / ``meta``: JSON Lines records (the output file), resume, metadata
 - ``distributed``: Dask scale-out (imported only with ``--dask``)
 - ``summary``: ``relaycheck report``
-- ``population``: a loopback population of SMTP servers for tests and the benchmark
 """

@@ -200,7 +200,7 @@ def scan_command(ctx: click.Context, /, targets: tuple[str, ...], **values: Any)
 
 @click.command("report")
 @click.argument("results", type=click.Path(dir_okay=False, allow_dash=True))
-@command_options("report", {})
+@command_options("report", {}, report=ReportKind.SCAN)
 def report_command(results: str, output_format: str | None, metadata: str | None, limit: int) -> None:
     """Summarise a scan's JSON Lines results (text, json, markdown, or self-contained html)."""
     from relaycheck.scan.summary import load_summary

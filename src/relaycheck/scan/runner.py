@@ -267,4 +267,3 @@ def scan_chunk(items: list[Item], skip: list[str], config: ScanConfig) -> list[d
     writer = ListOutput(skip)
     run_scan(items, config, writer)
     return writer.records
-

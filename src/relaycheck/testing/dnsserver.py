@@ -1,7 +1,9 @@
 """A tiny authoritative DNS server on loopback UDP, built with dnspython, for tests and the demo.
 
 Records are given as ``{(name, type): [rdata text, …]}``; names not in the table get NXDOMAIN,
-known names with another type get an empty answer (NOERROR/NODATA), as a real server would.
+known names with another type get an empty answer (NOERROR/NODATA), as a real server would. A
+wildcard owner (``*.wild.test``) answers for every name below ``wild.test`` that the table does
+not name itself (RFC 4592, without the finer points of closest encloser and empty non-terminals).
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ class DnsServerThread:
         self.queries.append((name, rdtype))
         if name in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
-        elif name not in self.names:
+            return bytes(response.to_wire())
+        name = self._owner(name)
+        if name not in self.names:
             response.set_rcode(dns.rcode.NXDOMAIN)
         elif (name, rdtype) in self.records:
             rrset = dns.rrset.from_text_list(
@@ -59,6 +63,17 @@ class DnsServerThread:
             )
             response.answer.append(rrset)
         return bytes(response.to_wire())
+
+    def _owner(self, name: str) -> str:
+        """The table's owner name for ``name``: itself, or the nearest wildcard above it."""
+        if name in self.names:
+            return name
+        labels = name.split(".")
+        for start in range(1, len(labels)):
+            wildcard = "*." + ".".join(labels[start:])
+            if wildcard in self.names:
+                return wildcard
+        return name
 
     def _serve(self) -> None:
         while not self._stopping:

@@ -28,7 +28,7 @@ from relaycheck.testing.loopthread import LoopThread
 
 LOCAL_USERS = frozenset({"postmaster", "abuse", "alice"})
 
-# BehaviourSMTP's own replies (Postfix's wording), shared with ``relaycheck.testing.lightsmtp``
+# BehaviourSMTP's own replies (Postfix's wording), shared with ``tests.support.lightsmtp``
 # so both servers say exactly the same thing.
 MAIL_OK = "250 2.1.0 Ok"
 RCPT_OK = "250 2.1.5 Ok"

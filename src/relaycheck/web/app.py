@@ -35,7 +35,7 @@ from relaycheck.render.html import render_html
 from relaycheck.render.load import report_from_dict
 from relaycheck.render.markdown import render_markdown
 from relaycheck.web import store as st
-from relaycheck.web.guard import Refused, parse_input, resolve, target_key
+from relaycheck.web.guard import Refused, history_key
 from relaycheck.web.history import register_history
 from relaycheck.web.limits import (
     BodyTooLarge,
@@ -196,6 +196,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
     400: error_answer("Malformed target"),
     403: error_answer("Mode not enabled, or a post from another site (Sec-Fetch-Site, Origin, Referer)"),
+    408: error_answer("The request body did not arrive in time"),
     413: error_answer("The request body is larger than the service accepts"),
     422: error_answer("Invalid request body, refused target (address class, port) or DNS failure"),
     429: error_answer("Too many requests or running tests from this client (Retry-After)"),
@@ -277,9 +278,14 @@ class Guard:
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             try:
-                body, gone = await read_capped(receive, cap)
+                async with asyncio.timeout(self.settings.body_seconds):  # a trickling client is let go
+                    body, gone = await read_capped(receive, cap)
             except BodyTooLarge:
                 await refuse(413, "too-large", f"The request is too large (at most {cap} bytes are accepted).")
+                return
+            except TimeoutError:
+                wait = self.settings.body_seconds
+                await refuse(408, "timeout", f"The request body did not arrive within {wait:g} s.")
                 return
             receive = replay(body, gone, receive)
         try:
@@ -685,22 +691,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def api_history(request: Request, target: str, port: int = 25) -> HistoryOut:
         # Names are resolved: the history belongs to the addresses, whichever name was used.
-        # Reading history connects nowhere, so any address and port may be asked about; what
-        # cannot be resolved or was never allowed simply has no history.
         try:
-            spec, chosen = parse_input(target, port, ports=range(1, 65536), allow_private=True)
-        except Refused:  # an address nobody can connect to, an address-trick name: never tested
-            return HistoryOut(target=target.strip()[:255], checks=[])
+            key = await history_key(target, port, resolver=settings.resolver, max_targets=settings.max_targets)
         except UsageError as exc:
             raise ApiError(400, "invalid-target", str(exc)) from None
-        try:
-            plan = await resolve(
-                spec, chosen, resolver=settings.resolver, allow_private=True, max_targets=settings.max_targets
-            )
-        except (UsageError, DnsError):
-            return HistoryOut(target=target_key(spec.host, chosen), checks=[])
-        rows = await service.history(plan.key, client_of(request))
-        return HistoryOut(target=plan.key, checks=[CheckSummary(**summary(r)) for r in rows])
+        rows = await service.history(key, client_of(request))
+        return HistoryOut(target=key, checks=[CheckSummary(**summary(r)) for r in rows])
 
     return app
 

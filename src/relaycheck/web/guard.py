@@ -237,3 +237,22 @@ async def resolve(
         reasons = "; ".join(f"{p.given}: {p.problem.removeprefix('not tested: ')}" for p in problems)
         raise Refused(f"nothing to test for {spec.host}: {reasons}")
     return Plan(spec=spec, port=port, targets=tuple(kept), problems=tuple(problems))
+
+
+async def history_key(text: str, port: int, *, resolver: str | None, max_targets: int) -> str:
+    """The key whose history a reader asks for with ``text`` (a name, address, URL…) and ``port``.
+
+    Names are resolved as a check would resolve them, so every name of one server finds the same
+    history. Reading history connects nowhere, so any address and port may be asked about; what
+    cannot be resolved, or could never be tested, gets a key that no check has (an empty
+    history). Raises ``UsageError`` for input that is not a target at all.
+    """
+    try:
+        spec, chosen = parse_input(text, port, ports=range(1, 65536), allow_private=True)
+    except Refused:  # an address nobody can connect to, an address-trick name: never tested
+        return text.strip()[:255]
+    try:
+        plan = await resolve(spec, chosen, resolver=resolver, allow_private=True, max_targets=max_targets)
+    except (UsageError, DnsError):
+        return target_key(spec.host, chosen)
+    return plan.key

@@ -19,11 +19,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from relaycheck.api import parse_target
 from relaycheck.errors import UsageError
 from relaycheck.history.store import Store
 from relaycheck.history.timeline import Entry, timeline
-from relaycheck.web.guard import target_key
+from relaycheck.web.guard import history_key
 from relaycheck.web.schemas import COMMON_ERRORS, error_answer
 from relaycheck.web.settings import Settings
 
@@ -77,8 +76,8 @@ def register_history(app: FastAPI, store: Store, settings: Settings, templates: 
     page_size = max(1, settings.history_length)
 
     async def load(request: Request, target: str, port: int, page: int) -> TimelineOut:
-        spec = parse_target(target)  # UsageError: the caller's 400
-        key = target_key(spec.host, spec.port or port)
+        # every name of one server has the same history (UsageError: the caller's 400)
+        key = await history_key(target, port, resolver=settings.resolver, max_targets=settings.max_targets)
         client = None if settings.public_history else str(getattr(request.state, "client", "unknown"))
         total = await asyncio.to_thread(store.count, key, client=client)
         pages = max(1, math.ceil(total / page_size))

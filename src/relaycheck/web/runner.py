@@ -74,12 +74,12 @@ def web_options(settings: Settings, *, data_probe: bool) -> EngineOptions:
 
     Delivery mode and the AUTH-bypass check are never run from the web; DNS lookups the engine
     makes itself (PTR, DNSBL) go to the service's resolver; deferred probes (greylisting) are
-    retried for the operator's retry budget, so that a web user never has to come back.
+    retried for the operator's retry budget (``settings.engine``), so that a web user never has
+    to come back.
     """
     options = settings.engine
     return replace(
         options,
-        retry_budget=settings.retry_budget,
         data_probe=data_probe and settings.allow_data_probe,
         confirm_address=None,
         hygiene=replace(options.hygiene, auth_bypass=False),

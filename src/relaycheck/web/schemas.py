@@ -12,7 +12,7 @@ class ErrorOut(BaseModel):
 
     error: str = Field(
         description="A stable code: invalid-request, invalid-target, refused, dns, forbidden, not-found, "
-        "method-not-allowed, too-large, rate-limited, busy, internal."
+        "method-not-allowed, timeout, too-large, rate-limited, busy, internal."
     )
     message: str = Field(description="One sentence for a person.")
 

@@ -10,8 +10,10 @@ DEFAULT_PORTS = (25, 465, 587)
 
 
 def web_engine_options() -> EngineOptions:
-    """Probe mode with a per-target deadline that suits a waiting browser."""
-    return EngineOptions(deadline=120.0, command_timeout=20.0, greeting_timeout=20.0)
+    """Probe mode with a per-target deadline that suits a waiting browser, and a retry budget
+    for deferred probes: greylisting usually clears within 1-5 minutes, and a web user cannot
+    be told to come back with a command-line option."""
+    return EngineOptions(deadline=120.0, command_timeout=20.0, greeting_timeout=20.0, retry_budget=300.0)
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,13 @@ class Settings:
     max_event_streams: int = 200  # open server-sent-event connections at once
     max_streams_per_client: int = 8  # of those, per client address (a few tabs; pages fall back to polling)
     max_body_bytes: int = 16_384  # request bodies (a form post or a JSON check request is ~100 bytes)
-    # Checks
-    retry_budget: float = 300.0  # seconds to keep retrying deferred probes (greylisting clears in 1-5 min)
+    body_seconds: float = 20.0  # longest wait for a whole request body
     # Pages
     refresh_seconds: int = 3  # progress page reload interval without JavaScript
     history_length: int = 20  # earlier tests shown per target (a history page's length)
     public_history: bool = False  # everyone sees every test of a target; off: a client sees its own
+
+    @property
+    def retry_budget(self) -> float:
+        """Seconds deferred probes are retried (the engine's budget: ``serve --retry-budget``)."""
+        return self.engine.retry_budget

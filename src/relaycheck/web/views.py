@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from relaycheck.api import parse_target
 from relaycheck.errors import UsageError
-from relaycheck.findings.fixes import fix_for
+from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import FAMILY_NAMES
 from relaycheck.web.guard import to_ascii, to_unicode
 
@@ -119,12 +119,14 @@ WEB_ADVICE: dict[str, str] = {
     "network, send a message through this server to a mailbox you own elsewhere and see whether it "
     "arrives (relaycheck's command-line tool can do this for you). This service only probes, "
     "so that it never sends mail.",
-    "--transport": "Check the server's TLS setup, then test again on port 465 (TLS from the start) "
-    "if the server offers it.",
+    "--transport": "Then test again on port 465 (TLS from the start) if the server offers it.",
     "--ext-recipient": "The outside addresses this service uses were refused as unknown; the "
     "operator of this service can configure other outside recipients.",
+    "relaycheck audit": "Have the mail server's configuration checked: relaycheck's command-line "
+    "tool can audit Postfix, Exim, Sendmail, OpenSMTPD and Exchange configurations for relay rules.",
 }
-_OPTION = re.compile(r"--[a-z][a-z-]+")
+# A command-line option, or a relaycheck command named in quotes or backticks
+_OPTION = re.compile(r"--[a-z][a-z-]+|(?<=['`\"])relaycheck [a-z]+(?=['`\"])")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -149,6 +151,8 @@ def for_the_web(text: str | None, retry_budget: float) -> str:
             cut = sentence.rfind(":", 0, sentence.index(options[0]))
             if cut > 0:  # "what was seen: run with --option" keeps what was seen
                 sentences.append(sentence[:cut].rstrip() + ".")
+            elif ", or " in sentence[: sentence.index(options[0])]:  # "Do this, or run relaycheck x."
+                sentences.append(sentence[: sentence.index(", or ")].rstrip() + ".")
             for option in options:
                 if option not in used:
                     used.add(option)

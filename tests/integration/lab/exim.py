@@ -82,7 +82,7 @@ tls_advertise_hosts =
 never_users = root
 smtp_banner = $smtp_active_hostname ESMTP Exim $version_number $tod_full
 acl_smtp_rcpt = acl_check_rcpt
-{acl_options}
+{acl_options}{extra_options}
 begin acl
 
 {acls}
@@ -130,6 +130,7 @@ def exim_conf(server: Server) -> str:
         sink_port=SMTP_PORT,
         acl_options=acl_options,
         acls=acls,
+        extra_options="".join(f"{name} = {value}\n" for name, value in server.spec.exim_options.items()),
     )
 
 

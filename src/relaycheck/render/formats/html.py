@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from relaycheck.audit.model import AuditReport
+    from relaycheck.honeypot.report import Summary as HoneypotSummary
     from relaycheck.model import Report
     from relaycheck.render import Style
+    from relaycheck.render.history import HistoryReport
     from relaycheck.scan.summary import ScanSummary
 
 
@@ -27,3 +29,15 @@ def scan(summary: ScanSummary, style: Style) -> str:
     from relaycheck.scan.summary import render_html
 
     return render_html(summary.as_dict())
+
+
+def honeypot(summary: HoneypotSummary, style: Style) -> str:
+    from relaycheck.honeypot.report import render_html
+
+    return render_html(summary)
+
+
+def history(report: HistoryReport, style: Style) -> str:
+    from relaycheck.render.history import render_history_html
+
+    return render_history_html(report.target, report.entries, report.alerts, report.total)

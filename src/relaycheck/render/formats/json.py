@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from relaycheck.audit.model import AuditReport
+    from relaycheck.honeypot.report import Summary as HoneypotSummary
     from relaycheck.model import Report
     from relaycheck.render import Style
+    from relaycheck.render.history import HistoryReport
     from relaycheck.scan.summary import ScanSummary
 
 
@@ -27,3 +29,15 @@ def audit(report: AuditReport, style: Style) -> str:
 
 def scan(summary: ScanSummary, style: Style) -> str:
     return json.dumps(summary.as_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+def honeypot(summary: HoneypotSummary, style: Style) -> str:
+    from relaycheck.honeypot.report import render_json
+
+    return render_json(summary)
+
+
+def history(report: HistoryReport, style: Style) -> str:
+    from relaycheck.render.history import render_history_json
+
+    return render_history_json(report.target, report.entries, report.alerts, report.total)

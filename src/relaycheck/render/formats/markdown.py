@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from relaycheck.audit.model import AuditReport
+    from relaycheck.honeypot.report import Summary as HoneypotSummary
     from relaycheck.model import Report
     from relaycheck.render import Style
     from relaycheck.scan.summary import ScanSummary
@@ -27,3 +28,9 @@ def scan(summary: ScanSummary, style: Style) -> str:
     from relaycheck.scan.summary import render_markdown
 
     return render_markdown(summary.as_dict())
+
+
+def honeypot(summary: HoneypotSummary, style: Style) -> str:
+    from relaycheck.honeypot.report import render_markdown
+
+    return render_markdown(summary)

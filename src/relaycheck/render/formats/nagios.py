@@ -1,5 +1,5 @@
-"""Monitoring Plugins output (Nagios, Icinga, Zabbix): one status line with perfdata, then the
-evidence as long output. The plugin exit code goes with it: ``relaycheck.render.nagios``."""
+"""Monitoring Plugins output for a check (Nagios, Icinga, Zabbix, Checkmk…): a status line with
+perfdata and long output, and the plugin's exit codes (``relaycheck.render.nagios``)."""
 
 from __future__ import annotations
 
@@ -13,5 +13,10 @@ if TYPE_CHECKING:
 def check(report: Report, style: Style) -> str:
     from relaycheck.render.nagios import render_nagios
 
-    text, _state = render_nagios(report, style.warn_severity)
-    return text
+    return render_nagios(report, style.warn_severity)[0]
+
+
+def check_exit(report: Report, style: Style) -> int:
+    from relaycheck.render.nagios import render_nagios
+
+    return int(render_nagios(report, style.warn_severity)[1])

@@ -5,7 +5,7 @@ hosts to a scanner (distinct /24s too). Every member listens on the same port of
 address; all of them run on ONE asyncio loop in one thread (a thousand ``ServerThread``s would
 be a thousand threads). SMTP members are the aiosmtpd behaviour servers of
 ``relaycheck.testing.servers`` (``open``, ``closed``, …: Postfix's wording), or with
-``server="light"`` the ``relaycheck.testing.lightsmtp`` servers that say the same bytes for a
+``server="light"`` the ``tests.support.lightsmtp`` servers that say the same bytes for a
 fraction of the CPU (aiosmtpd costs milliseconds per connection: a benchmark would measure it
 more than the scanner). Three more kinds make the status taxonomy testable:
 
@@ -13,7 +13,7 @@ more than the scanner). Three more kinds make the status taxonomy testable:
 - ``silent``: accepts and never greets (status ``timeout``);
 - ``not-smtp``: greets with an SSH banner (status ``not-smtp``).
 
-Run it in its own process for benchmarks (``python -m relaycheck.scan.population``), so the
+Run it in its own process for benchmarks (``python -m tests.support.population``), so the
 scanner's CPU and memory are measured alone.
 """
 
@@ -29,9 +29,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from relaycheck.testing.lightsmtp import LightHost, unsupported
 from relaycheck.testing.loopthread import LoopThread
 from relaycheck.testing.servers import BEHAVIOURS, BehaviourHandler, BehaviourSMTP
+from tests.support.lightsmtp import LightHost, unsupported
 
 SPECIAL = ("refused", "silent", "not-smtp")
 SERVERS = ("aiosmtpd", "light")
