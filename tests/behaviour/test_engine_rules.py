@@ -5,6 +5,8 @@ judge, catch-alls, only what was observed, failed lookups."""
 from __future__ import annotations
 
 import asyncio
+import json
+import pathlib
 import socket
 import time
 
@@ -15,6 +17,7 @@ from relaycheck.hygiene import HygieneOptions, inspect_session
 from relaycheck.model import Confidence, DeliveryState, Outcome, ProbeKind, TargetReport, Transport, VerdictKind
 from relaycheck.smtp.session import SessionConfig, SmtpSession
 from relaycheck.testing.dnsserver import DnsServerThread
+from tests.support.population import Population
 
 from .conftest import ServerFactory, check_one
 from .test_confirm import _with_sink, free_port, run_with_sink
@@ -237,3 +240,32 @@ def test_a_name_without_a_dot_follows_the_resolver(smtp_server: ServerFactory,
         asked = list(dns.queries)
     assert code == 0, capsys.readouterr()
     assert ("mailhost", "A") in asked
+
+
+# -- scan says what check says ------------------------------------------------------------------
+
+
+def test_scan_verdicts_equal_check_verdicts_for_the_rule_servers(tmp_path: pathlib.Path) -> None:
+    behaviours = ("outside-sender-refused", "outside-sender-refused-open", "every-sender-refused", "starttls-454",
+                  "starttls-broken", "one-connection")  # fmt: skip
+    members = {f"127.8.150.{n + 1}": b for n, b in enumerate(behaviours)}
+    out = tmp_path / "scan.jsonl"
+    with Population(members) as population:
+        main(["scan", *members, "-p", str(population.port), "-o", str(out), "--include-reserved",
+              "--ext-recipient", "relaytest@outside-a.test", "--ext-recipient", "relaytest@outside-b.test",
+              "--helo", "client.relaycheck.test", "--timeout", "10", "--no-ptr", "--no-dnsbl", "--rate", "0",
+              "--per-subnet", "0", "--progress", "none"])  # fmt: skip
+        checked = {ip: check_one(population.address(ip), local_domain=None).verdict.kind.value for ip in members}
+    scanned = {r["ip"]: r["verdict"] for r in map(json.loads, out.read_text().splitlines())}
+    assert scanned == checked
+    assert checked == {ip: EXPECTED[b] for ip, b in members.items()}
+
+
+EXPECTED = {
+    "outside-sender-refused": "closed",
+    "outside-sender-refused-open": "open",
+    "every-sender-refused": "inconclusive",
+    "starttls-454": "closed",
+    "starttls-broken": "open",
+    "one-connection": "closed",
+}
