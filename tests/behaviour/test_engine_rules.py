@@ -78,6 +78,7 @@ def test_starttls_454_leaves_the_plaintext_verdict_and_is_a_finding(smtp_server:
     over_tls = relay(report, tls=True)
     assert over_tls and all(o.outcome is Outcome.SKIPPED for o in over_tls)  # type: ignore[attr-defined]
     assert all("454" in o.reason for o in over_tls)  # type: ignore[attr-defined]
+    assert "26 relay probe(s) were not run (STARTTLS could not be used" in report.verdict.explanation
     assert "tls-handshake-failed" in {f.code for f in report.findings}
 
 
