@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from relaycheck.findings import registry
 from relaycheck.model import (
@@ -310,9 +310,13 @@ def decide(
     )
     relay = [o for o in observations if o.kind is ProbeKind.RELAY]
     findings = tuple(f for rule in FINDING_RULES if (f := rule(evidence, relay)) is not None)
+    not_run = [o for o in relay if o.outcome is Outcome.SKIPPED]
     for rule in RULES:
         verdict = rule(evidence)
         if verdict is not None:
+            if not_run:  # a path that could not be tested is said, not judged
+                note = f" {len(not_run)} relay probe(s) were not run ({not_run[0].reason.removeprefix('not run: ')})."
+                verdict = replace(verdict, explanation=verdict.explanation + note)
             return Decision(verdict, findings)
     raise AssertionError("the last rule always decides")  # pragma: no cover
 
