@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from relaycheck.dns import (
@@ -31,6 +31,27 @@ from relaycheck.validate import idna_ascii
 __all__ = ["CheckOptions", "check", "expand", "parse_target"]
 
 PORT_TRANSPORT = {25: Transport.PLAIN, 465: Transport.TLS, 587: Transport.PLAIN}
+
+
+@dataclass(frozen=True)
+class Started:
+    """When a run of checks began: the wall clock for the report, the monotonic clock for its
+    duration. ``report`` makes the run's ``Report`` (the CLI, the web service and the exporter)."""
+
+    wall: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    monotonic: float = field(default_factory=time.monotonic)
+
+    def report(self, targets: Sequence[TargetReport], problems: Sequence[InputProblem], mode: str) -> Report:
+        from relaycheck import __version__
+
+        return Report(
+            targets=tuple(targets),
+            problems=tuple(problems),
+            started=self.wall,
+            duration=time.monotonic() - self.monotonic,
+            tool_version=__version__,
+            mode=mode,
+        )
 
 
 @dataclass(frozen=True)
@@ -111,8 +132,7 @@ async def check(
     if confirm and options.watcher is not None:
         await options.watcher.check_ready()  # e.g. the IMAP login, before any message is sent
     given = [inputs] if isinstance(inputs, str) else list(inputs)
-    started_wall = datetime.now(UTC).isoformat(timespec="seconds")
-    started = time.monotonic()
+    started = Started()
     specs = [parse_target(text) for text in given]  # UsageError: the caller's input is wrong
 
     problems: list[InputProblem] = []
@@ -139,13 +159,5 @@ async def check(
             )
 
     reports = await asyncio.gather(*(one(t) for t in targets))
-    from relaycheck import __version__
-
-    return Report(
-        targets=tuple(reports),
-        problems=tuple(problems),
-        started=started_wall,
-        duration=time.monotonic() - started,
-        tool_version=__version__,
-        mode="delivery" if confirm else "data-probe" if options.engine.data_probe else "probe",
-    )
+    mode = "delivery" if confirm else "data-probe" if options.engine.data_probe else "probe"
+    return started.report(reports, problems, mode)

@@ -108,7 +108,12 @@ async def lookup_mx(resolver: dns.asyncresolver.Resolver, domain: str) -> list[M
 
 async def lookup_addresses(resolver: dns.asyncresolver.Resolver | None, host: str) -> list[str]:
     """IPv4 then IPv6 addresses of ``host``: through ``resolver``, or the system's lookup (hosts
-    file, search domains) when none was named. A dot-less name follows the resolver like any other."""
+    file, search domains) when none was named. A dot-less name follows the resolver like any other,
+    except ``localhost`` and its subdomains, which are the loopback addresses whatever a resolver
+    says (RFC 6761 6.3): an MX named localhost must be seen as loopback, not as a DNS failure."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return ["127.0.0.1", "::1"]
     if resolver is None:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)

@@ -13,10 +13,3 @@ def is_hostname(text: str) -> bool:
     if not name or len(name) > 253:
         return False
     return all(_LABEL.fullmatch(label) for label in name.split("."))
-
-
-def is_mail_address(text: str) -> bool:
-    """True for ``user@example.com``: a local part, an ``@``, a dotted domain, and none of the
-    characters that would break an SMTP path (space, angle brackets, CR, LF)."""
-    local, at, domain = text.rpartition("@")
-    return bool(at and local and "." in domain) and not any(c in text for c in " <>\r\n")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from relaycheck.findings import registry
 from relaycheck.model import (
     Confidence,
     DeliveryState,
@@ -19,7 +20,6 @@ from relaycheck.model import (
     Outcome,
     ProbeKind,
     Reply,
-    Severity,
     Stage,
     Verdict,
     VerdictKind,
@@ -310,9 +310,13 @@ def decide(
     )
     relay = [o for o in observations if o.kind is ProbeKind.RELAY]
     findings = tuple(f for rule in FINDING_RULES if (f := rule(evidence, relay)) is not None)
+    not_run = [o for o in relay if o.outcome is Outcome.SKIPPED]
     for rule in RULES:
         verdict = rule(evidence)
         if verdict is not None:
+            if not_run:  # a path that could not be tested is said, not judged
+                note = f" {len(not_run)} relay probe(s) were not run ({not_run[0].reason.removeprefix('not run: ')})."
+                verdict = replace(verdict, explanation=verdict.explanation + note)
             return Decision(verdict, findings)
     raise AssertionError("the last rule always decides")  # pragma: no cover
 
@@ -595,10 +599,8 @@ FindingRule = Callable[[Evidence, Sequence[Observation]], Finding | None]
 def catch_all_finding(e: Evidence, relay: Sequence[Observation]) -> Finding | None:
     if not e.catch_all_on or e.catch_all is None:
         return None
-    return Finding(
+    return registry.finding(
         "catch-all",
-        Severity.INFO,
-        "The server accepts any local recipient (catch-all)",
         f"A local user that cannot exist was accepted ({e.catch_all.reply}). Tricks that "
         "hide the outside address in a local-looking one may be delivered locally.",
         (e.catch_all.probe_id,),
@@ -608,10 +610,8 @@ def catch_all_finding(e: Evidence, relay: Sequence[Observation]) -> Finding | No
 def tls_required_finding(e: Evidence, relay: Sequence[Observation]) -> Finding | None:
     if not e.tls_required:
         return None
-    return Finding(
+    return registry.finding(
         "tls-required",
-        Severity.INFO,
-        "The server requires STARTTLS before accepting mail",
         "Relay probes in clear text were answered 530; they were repeated over STARTTLS.",
     )
 
@@ -620,10 +620,8 @@ def refused_at_data_finding(e: Evidence, relay: Sequence[Observation]) -> Findin
     refused = [o for o in relay if o.stage is Stage.DATA and o.outcome is not Outcome.ACCEPTED]
     if not refused:
         return None
-    return Finding(
+    return registry.finding(
         "refused-at-data",
-        Severity.INFO,
-        "Recipients accepted at RCPT were refused at DATA",
         "The server accepts outside recipients but refuses the message content: it does not relay them.",
         tuple(o.probe_id for o in refused),
     )
@@ -633,14 +631,13 @@ def relay_domain_finding(e: Evidence, relay: Sequence[Observation]) -> Finding |
     if not e.relay_domains:
         return None
     names = ", ".join(sorted(e.relay_domains))
-    return Finding(
+    return registry.finding(
         "relay-domain",
-        Severity.INFO,
-        "Relays for " + names + " only",
         f"The server accepts mail for {names} but refuses other outside domains: it is a backup MX "
         "or relay for that domain, not an open relay. If that is not intended, remove it from the "
         "relay domains.",
         tuple(o.probe_id for o in relay if _accepted(o) and o.outside_domain in e.relay_domains),
+        title="Relays for " + names + " only",
     )
 
 

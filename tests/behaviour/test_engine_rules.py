@@ -5,18 +5,32 @@ judge, catch-alls, only what was observed, failed lookups."""
 from __future__ import annotations
 
 import asyncio
+import json
+import pathlib
 import socket
 import time
 
 import pytest
 
+from relaycheck.api import CheckOptions, check
 from relaycheck.cli import main
 from relaycheck.hygiene import HygieneOptions, inspect_session
-from relaycheck.model import Confidence, DeliveryState, Outcome, ProbeKind, TargetReport, Transport, VerdictKind
+from relaycheck.model import (
+    Confidence,
+    DeliveryState,
+    Exchange,
+    Outcome,
+    ProbeKind,
+    Target,
+    TargetReport,
+    Transport,
+    VerdictKind,
+)
 from relaycheck.smtp.session import SessionConfig, SmtpSession
 from relaycheck.testing.dnsserver import DnsServerThread
+from tests.support.population import Population
 
-from .conftest import ServerFactory, check_one
+from .conftest import BASE, ServerFactory, check_one
 from .test_confirm import _with_sink, free_port, run_with_sink
 
 
@@ -75,6 +89,7 @@ def test_starttls_454_leaves_the_plaintext_verdict_and_is_a_finding(smtp_server:
     over_tls = relay(report, tls=True)
     assert over_tls and all(o.outcome is Outcome.SKIPPED for o in over_tls)  # type: ignore[attr-defined]
     assert all("454" in o.reason for o in over_tls)  # type: ignore[attr-defined]
+    assert "26 relay probe(s) were not run (STARTTLS could not be used" in report.verdict.explanation
     assert "tls-handshake-failed" in {f.code for f in report.findings}
 
 
@@ -102,7 +117,6 @@ def test_connection_limit_still_gets_the_whole_battery(smtp_server: ServerFactor
     assert report.verdict.kind is (VerdictKind.CLOSED if behaviour == "closed" else VerdictKind.OPEN)
     assert len(relay(report)) == 26 and len(relay(report, tls=True)) == 26
     assert all(o.outcome not in (Outcome.ERROR, Outcome.SKIPPED) for o in report.observations)
-    assert server.handler.sessions.get("127.0.0.1", 0) == 0  # every session was closed
 
 
 # -- 4. a made-up login that relays -------------------------------------------------------------
@@ -238,3 +252,47 @@ def test_a_name_without_a_dot_follows_the_resolver(smtp_server: ServerFactory,
         asked = list(dns.queries)
     assert code == 0, capsys.readouterr()
     assert ("mailhost", "A") in asked
+
+
+# -- scan says what check says ------------------------------------------------------------------
+
+
+def test_scan_verdicts_equal_check_verdicts_for_the_rule_servers(tmp_path: pathlib.Path) -> None:
+    behaviours = ("outside-sender-refused", "outside-sender-refused-open", "every-sender-refused", "starttls-454",
+                  "starttls-broken", "one-connection")  # fmt: skip
+    members = {f"127.8.150.{n + 1}": b for n, b in enumerate(behaviours)}
+    out = tmp_path / "scan.jsonl"
+    with Population(members) as population:
+        main(["scan", *members, "-p", str(population.port), "-o", str(out), "--include-reserved",
+              "--ext-recipient", "relaytest@outside-a.test", "--ext-recipient", "relaytest@outside-b.test",
+              "--helo", "client.relaycheck.test", "--timeout", "10", "--no-ptr", "--no-dnsbl", "--rate", "0",
+              "--per-subnet", "0", "--progress", "none"])  # fmt: skip
+        checked = {ip: check_one(population.address(ip), local_domain=None).verdict.kind.value for ip in members}
+    scanned = {r["ip"]: r["verdict"] for r in map(json.loads, out.read_text().splitlines())}
+    assert scanned == checked
+    assert checked == {ip: EXPECTED[b] for ip, b in members.items()}
+
+
+EXPECTED = {
+    "outside-sender-refused": "closed",
+    "outside-sender-refused-open": "open",
+    "every-sender-refused": "inconclusive",
+    "starttls-454": "closed",
+    "starttls-broken": "open",
+    "one-connection": "closed",
+}
+
+
+def test_a_server_that_dies_mid_test_gets_no_finding_about_what_was_never_seen(smtp_server: ServerFactory) -> None:
+    server = smtp_server("closed")  # never offers STARTTLS
+    stopped: list[bool] = []
+
+    def hook(target: Target, index: int, exchange: Exchange) -> None:
+        if not stopped and (exchange.sent or "").startswith("RCPT"):
+            server.stop()  # the server goes away after the preflight's first answer
+            stopped.append(True)
+
+    report = asyncio.run(check(server.address, CheckOptions(engine=BASE), on_exchange=hook)).targets[0]
+    assert stopped and report.verdict.kind is VerdictKind.INCONCLUSIVE
+    assert "tls-handshake-failed" not in {f.code for f in report.findings}
+    assert report.hygiene is not None and report.hygiene.tls is None  # nothing was seen of TLS

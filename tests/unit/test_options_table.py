@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from relaycheck.cli import cli
 from relaycheck.errors import UsageError
+from relaycheck.monitor.settings import ExporterSettings
 from relaycheck.options import CheckOptions, EngineOptions, HygieneOptions
 from relaycheck.options.table import COMMANDS, OPTIONS, build_check
 from relaycheck.scan.command import scan_base
@@ -22,6 +23,7 @@ SECTION_TYPES: dict[str, type] = {
     "check": CheckOptions,
     "scan": ScanConfig,
     "web": Settings,
+    "exporter": ExporterSettings,
 }
 USED = {name for names in COMMANDS.values() for name in names}
 

@@ -71,6 +71,32 @@ def test_public_history_shows_every_test_and_watch_runs(web: WebFactory, smtp: S
     assert "scheduled (watch)" in page
 
 
+def test_a_names_history_holds_watch_runs_of_the_name_and_web_checks_of_its_address(
+    web: WebFactory, smtp: SmtpFactory
+) -> None:
+    # The web keys a check by the addresses it tested, watch keys a run by the name it follows
+    # (so that an MX address change is a change, not a new history): one timeline shows both.
+    server = smtp("closed")
+    records = {("history.test", "MX"): ["10 mx.history.test."], ("mx.history.test", "A"): [server.host]}
+    app = web(records=records, ports=(25, server.port), cooldown=0, public_history=True)
+    done = app.run("history.test", port=server.port)
+    assert done["target"] == f"{server.host}:{server.port}"
+    store = Store(app.settings.db_url)
+    try:
+        store.record(
+            target=f"history.test:{server.port}", given="history.test", port=server.port, mode="probe",
+            plan={}, verdict="closed", report=dict(done["report"]), source="watch",
+        )  # fmt: skip
+    finally:
+        store.close()
+    by_name = app.client.get("/api/v1/history", params={"target": "history.test", "port": server.port}).json()
+    assert [r["source"] for r in by_name["runs"]] == ["watch", "web"]
+    by_address = app.client.get("/api/v1/history", params={"target": server.host, "port": server.port}).json()
+    assert [r["source"] for r in by_address["runs"]] == ["web"]  # the address alone names no watched name
+    checks = app.client.get("/api/v1/checks", params={"target": "history.test", "port": server.port}).json()
+    assert len(checks["checks"]) == 2
+
+
 def test_bad_history_requests(web: WebFactory) -> None:
     app = web()
     assert app.client.get("/api/v1/history", params={"target": "bad_host!"}).status_code == 400

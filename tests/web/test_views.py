@@ -32,13 +32,23 @@ def strings_in(value: object) -> list[str]:
 
 def texts_shown_to_users() -> list[str]:
     """Every string literal of the modules that write verdicts and live findings (f-string
-    parts too), and every fix text (the per-MTA remediation data)."""
+    parts too; docstrings, which only maintainers read, left out), and every fix text (the per-MTA
+    remediation data)."""
     found: list[str] = []
     modules = [PACKAGE / "verdict.py", PACKAGE / "engine.py"]
     modules += [p for p in (PACKAGE / "findings.py", PACKAGE / "findings" / "hygiene.py") if p.exists()]
     for path in modules:
         tree = ast.parse(path.read_text())
-        found += [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        }
+        found += [
+            n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+        ]  # fmt: skip
     for data in (PACKAGE / "findings" / "fixes.toml", PACKAGE / "remediation" / "texts.toml"):
         if data.exists():
             found += strings_in(tomllib.loads(data.read_text()))

@@ -78,6 +78,11 @@ SENT, FAILED = "sent", "failed"
 BASELINE = "baseline"  # not sent: fixes the state a channel starts from (its first run)
 
 
+def _keys(target: str | Sequence[str]) -> list[str]:
+    """One history key, or several read as one history (a server's address key and its name's)."""
+    return [target] if isinstance(target, str) else list(target)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -267,11 +272,17 @@ class Store:
         return _row(row, with_report=False) if row is not None else None
 
     def history(
-        self, target: str, limit: int = 20, *, offset: int = 0, client: str | None = None, with_reports: bool = False
+        self,
+        target: str | Sequence[str],
+        limit: int = 20,
+        *,
+        offset: int = 0,
+        client: str | None = None,
+        with_reports: bool = False,
     ) -> Sequence[CheckRow]:
         """Checks of ``target``, newest first (without their reports unless asked); with
         ``client``, only the checks that client started."""
-        query = select(checks).where(checks.c.target == target)
+        query = select(checks).where(checks.c.target.in_(_keys(target)))
         if client is not None:
             query = query.where(checks.c.client == client)
         query = query.order_by(checks.c.created.desc(), checks.c.id).limit(limit).offset(offset)
@@ -279,16 +290,20 @@ class Store:
             rows = conn.execute(query).all()
         return [_row(r, with_report=with_reports) for r in rows]
 
-    def count(self, target: str, *, client: str | None = None) -> int:
-        query = select(func.count()).select_from(checks).where(checks.c.target == target)
+    def count(self, target: str | Sequence[str], *, client: str | None = None) -> int:
+        query = select(func.count()).select_from(checks).where(checks.c.target.in_(_keys(target)))
         if client is not None:
             query = query.where(checks.c.client == client)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def previous_done(self, target: str, before: datetime, *, client: str | None = None) -> CheckRow | None:
+    def previous_done(
+        self, target: str | Sequence[str], before: datetime, *, client: str | None = None
+    ) -> CheckRow | None:
         """The newest finished check of ``target`` created before ``before``, with its report."""
-        query = select(checks).where(checks.c.target == target, checks.c.status == DONE, checks.c.created < before)
+        query = select(checks).where(
+            checks.c.target.in_(_keys(target)), checks.c.status == DONE, checks.c.created < before
+        )
         if client is not None:
             query = query.where(checks.c.client == client)
         with self.engine.connect() as conn:

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import click
 
+from relaycheck import durations
 from relaycheck.errors import UsageError
 from relaycheck.honeypot.personas import PERSONAS
 from relaycheck.options.table import command_options
 from relaycheck.render import ReportKind, chosen_format, render
 
 EXTRA_MODULES = ("ppdeep",)  # what the honeypot extra adds to a plain install
-_DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _need_extra() -> None:
@@ -38,10 +37,7 @@ def parse_endpoint(text: str, what: str) -> tuple[str, int]:
 
 
 def parse_duration(text: str) -> timedelta:
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise UsageError(f"--since takes a number and a unit (s, m, h, d, w), e.g. 24h or 7d, not {text!r}")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    return timedelta(seconds=durations.seconds(text, "--since"))
 
 
 def parse_tags(values: tuple[str, ...]) -> dict[str, str]:

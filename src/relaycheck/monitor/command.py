@@ -5,30 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import replace
+from typing import Any
 
 import click
 
-from relaycheck.dns import split_host_port
-from relaycheck.engine import DEFAULT_OUTSIDE, EngineOptions, default_helo
 from relaycheck.errors import UsageError
-from relaycheck.hygiene import HygieneOptions
-
-
-def _listen(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, int]:
-    any_port = value.endswith(":0")  # port 0: let the system pick one (the readiness line names it)
-    try:
-        host, port = split_host_port(value[:-2] if any_port else value, default_port=9925)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return host or "127.0.0.1", 0 if any_port else 9925 if port is None else port
-
-
-def _addresses(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    for address in values:
-        local, at, domain = address.rpartition("@")
-        if not at or not local or "." not in domain or any(c in address for c in " <>\r\n"):
-            raise click.BadParameter(f"not a mail address: {address!r}")
-    return values
+from relaycheck.monitor.settings import DEFAULT_PORTS, ExporterSettings
+from relaycheck.options import CheckOptions, EngineOptions, HygieneOptions
+from relaycheck.options.table import apply, build_engine, command_options, sections_of
 
 
 def _missing_extra() -> None:
@@ -38,108 +22,30 @@ def _missing_extra() -> None:
         raise UsageError("the exporter needs the 'monitor' extra: pip install 'relaycheck[monitor]'") from None
 
 
+def _within_scrape(engine: EngineOptions, limit: float) -> EngineOptions:
+    """A check may take the whole scrape; each step at most 20 s, a connect 10 s."""
+    return replace(
+        engine,
+        deadline=limit,
+        command_timeout=min(20.0, limit),
+        greeting_timeout=min(20.0, limit),
+        connect_timeout=min(10.0, limit),
+    )
+
+
 @click.command("exporter")
-@click.option(
-    "--listen",
-    default="127.0.0.1:9925",
-    show_default=True,
-    callback=_listen,
-    metavar="HOST:PORT",
-    help="Where to serve HTTP ([IPv6]:PORT for IPv6).",
-)
-@click.option(
-    "--cache-ttl",
-    type=click.FloatRange(0, 86_400),
-    default=300.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Reuse a target's result this long (scrapes in between get the cached result).",
-)
-@click.option("--max-checks", type=click.IntRange(1, 100), default=2, show_default=True, help="Checks running at once.")
-@click.option(
-    "--max-waiting",
-    type=click.IntRange(0, 10_000),
-    default=16,
-    show_default=True,
-    help="Checks waiting for a slot; further /probe requests for new targets get 503.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(1, 3600),
-    default=120.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Longest wait for a result within one scrape (Prometheus's scrape timeout header lowers it); "
-    "a check that takes longer goes on and fills the cache.",
-)
-@click.option(
-    "--allow-private",
-    is_flag=True,
-    help="Also test loopback, private, link-local… addresses (labs and internal monitoring).",
-)
-@click.option(
-    "--allow-port",
-    "extra_ports",
-    multiple=True,
-    type=click.IntRange(1, 65535),
-    metavar="PORT",
-    help="Also allow this port (repeatable; 25, 465 and 587 are always allowed).",
-)
-@click.option("--resolver", metavar="IP[:PORT]", help="Ask this DNS server instead of the system's.")
-@click.option("--helo", metavar="NAME", help="EHLO name to announce (default: this machine's FQDN).")
-@click.option(
-    "--ext-recipient",
-    "ext_recipients",
-    multiple=True,
-    callback=_addresses,
-    metavar="ADDRESS",
-    help=f"Outside recipient for relay probes (repeatable). Default: {', '.join(DEFAULT_OUTSIDE)}.",
-)
-@click.option("--local-domain", metavar="DOMAIN", help="The servers' mail domain (default: from DNS/banner).")
-@click.option("--no-ptr", is_flag=True, help="Skip the reverse DNS (PTR, FCrDNS) checks.")
-@click.option("--no-dnsbl", is_flag=True, help="Skip the blocklist (DNSBL) lookups.")
-def exporter_command(
-    listen: tuple[str, int],
-    cache_ttl: float,
-    max_checks: int,
-    max_waiting: int,
-    timeout: float,
-    allow_private: bool,
-    extra_ports: tuple[int, ...],
-    resolver: str | None,
-    helo: str | None,
-    ext_recipients: tuple[str, ...],
-    local_domain: str | None,
-    no_ptr: bool,
-    no_dnsbl: bool,
-) -> None:
+@command_options("exporter", {**sections_of(CheckOptions()), "exporter": ExporterSettings()})
+def exporter_command(**values: Any) -> None:
     """Prometheus exporter: GET /probe?target=HOST[&port=25] tests a server (every MX of a domain)."""
     _missing_extra()
-    from relaycheck.monitor.exporter import DEFAULT_PORTS, Exporter, ExporterSettings, serve
+    from relaycheck.monitor.exporter import Exporter, serve
 
-    engine = EngineOptions(
-        helo=helo or default_helo(),
-        local_domain=local_domain.lower().rstrip(".") if local_domain else None,
-        resolver=resolver,
-        deadline=timeout,
-        command_timeout=min(20.0, timeout),
-        greeting_timeout=min(20.0, timeout),
-        connect_timeout=min(10.0, timeout),
-        hygiene=HygieneOptions(ptr=not no_ptr, dnsbl=not no_dnsbl, auth_bypass=False),
-    )
-    if ext_recipients:
-        engine = replace(engine, ext_recipients=ext_recipients)
-    settings = ExporterSettings(
-        engine=engine,
-        allow_private=allow_private,
-        ports=tuple(sorted({*DEFAULT_PORTS, *extra_ports})),
-        resolver=resolver,
-        cache_ttl=cache_ttl,
-        max_checks=max_checks,
-        max_waiting=max_waiting,
-        check_timeout=timeout,
-    )
-    host, port = listen
+    base = ExporterSettings(ports=tuple(sorted({*DEFAULT_PORTS, *values["allow_ports"]})))
+    settings = apply("exporter", base, values)
+    engine = build_engine(values, EngineOptions(hygiene=HygieneOptions(auth_bypass=False)))
+    settings = replace(settings, engine=_within_scrape(engine, settings.check_timeout))
+    allow_private = settings.allow_private
+    host, port = values["exporter_listen"]
 
     def ready(bound_host: str, bound_port: int) -> None:
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host

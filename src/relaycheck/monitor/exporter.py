@@ -22,42 +22,28 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.process_collector import ProcessCollector
 
-from relaycheck.api import TargetSpec
-from relaycheck.engine import EngineOptions, check_target
+from relaycheck.api import Started, TargetSpec
+from relaycheck.engine import check_target
 from relaycheck.errors import DnsError, UsageError
 from relaycheck.model import Report, Target, TargetReport
 from relaycheck.monitor.metrics import Families, report_metrics
+from relaycheck.monitor.settings import DEFAULT_PORTS, ExporterSettings
 from relaycheck.web.guard import Refused, parse_input, resolve, target_key
+
+__all__ = ["DEFAULT_PORTS", "Exporter", "ExporterSettings", "serve"]
 
 log = logging.getLogger("relaycheck.exporter")
 
 HEAD_LIMIT = 8192  # bytes of request line and headers
 HEAD_TIMEOUT = 10.0  # seconds to receive them
 SCRAPE_MARGIN = 0.5  # answer this long before Prometheus gives up on the scrape
-DEFAULT_PORTS = (25, 465, 587)
-
-
-@dataclass(frozen=True)
-class ExporterSettings:
-    engine: EngineOptions = field(default_factory=EngineOptions)
-    allow_private: bool = False
-    ports: tuple[int, ...] = DEFAULT_PORTS
-    resolver: str | None = None
-    cache_ttl: float = 300.0  # seconds a target's result is reused
-    max_checks: int = 2  # checks running at once
-    max_waiting: int = 16  # checks waiting for a slot; beyond: 503
-    check_timeout: float = 120.0  # longest wait for a result within one scrape
-    max_targets: int = 10  # addresses per check (MX expansion is capped)
-    targets_at_once: int = 4  # addresses of one check tested concurrently
-    max_connections: int = 256  # open HTTP connections
 
 
 @dataclass(frozen=True)
@@ -136,8 +122,7 @@ class Exporter:
 
     async def _run(self, key: str, spec: TargetSpec, port: int) -> Report:
         settings = self.settings
-        started_wall = datetime.now(UTC).isoformat(timespec="seconds")
-        started = time.monotonic()
+        started = Started()
         plan = await resolve(
             spec, port, resolver=settings.resolver, allow_private=settings.allow_private,
             max_targets=settings.max_targets,
@@ -150,16 +135,7 @@ class Exporter:
                 return await check_target(target, settings.engine)
 
         results = await asyncio.gather(*(one(t) for t in plan.targets))
-        from relaycheck import __version__
-
-        report = Report(
-            targets=tuple(results),
-            problems=plan.problems,
-            started=started_wall,
-            duration=time.monotonic() - started,
-            tool_version=__version__,
-            mode="probe",
-        )
+        report = started.report(results, plan.problems, "probe")
         self.metrics.duration.observe(report.duration)
         self.cache[key] = Cached(report, time.monotonic())
         self.metrics.cached.set(len(self.cache))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import ssl
 import sys
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from relaycheck import durations, validate
 from relaycheck.api import parse_target
 from relaycheck.dns import split_host_port
 from relaycheck.errors import UsageError
@@ -30,23 +30,11 @@ WATCH_CHECK_OPTIONS = (
     "connect_timeout", "timeout",
 )  # fmt: skip
 DEFAULT_DB = "~/.local/share/relaycheck/history.db"
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``1h``, ``1d``, ``1h30m`` -> seconds."""
-    parts = re.fullmatch(r"(?:\d+(?:\.\d+)?[smhd]?)+", text.strip())
-    if not parts:
-        raise UsageError(f"not a duration: {text!r} (e.g. 90s, 15m, 1h, 1d)")
-    total = sum(float(n) * UNITS[u or "s"] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhd]?)", text))
-    return total
-
-
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        seconds = duration(value)
+        seconds = durations.seconds(value, "--every")
     except UsageError as exc:
         raise click.BadParameter(str(exc)) from None
     if seconds < 60:
@@ -55,10 +43,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 
 
 def _address(value: str, option: str) -> str:
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain or any(c in value for c in " <>\r\n"):
-        raise UsageError(f"{option} takes a mail address, not {value!r}")
-    return value
+    return validate.address(value, option)
 
 
 def _db_path(db: str) -> str:

@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 # The sections an entry's ``to`` may name, from the innermost out: a command builds the objects
 # it needs (``build_check`` nests the first three).
-SECTIONS = ("hygiene", "engine", "check", "scan", "web")
+SECTIONS = ("hygiene", "engine", "check", "scan", "web", "exporter")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ OPTIONS: dict[str, Option] = {
     "no_mx": Option(("--no-mx",), "Treat names as hosts: do not look up MX records.", to=("check.use_mx",),
                     switch=False),
     "resolver": Option(("--resolver",), "Ask this DNS server instead of the system's.",
-                       to=("engine.resolver", "check.resolver", "web.resolver"), metavar="IP[:PORT]"),
+                       to=("engine.resolver", "check.resolver", "web.resolver", "exporter.resolver"),
+                       metavar="IP[:PORT]"),
     # -- the relay test -----------------------------------------------------------------------
     "ext_recipients": Option(("--ext-recipient",), "Outside recipient for relay probes (repeatable; use two "
                              "unrelated domains).", to=("engine.ext_recipients",), check=v.mail_address,
@@ -200,13 +201,25 @@ OPTIONS: dict[str, Option] = {
                        type=click.Choice(["auto", "bar", "lines", "none"]), default="auto"),
     "status_interval": Option(("--status-interval",), "Seconds between status lines.", type=click.FloatRange(0.1),
                               metavar="SECONDS", default=5.0),
+    # -- the Prometheus exporter --------------------------------------------------------------
+    "exporter_listen": Option(("--listen",), "Where to serve HTTP ([IPv6]:PORT for IPv6).", check=v.exporter_listen,
+                              metavar="HOST:PORT", default="127.0.0.1:9925"),
+    "cache_ttl": Option(("--cache-ttl",), "Reuse a target's result this long (scrapes in between get the cached "
+                        "result).", to=("exporter.cache_ttl",), type=click.FloatRange(0, 86_400), metavar="SECONDS"),
+    "max_checks": Option(("--max-checks",), "Checks running at once.", to=("exporter.max_checks",),
+                         type=click.IntRange(1, 100)),
+    "max_waiting": Option(("--max-waiting",), "Checks waiting for a slot; further /probe requests for new targets "
+                          "get 503.", to=("exporter.max_waiting",), type=click.IntRange(0, 10_000)),
+    "scrape_timeout": Option(("--timeout",), "Longest wait for a result within one scrape (Prometheus's scrape "
+                             "timeout header lowers it); a check that takes longer goes on and fills the cache.",
+                             to=("exporter.check_timeout",), type=click.FloatRange(1, 3600), metavar="SECONDS"),
     # -- the web service ----------------------------------------------------------------------
     "listen": Option(("--listen",), "Address to serve HTTP on ([IPv6]:PORT for IPv6). Put a TLS reverse proxy "
                      "in front for the Internet.", check=v.listen, metavar="HOST:PORT", default="127.0.0.1:8025"),
     "db": Option(("--db",), "SQLite file, or any SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db).",
                  to=("web.db_url",), metavar="PATH|URL"),
     "allow_private": Option(("--allow-private",), "Also test loopback, private, link-local… addresses (labs and "
-                            "internal use only).", to=("web.allow_private",), switch=True),
+                            "internal use only).", to=("web.allow_private", "exporter.allow_private"), switch=True),
     "allow_ports": Option(("--allow-port",), "Also allow this port (repeatable; 25, 465 and 587 are always "
                           "allowed).", type=click.IntRange(1, 65535), multiple=True, metavar="PORT"),
     "requests_per_minute": Option(("--rate",), "Requests per minute per client address (IPv6: per /64).",
@@ -260,6 +273,10 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "no_tables", "verbose",
     ),
     "report": ("output_format", "metadata", "limit"),
+    "exporter": (
+        "exporter_listen", "cache_ttl", "max_checks", "max_waiting", "scrape_timeout", "allow_private", "allow_ports",
+        "resolver", "helo", "ext_recipients", "local_domain", "no_ptr", "dnsbl",
+    ),
 }
 
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+from relaycheck import validate
+from relaycheck.boundedio import shorten
 from relaycheck.dns import split_host_port
 from relaycheck.errors import UsageError
 from relaycheck.model import Transport
-from relaycheck.names import is_mail_address
 
 
 def mail_address(text: str) -> str:
-    if not is_mail_address(text):
-        raise ValueError(f"not a mail address: {text!r}")
-    return text
+    """``local@domain`` as ``validate.address`` takes it (the one rule; IDN domains converted)."""
+    try:
+        return validate.address(text, "address")
+    except UsageError:
+        raise ValueError(f"not a mail address: {shorten(text)!r}") from None
 
 
 def domain(text: str) -> str:
@@ -61,10 +64,16 @@ def network(text: str) -> str:
     return text
 
 
-def listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` to serve on; the web service's defaults fill in what is missing."""
+def listen(text: str, default_port: int = 8025) -> tuple[str, int]:
+    """``HOST:PORT`` to serve on (port 0: any free one; the readiness line names it); loopback and
+    ``default_port`` fill in what is missing."""
+    any_port = text.endswith(":0")
     try:
-        host, port = split_host_port(text, default_port=8025)
+        host, port = split_host_port(text[:-2] if any_port else text, default_port=default_port)
     except UsageError as exc:
         raise ValueError(str(exc)) from None
-    return host or "127.0.0.1", port or 8025
+    return host or "127.0.0.1", 0 if any_port else port or default_port
+
+
+def exporter_listen(text: str) -> tuple[str, int]:
+    return listen(text, default_port=9925)

@@ -25,6 +25,7 @@ from relaycheck.model import (
     VerdictKind,
 )
 from relaycheck.proof import PROVEN
+from relaycheck.render.markdown import reply_column
 from relaycheck.report import summarize
 
 HEADLINE = {
@@ -134,18 +135,9 @@ def _probes(console: Console, title: str, observations: list[Observation]) -> No
     for o in observations:
         style = OUTCOME_STYLE[o.outcome]
         trick = " (trick)" if o.local_part_trick else ""
-        console.print(Padding(f"{o.probe_id} [{style}]{o.outcome}[/]{trick}: {escape(_reply_text(o))}", (0, 0, 0, 2)))
+        console.print(Padding(f"{o.probe_id} [{style}]{o.outcome}[/]{trick}: {escape(reply_column(o))}", (0, 0, 0, 2)))
         console.print(Padding(escape(f"MAIL FROM {o.mail_from}"), (0, 0, 0, 6)))
         console.print(Padding(escape(f"RCPT TO {o.rcpt_to}"), (0, 0, 0, 6)))
-
-
-def _reply_text(o: Observation) -> str:
-    reply = str(o.reply) if o.reply else o.reason
-    if o.data_reply is not None:
-        reply += f" | DATA: {o.data_reply}"
-    if o.delivery is not None:
-        reply += f" | test message: {o.delivery.state}"
-    return reply
 
 
 def _probe_table(title: str, observations: list[Observation]) -> Table:
@@ -159,7 +151,7 @@ def _probe_table(title: str, observations: list[Observation]) -> Table:
         table.add_row(
             o.probe_id,
             escape(f"{o.mail_from} -> {o.rcpt_to}"),
-            escape(_reply_text(o)),
+            escape(reply_column(o)),
             f"[{style}]{o.outcome}[/]" + (" (trick)" if o.local_part_trick else ""),
         )
     return table

@@ -51,10 +51,11 @@ class DnsServerThread:
         name = question.name.to_text().rstrip(".").lower()
         rdtype = dns.rdatatype.to_text(question.rdtype)
         self.queries.append((name, rdtype))
-        name = self._owner(name)
         if name in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
-        elif name not in self.names:
+            return bytes(response.to_wire())
+        name = self._owner(name)
+        if name not in self.names:
             response.set_rcode(dns.rcode.NXDOMAIN)
         elif (name, rdtype) in self.records:
             rrset = dns.rrset.from_text_list(

@@ -35,7 +35,7 @@ from relaycheck.render.html import render_html
 from relaycheck.render.load import report_from_dict
 from relaycheck.render.markdown import render_markdown
 from relaycheck.web import store as st
-from relaycheck.web.guard import Refused, history_key
+from relaycheck.web.guard import Refused, history_keys
 from relaycheck.web.history import register_history
 from relaycheck.web.limits import (
     BodyTooLarge,
@@ -692,11 +692,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def api_history(request: Request, target: str, port: int = 25) -> HistoryOut:
         # Names are resolved: the history belongs to the addresses, whichever name was used.
         try:
-            key = await history_key(target, port, resolver=settings.resolver, max_targets=settings.max_targets)
+            keys = await history_keys(target, port, resolver=settings.resolver, max_targets=settings.max_targets)
         except UsageError as exc:
             raise ApiError(400, "invalid-target", str(exc)) from None
-        rows = await service.history(key, client_of(request))
-        return HistoryOut(target=key, checks=[CheckSummary(**summary(r)) for r in rows])
+        rows = await service.history(keys, client_of(request))
+        return HistoryOut(target=keys[0], checks=[CheckSummary(**summary(r)) for r in rows])
 
     return app
 

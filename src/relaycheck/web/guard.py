@@ -239,8 +239,10 @@ async def resolve(
     return Plan(spec=spec, port=port, targets=tuple(kept), problems=tuple(problems))
 
 
-async def history_key(text: str, port: int, *, resolver: str | None, max_targets: int) -> str:
-    """The key whose history a reader asks for with ``text`` (a name, address, URL…) and ``port``.
+async def history_keys(text: str, port: int, *, resolver: str | None, max_targets: int) -> tuple[str, ...]:
+    """The keys whose history a reader asks for with ``text`` (a name, address, URL…) and ``port``:
+    first the resolved addresses (the key of checks started from the web), then the name as given
+    with its port (the key of ``relaycheck watch`` runs, which follow a name through address changes).
 
     Names are resolved as a check would resolve them, so every name of one server finds the same
     history. Reading history connects nowhere, so any address and port may be asked about; what
@@ -250,9 +252,10 @@ async def history_key(text: str, port: int, *, resolver: str | None, max_targets
     try:
         spec, chosen = parse_input(text, port, ports=range(1, 65536), allow_private=True)
     except Refused:  # an address nobody can connect to, an address-trick name: never tested
-        return text.strip()[:255]
+        return (text.strip()[:255],)
+    named = target_key(spec.host, chosen)
     try:
         plan = await resolve(spec, chosen, resolver=resolver, allow_private=True, max_targets=max_targets)
     except (UsageError, DnsError):
-        return target_key(spec.host, chosen)
-    return plan.key
+        return (named,)
+    return tuple(dict.fromkeys((plan.key, named)))

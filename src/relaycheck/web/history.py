@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from relaycheck.errors import UsageError
 from relaycheck.history.store import Store
 from relaycheck.history.timeline import Entry, timeline
-from relaycheck.web.guard import history_key
+from relaycheck.web.guard import history_keys
 from relaycheck.web.schemas import COMMON_ERRORS, error_answer
 from relaycheck.web.settings import Settings
 
@@ -77,15 +77,16 @@ def register_history(app: FastAPI, store: Store, settings: Settings, templates: 
 
     async def load(request: Request, target: str, port: int, page: int) -> TimelineOut:
         # every name of one server has the same history (UsageError: the caller's 400)
-        key = await history_key(target, port, resolver=settings.resolver, max_targets=settings.max_targets)
+        keys = await history_keys(target, port, resolver=settings.resolver, max_targets=settings.max_targets)
+        key = keys[0]
         client = None if settings.public_history else str(getattr(request.state, "client", "unknown"))
-        total = await asyncio.to_thread(store.count, key, client=client)
+        total = await asyncio.to_thread(store.count, keys, client=client)
         pages = max(1, math.ceil(total / page_size))
         page = min(max(1, page), pages)
         rows = await asyncio.to_thread(
-            store.history, key, page_size, offset=(page - 1) * page_size, client=client, with_reports=True
+            store.history, keys, page_size, offset=(page - 1) * page_size, client=client, with_reports=True
         )
-        before = await asyncio.to_thread(store.previous_done, key, rows[-1].created, client=client) if rows else None
+        before = await asyncio.to_thread(store.previous_done, keys, rows[-1].created, client=client) if rows else None
         entries = timeline(rows, before)
         return TimelineOut(
             target=key, page=page, pages=pages, total=total, scope="public" if client is None else "client",

@@ -17,12 +17,12 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from relaycheck.api import TargetSpec
+from relaycheck.api import Started, TargetSpec
 from relaycheck.catalogue import Slots, plan_probes
 from relaycheck.engine import EngineOptions, RetryWait, check_target
 from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
@@ -227,7 +227,7 @@ class Service:
     async def get(self, check_id: str) -> st.CheckRow | None:
         return await asyncio.to_thread(self.store.get, check_id)
 
-    async def history(self, target: str, client: str) -> list[st.CheckRow]:
+    async def history(self, target: str | Sequence[str], client: str) -> list[st.CheckRow]:
         """Recent checks of ``target``: only ``client``'s own unless the operator made history public."""
         only = None if self.settings.public_history else client
         return list(await asyncio.to_thread(self.store.history, target, self.settings.history_length, client=only))
@@ -405,10 +405,7 @@ class Service:
     async def _run(
         self, row: st.CheckRow, plan: Plan, client: str, options: EngineOptions, progress: Progress
     ) -> None:
-        from relaycheck import __version__
-
-        started_wall = datetime.now(UTC).isoformat(timespec="seconds")
-        started = time.monotonic()
+        started = Started()
         gate = asyncio.Semaphore(max(1, self.settings.targets_at_once))
 
         async def one(shown: TargetProgress, target: Target) -> TargetReport:
@@ -437,14 +434,7 @@ class Service:
             progress.status = st.RUNNING
             progress.touch()
             results = await asyncio.gather(*(one(s, t) for s, t in zip(progress.targets, plan.targets, strict=True)))
-            report = Report(
-                targets=tuple(results),
-                problems=plan.problems,
-                started=started_wall,
-                duration=time.monotonic() - started,
-                tool_version=__version__,
-                mode=row.mode,
-            )
+            report = started.report(results, plan.problems, row.mode)
             await asyncio.to_thread(
                 self.store.finish, row.id, verdict=overall_verdict(report), report=report_dict(report)
             )

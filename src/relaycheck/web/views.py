@@ -122,6 +122,10 @@ WEB_ADVICE: dict[str, str] = {
     "--transport": "Then test again on port 465 (TLS from the start) if the server offers it.",
     "--ext-recipient": "The outside addresses this service uses were refused as unknown; the "
     "operator of this service can configure other outside recipients.",
+    "--sender": "The server refused every sender this service tried; its operator can configure a "
+    "sender address the server accepts, or relaycheck's command-line tool can test with one.",
+    "--confirm-timeout": "Check the server's queue and logs for the test messages: they may still "
+    "be on their way.",
     "relaycheck audit": "Have the mail server's configuration checked: relaycheck's command-line "
     "tool can audit Postfix, Exim, Sendmail, OpenSMTPD and Exchange configurations for relay rules.",
 }
