@@ -100,3 +100,11 @@ def test_help_shows_the_dataclass_defaults_per_command() -> None:
     for text in (check_help, scan_help):
         assert "Per-step timeout (greeting, each reply).  [default: 30.0]" in text
         assert "--dnsbl / --no-dnsbl" in text
+
+
+@pytest.mark.parametrize("text", ["٣", "²5", "25,٤٦٥", "123456", ""])
+def test_a_port_is_ascii_digits_on_the_command_line_and_in_the_web_form(text: str) -> None:
+    from relaycheck.options.table import checker
+
+    with pytest.raises(ValueError):
+        checker("port")(text)

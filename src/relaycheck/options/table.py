@@ -280,6 +280,15 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def checker(name: str) -> Callable[[str], Any]:
+    """The check of option ``name``'s value, for forms that take the same value (the web UI):
+    one given text -> the field value, ``ValueError`` for bad input."""
+    check = OPTIONS[name].check
+    if check is None:
+        raise KeyError(f"option {name!r} takes its value as given")
+    return check
+
+
 def _field(objects: Mapping[str, object], path: str) -> Any:
     section, _, name = path.partition(".")
     return getattr(objects[section], name) if section in objects else None

@@ -38,10 +38,11 @@ def transport(text: str) -> Transport:
 
 def ports(text: str) -> tuple[int, ...]:
     """``25`` or ``25,465,587`` (duplicates dropped, order kept)."""
-    try:
-        numbers = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise ValueError(f"takes port numbers separated by commas, not {text!r}") from None
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    # ASCII digits only: int() also reads "٣" and other scripts' digits, isdigit() also says yes to "²"
+    if not all(p.isascii() and p.isdigit() and len(p) <= 5 for p in parts):
+        raise ValueError(f"takes port numbers separated by commas, not {text!r}")
+    numbers = tuple(int(p) for p in parts)
     if not numbers or not all(0 < p < 65536 for p in numbers):
         raise ValueError(f"takes port numbers from 1 to 65535, not {text!r}")
     return tuple(dict.fromkeys(numbers))

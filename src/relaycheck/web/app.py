@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relaycheck.errors import DnsError, ErrorKind, RelaycheckError, UsageError
+from relaycheck.options.table import checker
 from relaycheck.render.html import render_html
 from relaycheck.render.load import report_from_dict
 from relaycheck.render.markdown import render_markdown
@@ -53,6 +54,7 @@ from relaycheck.web.settings import Settings
 from relaycheck.web.views import download_name, make_templates
 
 log = logging.getLogger("relaycheck.web")
+form_port = checker("port")  # the form's port field means what --port means
 
 API = "/api/v1"
 STREAM_SECONDS = 600.0  # longest life of one event stream
@@ -540,11 +542,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> Response:
         if not target.strip():
             return index_page(request, error="Type a mail domain or a server name.", status=400)
-        # isascii: str.isdigit() is also true for "²" and other digits int() cannot read
-        if not (port.isascii() and port.isdigit() and len(port) <= 5):
+        # The command line's own check of a port value (the option table's), one port only here.
+        try:
+            ports = form_port(port[:16])
+        except ValueError:
+            ports = ()
+        if len(ports) != 1:
             message = "Choose the port from the list (25, 465 or 587)."
             return index_page(request, error=message, value=target[:255], status=400)
-        return await start_from_form(request, target, int(port))
+        return await start_from_form(request, target, ports[0])
 
     @app.post("/check/{check_id}/retest", include_in_schema=False)
     async def retest(request: Request, check_id: str) -> Response:
