@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,17 +14,10 @@ from relaycheck.honeypot.personas import PERSONAS
 from relaycheck.options.table import command_options
 from relaycheck.render import ReportKind, chosen_format, render
 
-EXTRA_MODULES = ("ppdeep",)  # what the honeypot extra adds to a plain install
-
-
-def _need_extra() -> None:
-    missing = [m for m in EXTRA_MODULES if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UsageError("'honeypot' needs the honeypot extra: pip install 'relaycheck[honeypot]'")
-
 
 def parse_endpoint(text: str, what: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port). Port 0 is allowed (a listener on any free
+    port), which is why this is not ``dns.split_host_port``, whose ports are targets' (1-65535)."""
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", text.strip())
     if match is None:
         raise UsageError(f"{what} takes HOST:PORT (IPv6 as [ADDRESS]:PORT), not {text!r}")
@@ -145,7 +137,6 @@ def honeypot_command(ctx: click.Context, /, **options: object) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    _need_extra()
     from relaycheck.honeypot.run import run
 
     ctx.exit(run(options))
@@ -157,7 +148,6 @@ def honeypot_command(ctx: click.Context, /, **options: object) -> None:
 @command_options(("output_format",), {}, report=ReportKind.HONEYPOT)
 def report_command(data_dir: Path, since: str, output_format: str | None) -> None:
     """What the honeypot saw: sources, drop-boxes, campaigns, scanners, credentials."""
-    _need_extra()
     from relaycheck.honeypot.record import read_records
     from relaycheck.honeypot.report import summarise
 

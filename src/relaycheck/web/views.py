@@ -7,7 +7,6 @@ inserted by Jinja2 with autoescaping on, so server text is shown, never interpre
 from __future__ import annotations
 
 import re
-import textwrap
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from relaycheck.api import parse_target
 from relaycheck.errors import UsageError
+from relaycheck.findings.fixes import blocks as fix_blocks
 from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import FAMILY_NAMES
 from relaycheck.web.guard import to_ascii, to_unicode
@@ -251,19 +251,9 @@ def transcript(connection: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def blocks(text: str | None) -> list[tuple[str, str]]:
-    """Split a remediation-style text into ("p", paragraph) and ("code", block) parts.
-
-    Paragraphs are separated by blank lines; a part whose lines are all indented by four
-    spaces is a command or configuration block (shown verbatim).
-    """
-    parts: list[tuple[str, str]] = []
-    for chunk in re.split(r"\n\s*\n", (text or "").strip("\n")):
-        lines = chunk.split("\n")
-        if all(line.startswith("    ") or not line.strip() for line in lines):
-            parts.append(("code", textwrap.dedent(chunk)))
-        elif chunk.strip():
-            parts.append(("p", " ".join(line.strip() for line in lines)))
-    return parts
+    """A fix or advice text as ("p", paragraph) and ("code", verbatim block) parts for the
+    templates: the same split as every other report's (``findings.fixes.blocks``)."""
+    return [("code" if b.verbatim else "p", b.text) for b in fix_blocks(text or "")]
 
 
 def when(value: datetime | str | None) -> str:
