@@ -15,10 +15,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from relaycheck.catalogue import PlannedProbe
-from relaycheck.errors import ConnectError, ConnectionLimited, ProtocolError, TlsError, TransportError
+from relaycheck.errors import (
+    ConnectError,
+    ConnectionClosed,
+    ConnectionLimited,
+    ProtocolError,
+    RelaycheckError,
+    TlsError,
+    TransportError,
+)
 from relaycheck.model import Exchange, Observation, Outcome, Reply, Stage, Target, Transport
 from relaycheck.options import EngineOptions
-from relaycheck.proof import PROVEN
+from relaycheck.proof import ON_DEMAND, PROVEN, demands
 from relaycheck.smtp.session import PartialReplies, SessionConfig, SmtpSession
 from relaycheck.smtp.wire import Ehlo, mail_from, rcpt_to
 from relaycheck.verdict import classify_reply, is_sender_refused
@@ -187,6 +195,11 @@ class Chunk:
     stop: str | None  # why the session ended early (421, a drop), None when it is still usable
     errors: int = 0  # 4xx/5xx replies the server counted against the session
     open_mail: OpenMail | None = None
+    failure: RelaycheckError | None = None  # the typed failure behind ``stop`` (a 421 is ConnectionClosed)
+
+    def __post_init__(self) -> None:
+        if self.stop is not None and self.failure is None:
+            self.failure = ConnectionClosed(self.stop)
 
 
 def envelopes(probes: Sequence[PlannedProbe], grouped: bool) -> list[list[PlannedProbe]]:
@@ -228,6 +241,10 @@ def _lines(steps: list[_Step], quit_at_end: bool) -> list[str]:
     return lines + ["QUIT"] * quit_at_end
 
 
+def _typed(cause: Exception) -> RelaycheckError:
+    return cause if isinstance(cause, RelaycheckError) else ConnectionClosed(str(cause))
+
+
 def _closed(reply: Reply) -> str:
     return f"server closed the session: {reply}"
 
@@ -248,13 +265,13 @@ def _read_pipelined(steps: list[_Step], replies: list[Reply], open_mail: OpenMai
     recipients = open_mail.recipients if open_mail is not None else 0
     for step in steps:
         if step.reset and (reset := take()) is not None and reset.code == 421:
-            return replace(chunk, stop=_closed(reset), open_mail=None)
+            return replace(chunk, stop=_closed(reset), open_mail=None, failure=None)
         if step.mail:
             mail, recipients = take(), 0
             if mail is None:
                 return replace(chunk, open_mail=None)
             if mail.code == 421:
-                return replace(chunk, stop=_closed(mail), open_mail=None)
+                return replace(chunk, stop=_closed(mail), open_mail=None, failure=None)
             chunk.errors += not mail.positive
         assert mail is not None
         for probe in step.probes:
@@ -262,7 +279,7 @@ def _read_pipelined(steps: list[_Step], replies: list[Reply], open_mail: OpenMai
             if rcpt is None:
                 return replace(chunk, open_mail=None)
             if rcpt.code == 421:
-                return replace(chunk, stop=_closed(rcpt), open_mail=None)
+                return replace(chunk, stop=_closed(rcpt), open_mail=None, failure=None)
             chunk.errors += not rcpt.positive
             chunk.done.append(ProbeReplies(probe, mail, rcpt))
             recipients += 1
@@ -289,12 +306,14 @@ async def run_chunk(
     """
     steps = _steps(envelopes(probes, grouped), reset_first, open_mail)
     if pipelining:
+        cause: Exception | None = None
         try:
             replies = await session.pipeline(_lines(steps, quit_at_end))
-            stop = None
         except PartialReplies as partial:
-            replies, stop = partial.replies, str(partial.cause)
-        chunk = _read_pipelined(steps, replies, open_mail, stop)
+            replies, cause = partial.replies, partial.cause
+        chunk = _read_pipelined(steps, replies, open_mail, None if cause is None else str(cause))
+        if cause is not None and chunk.stop == str(cause):
+            chunk.failure = _typed(cause)
         if quit_at_end:
             session.close()
         return chunk
@@ -322,7 +341,7 @@ async def run_chunk(
                 chunk.done.append(ProbeReplies(probe, mail, answer))
             chunk.open_mail = OpenMail(step.probes[0].mail_from, mail, recipients) if mail.positive else None
     except PartialReplies as partial:
-        return Chunk(chunk.done, str(partial.cause), chunk.errors)
+        return Chunk(chunk.done, str(partial.cause), chunk.errors, failure=_typed(partial.cause))
     if quit_at_end:
         await session.quit()
     return chunk
@@ -398,8 +417,11 @@ class _Battery:
         preopened: list[Opened],
         attempts: dict[str, int],
         proof: Proof | None = None,
+        on_demand: Sequence[PlannedProbe] = (),
     ) -> None:
         self.run = run
+        # Controls that join the queue only when a result calls for them (``proof.demands``).
+        self.on_demand = {p.role: p for p in on_demand if p.role in ON_DEMAND}
         self.queue = list(probes)
         self.preopened = preopened
         self.attempts = attempts
@@ -411,6 +433,11 @@ class _Battery:
         self.opening = 0  # workers waiting for their session: each will take up to per_connection probes
         self.working = 0  # workers holding a session
         self.keep = False  # park sessions with budget left in ``idle`` instead of ending them
+        # The sessions opened ahead take their first chunk in the order they were opened, whichever
+        # comes up first: the same battery sends the same commands on the same session every time.
+        self.dealt = 0  # sessions taken from ``preopened`` so far (their ticket is their rank)
+        self.turn = 0  # the ticket whose first chunk is next
+        self.turns = asyncio.Condition()
         # What the run knew of senders when this battery started: chunks do not depend on which
         # session happened to answer first (the same battery sends the same commands every time).
         self.refused = dict(run.refused_senders)
@@ -439,22 +466,37 @@ class _Battery:
                 self.attempts[probe.id] = self.attempts.get(probe.id, 0) + 1
             return chunk
 
-    async def session(self) -> Ready | str | None:
+    async def wait_turn(self, ticket: int | None) -> None:
+        if ticket is not None:
+            async with self.turns:
+                await self.turns.wait_for(lambda: self.turn >= ticket)
+
+    async def pass_turn(self, ticket: int | None) -> None:
+        if ticket is not None and self.turn <= ticket:
+            async with self.turns:
+                self.turn = max(self.turn, ticket + 1)
+                self.turns.notify_all()
+
+    async def session(self) -> tuple[Ready | str | None, int | None]:
         """A session, the reason none could be opened, or None: the server limits connections per
-        client and the other workers carry on (this one retires)."""
+        client and the other workers carry on (this one retires); and the session's ticket when it
+        was opened ahead."""
         if self.idle:
-            return self.idle.pop(0)
+            return self.idle.pop(0), None
         self.opening += 1
+        ticket: int | None = None
         try:
             opener = self.preopened.pop(0) if self.preopened else None
-            return await open_within_limit(self.run, opener, others=lambda: self.working)
+            if opener is not None:
+                ticket, self.dealt = self.dealt, self.dealt + 1
+            return await open_within_limit(self.run, opener, others=lambda: self.working), ticket
         except ConnectionLimited as exc:
             if self.working == 0:
-                return str(exc)
+                return str(exc), ticket
             self.run.limit = min(self.run.limit or self.working, self.working)
-            return None
+            return None, ticket
         except FAILURES as exc:
-            return str(exc)
+            return str(exc), ticket
         finally:
             self.opening -= 1
 
@@ -465,7 +507,9 @@ class _Battery:
                 # EHLO and QUIT (seen under load, when the first chunk ends before they are up).
                 return
             index = len(self.run.sessions)
-            ready = await self.session()
+            ready, ticket = await self.session()
+            if ready is None or isinstance(ready, str):
+                await self.pass_turn(ticket)
             if ready is None:
                 return
             if isinstance(ready, str):  # could not even open a session: give waiting probes a try
@@ -473,24 +517,30 @@ class _Battery:
                 continue
             self.working += 1
             try:
-                await self.use(ready)
+                await self.use(ready, ticket)
             finally:
                 self.working -= 1
+                await self.pass_turn(ticket)
 
-    async def use(self, ready: Ready) -> None:
+    async def use(self, ready: Ready, ticket: int | None = None) -> None:
         """Chunks on one session while its refusal budget lasts; then QUIT, or park it (``keep``)."""
         session = ready.session
         while True:
             budget = self.per_connection - ready.refusals
+            await self.wait_turn(ticket)
             chunk = self.known_refused(await self.take(budget)) if budget > 0 and self.queue else []
+            await self.pass_turn(ticket)
+            ticket = None
             if not chunk:
                 if self.queue or not self.keep or budget <= 0:
                     await session.quit()
                 else:
                     self.idle.append(ready)
                 return
-            # The last chunk on this session: nothing left, or a chunk that may spend the whole budget.
-            last = (not self.queue and not self.keep) or self.cost(chunk) >= budget
+            # The last chunk on this session: nothing left (nor a control its answers may call
+            # for), or a chunk that may spend the whole budget.
+            calls = bool(self.on_demand) and any(p.local_part_trick for p in chunk)
+            last = (not self.queue and not self.keep and not calls) or self.cost(chunk) >= budget
             try:
                 result = await run_chunk(
                     session,
@@ -550,12 +600,36 @@ class _Battery:
         self.queue.clear()
         return True
 
+    def call_for(self, found: Observation) -> None:
+        """Queue the on-demand control ``found`` calls for (first in line: the proof may wait on
+        it), with ``found``'s sender: the control must be judged as the probe was."""
+        role = demands(found)
+        control = self.on_demand.pop(role, None) if role is not None else None
+        if control is not None:
+            self.queue.insert(0, replace(control, mail_from=found.mail_from))
+
+    def not_needed(self) -> None:
+        """The on-demand controls no result called for: reported as not run, and why."""
+        for role, control in self.on_demand.items():
+            self.results[control.id] = from_probe(
+                control,
+                outcome=Outcome.SKIPPED,
+                stage=Stage.CONNECT,
+                reply=None,
+                reason=f"not run: {ON_DEMAND[role]}",
+                connection=0,
+                attempts=0,
+                tls=self.tls,
+            )
+        self.on_demand.clear()
+
     def settle(self, chunk: list[PlannedProbe], done: list[ProbeReplies], stop: str | None, index: int) -> None:
         """Record what a chunk produced; re-queue the rest, or give up on probes tried too often."""
         run = self.run
         for item in done:
             found = observation(item, tls=self.tls, connection=index, attempts=self.attempts[item.probe.id])
             self.results[item.probe.id] = found
+            self.call_for(found)
             if found.stage is Stage.MAIL and item.mail.permanent and is_sender_refused(found):
                 run.refused_senders.setdefault((self.tls, item.probe.mail_from), item.mail)
             elif item.mail.positive:
@@ -579,6 +653,7 @@ async def battery(
     *,
     proof: Proof | None = None,
     head: int = 0,
+    on_demand: Sequence[PlannedProbe] = (),
 ) -> dict[str, Observation]:
     """Run ``probes`` over at most ``connections`` (default ``max_connections``) at once.
 
@@ -592,10 +667,12 @@ async def battery(
     ``proof``: once it holds for the results, the probes still waiting are reported as not run.
     ``head``: the first probes that may prove the verdict go alone on the first session; the
     others follow only if they did not (the order is the caller's: see ``proof.proving_order``).
+    ``on_demand``: controls sent only when a result calls for them, else reported as not needed.
     """
-    state = _Battery(run, probes, preopened, attempts, proof)
+    state = _Battery(run, probes, preopened, attempts, proof, on_demand)
     if state.check_proof():  # proven before this battery started
         await discard(preopened)
+        state.not_needed()
         return state.results
     if head and proof is not None and len(probes) > head:
         rest, state.queue = state.queue[head:], state.queue[:head]
@@ -615,6 +692,7 @@ async def battery(
         state.results[probe.id] = failed(
             probe, "no session could be opened", attempts=attempts.get(probe.id, 0), connection=0
         )
+    state.not_needed()
     return state.results
 
 

@@ -19,30 +19,34 @@ from dns.asyncresolver import Resolver
 from relaycheck.advice import advice_for
 from relaycheck.battery import (
     FAILURES,
+    Chunk,
     Opened,
-    OpenMail,
-    ProbeReplies,
     Proof,
     Ready,
     Run,
-    abandon,
     battery,
-    discard,
     from_probe,
     observation,
     open_for_battery,
     open_within_limit,
     ready,
-    transaction,
+    run_chunk,
 )
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
 from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, mark_unknown, sent_tokens
 from relaycheck.dns import make_resolver
-from relaycheck.errors import RelaycheckError, TlsError, kind_of
+from relaycheck.errors import ConnectionClosed, RelaycheckError, TlsError, kind_of
 from relaycheck.findings import hygiene_findings, with_remediation
 from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import fingerprint
-from relaycheck.hygiene import HygieneOptions, SessionInspection, auth_bypass_check, dns_facts, inspect_session
+from relaycheck.hygiene import (
+    HygieneOptions,
+    SessionInspection,
+    auth_bypass_check,
+    dns_facts,
+    inspect_session,
+    vrfy_replies,
+)
 from relaycheck.model import (
     Confidence,
     DnsblResult,
@@ -64,7 +68,16 @@ from relaycheck.model import (
 )
 from relaycheck.names import is_hostname
 from relaycheck.options import DEFAULT_OUTSIDE, EngineOptions, default_helo, ip_literal
-from relaycheck.proof import PROVEN, first_round, is_proven, one_per_family, proving_order, spoken_for
+from relaycheck.proof import (
+    ON_DEMAND,
+    PROVEN,
+    first_round,
+    is_proven,
+    on_demand,
+    one_per_family,
+    proving_order,
+    spoken_for,
+)
 from relaycheck.smtp.session import SmtpSession
 from relaycheck.smtp.wire import Ehlo, banner_host
 from relaycheck.verdict import AuthBypass, decide, is_sender_refused, is_tls_required, relay_domains_of
@@ -118,6 +131,9 @@ class RetryWait:
     budget_left: float  # seconds of the retry budget left, the wait included
 
 
+VrfyReplies = tuple[Reply | None, Reply | None, Reply | None]  # VRFY postmaster, VRFY a random user, EXPN
+
+
 @dataclass
 class _Preflight:
     """What the first session learnt, and what the rest of the check is planned from."""
@@ -126,9 +142,9 @@ class _Preflight:
     facts: SessionFacts
     slots: Slots
     probes: list[PlannedProbe]
-    check: ProbeReplies  # the postmaster control, run alone on the first session
-    ahead: list[Opened]  # the battery's other sessions, opened while the preflight ran
+    first: Chunk  # the postmaster control and the first round, on the first session
     attempts: dict[str, int] = field(default_factory=dict)
+    vrfy: VrfyReplies | None = None  # asked on the first session (else by the inspection session)
 
     @property
     def by_id(self) -> dict[str, PlannedProbe]:
@@ -146,9 +162,9 @@ async def check_target(
 ) -> TargetReport:
     """Test one SMTP endpoint. Never raises for network trouble: it is reported instead.
 
-    The phases: preflight (greeting, EHLO, the postmaster control), the relay battery (over
-    STARTTLS when the server requires it; again with other senders where the sender was
-    refused), retries of deferred probes, the battery towards another outside domain when the
+    The phases: preflight (greeting, EHLO, the postmaster control and the first round), the relay
+    battery (over STARTTLS when the server requires it; again with other senders where the sender
+    was refused), retries of deferred probes, the battery towards another outside domain when the
     first is a relay domain, the second phase (the battery over STARTTLS, the inspection session,
     the AUTH-bypass check), the DATA stage, then the report.
     """
@@ -171,36 +187,36 @@ async def check_target(
 
 
 async def _preflight(run: Run, started: float) -> _Preflight | TargetReport:
-    """Greeting, EHLO and the postmaster control, alone, before anything is pipelined. It tells
-    whether the server takes mail from us at all (so how many refusals to expect) and whether it
-    requires STARTTLS first; a pipelined batch of 530s or refusals would run into the server's
-    error limits (Postfix: "too many errors" after 20)."""
+    """Greeting, EHLO, then the postmaster control and the first round (the plain outside
+    recipient at each outside domain) in one transaction: an open relay is proven here, on one
+    connection. It also tells whether the server takes mail from us at all and whether it
+    requires STARTTLS first (a 530 costs this session a few errors, well under any limit)."""
     target, options = run.target, run.options
-    # Open the battery's other connections while the preflight runs: their setup round trips
-    # overlap with the preflight's instead of following it.
-    ahead: list[Opened] = [asyncio.ensure_future(open_for_battery(run)) for _ in range(options.max_connections - 1)]
     try:
         session, greeting, ehlo = await run.open()
     except FAILURES as exc:
-        await abandon(run, ahead)
         return _unreachable(target, exc, started, run)
     run.peer = session.peer_address
     facts = _session_facts(run, greeting, ehlo)
     if greeting.code != 220:
         await session.quit()
-        await abandon(run, ahead)
         return _refused_greeting(target, greeting, facts, run, started)
     slots = _slots(run, facts)
     facts = replace(facts, local_domain=slots.local_domain)
     probes = plan_probes(slots, optional=options.all_probes)
     postmaster = next(p for p in probes if p.role == "postmaster")
+    head = [postmaster, *first_round([p for p in probes if p is not postmaster])]
     try:
-        check = await transaction(session, postmaster, facts.pipelining)
+        first = await run_chunk(session, head, facts.pipelining, quit_at_end=False)
     except FAILURES as exc:
-        await abandon(run, ahead)
+        session.abort()
         return _unreachable(target, exc, started, run)
-    pre = _Preflight(session, facts, slots, probes, check, ahead, {postmaster.id: 1})
-    if any(r is not None and is_tls_required(r) for r in (check.mail, check.rcpt)):
+    if not any(item.probe is postmaster for item in first.done):
+        session.abort()
+        return _unreachable(target, first.failure or ConnectionClosed("no reply"), started, run)
+    pre = _Preflight(session, facts, slots, probes, first, {item.probe.id: 1 for item in first.done})
+    replies = [r for item in first.done for r in (item.mail, item.rcpt) if r is not None]
+    if any(is_tls_required(r) for r in replies):
         pre.facts = replace(pre.facts, tls_required=True)
     return pre
 
@@ -218,30 +234,92 @@ def _session_facts(run: Run, greeting: Reply, ehlo: Ehlo | None) -> SessionFacts
     )
 
 
+VRFY_COST = 3  # the most errors VRFY/EXPN can add to a session (each may be refused)
+
+
+async def _first_session(run: Run, pre: _Preflight) -> Ready:
+    """The first session, for the battery: VRFY/EXPN are asked on it first (no session of their
+    own), their refusals counted against its budget as the server counts them."""
+    first = pre.first
+    refusals = first.errors
+    if run.options.hygiene.vrfy and not pre.facts.tls_required:
+        pre.vrfy = await vrfy_replies(pre.session, pre.slots.local_domain)
+        refusals += sum(1 for r in pre.vrfy if r is not None and not r.positive)
+    return Ready(pre.session, pre.facts.pipelining, pending_mail=True, refusals=refusals, open_mail=first.open_mail)
+
+
+async def _proven_at_once(run: Run, pre: _Preflight, controls: list[PlannedProbe]) -> dict[str, Observation]:
+    """The first round proved an open relay: no other session is opened. The on-demand controls
+    still run on the first session (one RCPT each): the catch-all control's refusal is the reply
+    whose wording names the MTA, and the fix in the report is that MTA's."""
+    session, tls = pre.session, pre.session.tls
+    found: dict[str, Observation] = {}
+    if controls:
+        try:
+            chunk = await run_chunk(
+                session, controls, pre.facts.pipelining, reset_first=True, open_mail=pre.first.open_mail,
+                quit_at_end=False,
+            )
+        except FAILURES as exc:
+            chunk = Chunk([], str(exc))
+        found = {
+            item.probe.id: observation(item, tls=tls, connection=session.index, attempts=1) for item in chunk.done
+        }
+        found |= _not_run([c for c in controls if c.id not in found], chunk.stop or "no reply", session.index, tls=tls)
+        if chunk.stop is not None:
+            session.abort()
+            return found
+    try:
+        await _first_session(run, pre)
+    except FAILURES:
+        session.abort()
+        return found
+    await session.quit()
+    return found
+
+
+def _sessions_ahead(run: Run, pre: _Preflight, waiting: int) -> int:
+    """How many more sessions the battery will want for ``waiting`` probes, beyond what the first
+    session's budget carries (VRFY/EXPN counted at their worst): opened at once, together."""
+    options = run.options
+    per_connection = max(1, options.probes_per_connection)
+    spent = pre.first.errors + (VRFY_COST if options.hygiene.vrfy else 0)
+    beyond = max(0, waiting - max(0, per_connection - spent))
+    return min(options.max_connections - 1, -(-beyond // per_connection))
+
+
 async def _first_battery(run: Run, pre: _Preflight) -> dict[str, Observation]:
-    """The relay battery and the controls: over the preflight's session and the ones opened
-    ahead; over STARTTLS when the server requires it (530) and the target is clear text."""
+    """The relay battery and the controls: over the first session and the ones opened once the
+    first round has not proven the verdict; over STARTTLS when the server requires it (530) and
+    the target is clear text."""
     plain_target = run.target.transport is Transport.PLAIN
     if pre.facts.tls_required and plain_target:
         await pre.session.quit()
-        await discard(pre.ahead)  # clear-text sessions: of no use now
         run.tls_phase = True
         return (await over_starttls(run, pre.probes, pre.slots, proof=_proof(run, pre.probes, {}))).results
-    postmaster = next(p for p in pre.probes if p.role == "postmaster")
-    check = pre.check
-    results = {postmaster.id: observation(check, tls=pre.session.tls, connection=pre.session.index, attempts=1)}
-    refusals = sum(1 for r in (check.mail, check.rcpt) if r is not None and not r.positive)
-    opened = OpenMail(postmaster.mail_from, check.mail, 1) if check.rcpt is not None and check.mail.positive else None
-    if check.mail.permanent and results[postmaster.id].stage is Stage.MAIL:
-        run.refused_senders[(pre.session.tls, postmaster.mail_from)] = check.mail  # not sent again
-    elif check.mail.positive:
-        run.accepted_senders.add((pre.session.tls, postmaster.mail_from))
-    first = Ready(pre.session, pre.facts.pipelining, pending_mail=True, refusals=refusals, open_mail=opened)
-    rest = proving_order([p for p in pre.probes if p is not postmaster])
+    tls = pre.session.tls
+    results: dict[str, Observation] = {}
+    for item in pre.first.done:
+        seen = observation(item, tls=tls, connection=pre.session.index, attempts=1)
+        results[item.probe.id] = seen
+        if seen.stage is Stage.MAIL and item.mail.permanent and is_sender_refused(seen):
+            run.refused_senders.setdefault((tls, item.probe.mail_from), item.mail)  # not sent again
+        elif item.mail.positive:
+            run.accepted_senders.add((tls, item.probe.mail_from))
+    rest, called = on_demand(proving_order([p for p in pre.probes if p.id not in results]))
     proof = _proof(run, pre.probes, results)
-    found = await battery(
-        run, rest, [ready(first), *pre.ahead], pre.attempts, proof=proof, head=len(first_round(rest))
-    )
+    if proof is not None and proof(results) and pre.first.stop is None:
+        results.update(await _proven_at_once(run, pre, called))
+        results.update(_not_run(rest, PROVEN, 0, tls=tls))
+        return results
+    openers: list[Opened] = []
+    if pre.first.stop is None:
+        openers.append(asyncio.ensure_future(_first_session(run, pre)))
+    else:  # the server ended the first session: the probes it did not answer wait for the others
+        pre.session.abort()
+    ahead = _sessions_ahead(run, pre, len(rest)) if openers else run.options.max_connections
+    openers += [asyncio.ensure_future(open_for_battery(run)) for _ in range(ahead)]
+    found = await battery(run, rest, openers, pre.attempts, proof=proof, on_demand=called)
     results.update(found)
     results = await other_senders(run, pre.probes, pre.slots, results)
     needs_tls = [o for o in results.values() if o.reply is not None and is_tls_required(o.reply)]
@@ -288,16 +366,23 @@ async def over_starttls(
     except FAILURES as exc:
         why = f"STARTTLS could not be used: {exc}"
         return TlsBattery(_not_run(probes, why, len(run.sessions) - 1), why, isinstance(exc, TlsError))
-    ordered = proving_order(probes)
+    ordered, called = on_demand(proving_order(probes))
     found = await battery(
-        tls_run, ordered, [ready(first)], {}, connections=connections, proof=proof, head=len(first_round(ordered))
+        tls_run,
+        ordered,
+        [ready(first)],
+        {},
+        connections=connections,
+        proof=proof,
+        head=len(first_round(ordered)),
+        on_demand=called,
     )
     found = await other_senders(tls_run, probes, slots, found)
     run.limit = tls_run.limit or run.limit
     return TlsBattery(found)
 
 
-def _not_run(probes: Sequence[PlannedProbe], why: str, connection: int) -> dict[str, Observation]:
+def _not_run(probes: Sequence[PlannedProbe], why: str, connection: int, *, tls: bool = True) -> dict[str, Observation]:
     return {
         p.id: from_probe(
             p,
@@ -307,7 +392,7 @@ def _not_run(probes: Sequence[PlannedProbe], why: str, connection: int) -> dict[
             reason=f"not run: {why}",
             connection=max(0, connection),
             attempts=0,
-            tls=True,
+            tls=tls,
         )
         for p in probes
     }
@@ -326,7 +411,8 @@ async def other_senders(
         if not again:
             continue
         proof = _proof(run, probes, results)
-        found = await battery(run, again, [], {}, proof=proof, head=len(first_round(again)))
+        waiting = _waiting_controls(results, by_id)
+        found = await battery(run, again, [], {}, proof=proof, head=len(first_round(again)), on_demand=waiting)
         for probe_id, obs in found.items():
             if not is_sender_refused(obs) and obs.outcome is not Outcome.ERROR:
                 first = results[probe_id]
@@ -353,8 +439,9 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
     options, hygiene, facts, slots = run.options, run.options.hygiene, pre.facts, pre.slots
     target = run.target
     tls_possible = facts.starttls_offered or target.transport is Transport.TLS
+    vrfy_done = pre.vrfy is not None  # asked on the first session
     # A session only when there is something to ask: VRFY, or a TLS handshake to look at.
-    inspect = hygiene.vrfy or (hygiene.tls and tls_possible)
+    inspect = (hygiene.vrfy and not vrfy_done) or (hygiene.tls and tls_possible)
     tls_battery = (
         hygiene.tls_battery
         and facts.starttls_offered
@@ -377,13 +464,18 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
         return replace(found, results=renamed)
 
     async def inspection() -> SessionInspection | None:
+        vrfy = pre.vrfy or (None, None, None)
         if not inspect:
             no_tls = TlsFacts(offered=False) if hygiene.tls else None  # known without connecting
-            return SessionInspection(no_tls, (), None, None, None)
-        return await inspect_session(
-            run.new_session, target.host, target.transport, facts.starttls_offered, hygiene, slots.local_domain,
+            return SessionInspection(no_tls, (), *vrfy)
+        asked = replace(hygiene, vrfy=hygiene.vrfy and not vrfy_done)
+        inspected = await inspect_session(
+            run.new_session, target.host, target.transport, facts.starttls_offered, asked, slots.local_domain,
             tls_required=facts.tls_required,
         )
+        return replace(inspected, vrfy_postmaster=vrfy[0], vrfy_random=vrfy[1], expn_postmaster=vrfy[2]) if (
+            vrfy_done
+        ) else inspected
 
     async def bypass() -> tuple[Reply | None, Reply | None]:
         if not hygiene.auth_bypass:
@@ -572,7 +664,8 @@ async def _around_relay_domains(
         for p in plan_probes(reordered, optional=run.options.all_probes)
         if p.kind is ProbeKind.RELAY and not p.domain_check
     ]
-    found = await other_senders(run, again, reordered, await battery(run, again, [], attempts))
+    waiting = _waiting_controls(results, {p.id: p for p in plan_probes(reordered, optional=run.options.all_probes)})
+    found = await other_senders(run, again, reordered, await battery(run, again, [], attempts, on_demand=waiting))
     return {**results, **found}
 
 
@@ -604,10 +697,23 @@ async def _retry_deferred(
         await asyncio.sleep(min(wait, left))
         wait = min(wait * 2, 30.0)
         proof = _proof(run, list(by_id.values()), results)
-        retried = await battery(run, deferred, [], {}, proof=proof)  # each round its own budget for drops
+        waiting = _waiting_controls(results, by_id)  # a trick accepted this time calls for them
+        retried = await battery(run, deferred, [], {}, proof=proof, on_demand=waiting)  # each round its own drop budget
         for probe_id, obs in retried.items():
             previous = results[probe_id]
+            if obs.outcome is Outcome.SKIPPED and previous.outcome is Outcome.SKIPPED:
+                continue  # still not needed
             results[probe_id] = replace(obs, attempts=previous.attempts + 1, refused_sender=previous.refused_sender)
+
+
+def _waiting_controls(results: dict[str, Observation], by_id: dict[str, PlannedProbe]) -> list[PlannedProbe]:
+    """The on-demand controls no result has called for yet: a later battery (retries, other
+    senders, the other outside domain) takes them along, should one of its results call."""
+    return [
+        by_id[o.probe_id]
+        for o in results.values()
+        if o.role in ON_DEMAND and o.outcome is Outcome.SKIPPED and o.probe_id in by_id
+    ]
 
 
 def _refused_greeting(target: Target, greeting: Reply, facts: SessionFacts, run: Run, started: float) -> TargetReport:

@@ -256,7 +256,7 @@ async def inspect_session(
                 return SessionInspection(None, (), *vrfy)
             _, ehlo = await session.ehlo()
             if options.vrfy and attempt == 0 and not vrfy_over_tls:
-                vrfy = await _vrfy(session, local_domain)
+                vrfy = await vrfy_replies(session, local_domain)
             if not options.tls or not (implicit or starttls_offered):
                 await session.quit()
                 offered = implicit or starttls_offered
@@ -268,7 +268,7 @@ async def inspect_session(
                     return SessionInspection(TlsFacts(offered=True, error=f"STARTTLS refused: {reply}"), (), *vrfy)
                 _, ehlo = await session.ehlo()
                 if options.vrfy and vrfy_over_tls:
-                    vrfy = await _vrfy(session, local_domain)
+                    vrfy = await vrfy_replies(session, local_domain)
             ssl_object = session.ssl_object
             facts = (
                 tls_facts(ssl_object, host, offered=True, verify_error=verify_error)
@@ -292,7 +292,7 @@ async def inspect_session(
     return SessionInspection(TlsFacts(offered=True, error="TLS could not be established"), (), *vrfy)
 
 
-async def _vrfy(session: SmtpSession, local_domain: str) -> tuple[Reply | None, Reply | None, Reply | None]:
+async def vrfy_replies(session: SmtpSession, local_domain: str) -> tuple[Reply | None, Reply | None, Reply | None]:
     random_user = "rc-nouser-" + secrets.token_hex(5)
     postmaster = await session.command(command_line("VRFY ", "postmaster"))
     unknown = await session.command(command_line("VRFY ", f"{random_user}@{local_domain}"))

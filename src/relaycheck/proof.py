@@ -16,12 +16,30 @@ from relaycheck.verdict import accepted_relay, evidence_of, is_sender_refused
 
 PROVEN = "verdict proven"  # the reason of the probes left out: "not run: verdict proven"
 
+# Controls that run only when a result needs them, with why they were not run otherwise. The
+# catch-all control (a local user that cannot exist) only judges accepted local-part tricks: on
+# a server that accepted none it would be one more refusal counted against the error limit.
+ON_DEMAND: dict[str, str] = {"catch-all": "not needed: no local-part trick was accepted"}
+
+
+def demands(obs: Observation) -> str | None:
+    """The on-demand control (its role) that ``obs`` calls for: an accepted local-part trick
+    needs the catch-all control to tell relaying from a local mailbox."""
+    if obs.kind is ProbeKind.RELAY and obs.local_part_trick and obs.outcome is Outcome.ACCEPTED:
+        return "catch-all"
+    return None
+
+
+def on_demand(probes: Sequence[PlannedProbe]) -> tuple[list[PlannedProbe], list[PlannedProbe]]:
+    """The probes to send, and the controls to send only when a result calls for them."""
+    return [p for p in probes if p.role not in ON_DEMAND], [p for p in probes if p.role in ON_DEMAND]
+
 
 def first_round(probes: Sequence[PlannedProbe]) -> list[PlannedProbe]:
     """The probes that can prove an open relay at once: the plain outside recipient at every
-    outside domain, and the controls (postmaster: the server takes mail from us; catch-all: whether
-    a local-looking trick is relaying) where they are still to run."""
-    return [p for p in probes if p.domain_check or p.role in ("postmaster", "catch-all")]
+    outside domain, and the postmaster control (the server takes mail from us) where it is still
+    to run."""
+    return [p for p in probes if p.domain_check or p.role == "postmaster"]
 
 
 def proving_order(probes: Sequence[PlannedProbe]) -> list[PlannedProbe]:
@@ -44,8 +62,8 @@ def is_proven(observations: Iterable[Observation], *, domain_checks: int) -> boo
     """The server is an open relay whatever the probes not yet run would show.
 
     It holds when the verdict rules already say open (plain outside recipients accepted, or a
-    trick accepted while unknown local users are refused), the postmaster control was accepted,
-    the catch-all control has its final answer, and the plain probe towards each of the
+    trick accepted while unknown local users are refused: the catch-all control's final answer),
+    the postmaster control was accepted, and the plain probe towards each of the
     ``domain_checks`` outside domains has its final answer with no relay domain among them (a
     backup MX accepts one domain only, and that would take its probes out of the evidence).
     Only for probe mode: at DATA or in delivery mode later stages can still say no.
@@ -55,10 +73,8 @@ def is_proven(observations: Iterable[Observation], *, domain_checks: int) -> boo
     if domain_checks < 1 or len(checks) < domain_checks or not all(_final(o) for o in checks):
         return False
     controls = {o.role: o for o in seen if o.kind is ProbeKind.CONTROL and o.role is not None}
-    postmaster, catch_all = controls.get("postmaster"), controls.get("catch-all")
+    postmaster = controls.get("postmaster")
     if postmaster is None or postmaster.outcome is not Outcome.ACCEPTED:
-        return False
-    if catch_all is None or not _final(catch_all):
         return False
     evidence = evidence_of(seen)
     return not evidence.relay_domains and accepted_relay(evidence) is not None

@@ -116,7 +116,8 @@ def test_connection_limit_still_gets_the_whole_battery(smtp_server: ServerFactor
     report = check_one(server.address, exhaustive=True)
     assert report.verdict.kind is (VerdictKind.CLOSED if behaviour == "closed" else VerdictKind.OPEN)
     assert len(relay(report)) == 26 and len(relay(report, tls=True)) == 26
-    assert all(o.outcome not in (Outcome.ERROR, Outcome.SKIPPED) for o in report.observations)
+    ran = [o for o in report.observations if o.role != "catch-all"]  # on demand: no trick was accepted
+    assert all(o.outcome not in (Outcome.ERROR, Outcome.SKIPPED) for o in ran)
 
 
 # -- 4. a made-up login that relays -------------------------------------------------------------

@@ -37,9 +37,13 @@ BASE = "127.8.0.1"
 HOSTS = {pair: str(ipaddress.IPv4Address(BASE) + i) for i, pair in enumerate((b, m) for b in SUPPORTED for m in MODES)}
 MEMBERS = {ip: behaviour for (behaviour, _mode), ip in HOSTS.items()}
 
+# One session at a time: which session carries which chunk, and which probes a proof mid-battery
+# leaves out, depend on which session comes up first; one at a time, both servers get the same
+# commands in the same order, and the comparison is byte for byte.
 ENGINE = EngineOptions(
     ext_recipients=("relaytest@outside-a.test", "relaytest@outside-b.test"), helo="scan.relaycheck.test",
     command_timeout=10, greeting_timeout=10, connect_timeout=10, hygiene=HygieneOptions(ptr=False, dnsbl=False),
+    max_connections=1,
 )  # fmt: skip
 RANDOM = re.compile(r"rc-nouser-[0-9a-f]+")  # the check's random unknown user, new every run
 # Timing; the ports (the two populations listen on different ones); and which connection did

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from relaycheck.battery import ProbeReplies, observation
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
 from relaycheck.model import Observation, Reply, VerdictKind
-from relaycheck.proof import first_round, is_proven, proving_order
+from relaycheck.proof import demands, first_round, is_proven, proving_order
 from relaycheck.smtp.wire import parse_enhanced
 from relaycheck.verdict import decide
 
@@ -47,12 +47,34 @@ answers = st.sampled_from(sorted(ANSWERS))
 
 def test_plain_outside_recipients_at_both_domains_prove_it() -> None:
     head = {p.id: seen(p, "accepted") for p in PROBES if p.domain_check or p.role == "postmaster"}
+    assert is_proven(head.values(), domain_checks=CHECKS)  # plain recipients relay whatever local users do
     catch_all = next(p for p in PROBES if p.role == "catch-all")
-    assert not is_proven(head.values(), domain_checks=CHECKS)  # the catch-all control has not answered
-    head[catch_all.id] = seen(catch_all, "unknown-user")
+    head[catch_all.id] = seen(catch_all, "accepted")
     assert is_proven(head.values(), domain_checks=CHECKS)
-    head[catch_all.id] = seen(catch_all, "accepted")  # plain recipients relay whatever local users do
-    assert is_proven(head.values(), domain_checks=CHECKS)
+    del head["C-POSTMASTER"]
+    assert not is_proven(head.values(), domain_checks=CHECKS)  # the server must take mail from us at all
+
+
+def test_a_trick_proves_it_only_once_the_catch_all_control_is_refused() -> None:
+    trick = next(p for p in PROBES if p.local_part_trick)
+    catch_all = next(p for p in PROBES if p.role == "catch-all")
+    found = {p.id: seen(p, "relay-denied") for p in PROBES if p.domain_check}
+    found["C-POSTMASTER"] = seen(next(p for p in PROBES if p.role == "postmaster"), "accepted")
+    found[trick.id] = seen(trick, "accepted")
+    assert demands(found[trick.id]) == "catch-all"  # the accepted trick calls for the control
+    assert not is_proven(found.values(), domain_checks=CHECKS)
+    found[catch_all.id] = seen(catch_all, "accepted")  # a catch-all: the trick may be a local mailbox
+    assert not is_proven(found.values(), domain_checks=CHECKS)
+    found[catch_all.id] = seen(catch_all, "unknown-user")
+    assert is_proven(found.values(), domain_checks=CHECKS)
+
+
+def test_only_an_accepted_trick_calls_for_the_catch_all_control() -> None:
+    for probe in PROBES:
+        for answer in ANSWERS:
+            called = demands(seen(probe, answer))
+            wanted = probe.local_part_trick and answer == "accepted"
+            assert called == ("catch-all" if wanted else None), (probe.id, answer)
 
 
 def test_one_domain_accepted_and_the_other_refused_is_a_relay_domain_not_proof() -> None:
@@ -64,7 +86,8 @@ def test_one_domain_accepted_and_the_other_refused_is_a_relay_domain_not_proof()
 def test_the_first_round_comes_first_and_senders_stay_together() -> None:
     ordered = proving_order(PROBES)
     head = first_round(PROBES)
-    assert ordered[: len(head)] == head and {p.id for p in head} >= {"V01", "V01b", "C-CATCHALL"}
+    assert ordered[: len(head)] == head and {p.id for p in head} >= {"V01", "V01b", "C-POSTMASTER"}
+    assert "C-CATCHALL" not in {p.id for p in head}  # on demand: only an accepted trick calls for it
     senders = [p.mail_from for p in ordered[len(head) :]]
     assert all(senders.index(s) == i or senders[i - 1] == s for i, s in enumerate(senders))  # no sender twice
     assert sorted(p.id for p in ordered) == sorted(p.id for p in PROBES)
