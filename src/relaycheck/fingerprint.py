@@ -96,6 +96,8 @@ SIGNATURES: tuple[Signature, ...] = (
               "Postfix restriction wording"),
     Signature("postfix", Source.REPLY, r"^502 5\.5\.1 VRFY command is disabled", 6, "Postfix disable_vrfy_command"),
     Signature("postfix", Source.REPLY, r"Error: SMTP protocol synchronization", 6, "Postfix pipelining check"),
+    # smtpd.c's reply to a command it does not have, EXPN among them (the check asks EXPN)
+    Signature("postfix", Source.REPLY, r"^50[02] 5\.5\.2 Error: command not recognized", 6, "Postfix unknown command"),
     # smtpd.c advertises in this order: PIPELINING SIZE [VRFY] [ETRN] [STARTTLS] [AUTH] …
     # ENHANCEDSTATUSCODES 8BITMIME [DSN] [SMTPUTF8] [CHUNKING].
     Signature(
