@@ -246,3 +246,49 @@ def test_no_spare_session_when_the_first_chunk_ends_before_the_others_are_up(smt
     run, observed = asyncio.run(scenario())
     assert observed == 27
     assert len(run.sessions) == 3  # no fourth session that would only say EHLO and QUIT
+
+
+def test_quit_ends_our_side_so_a_server_holding_its_221_lets_it_go(
+    raw_server: tuple[socket.socket, list[bytes]],
+) -> None:
+    """Exim corks its 221 and waits (200 ms) for the client to close first; relaycheck says it is
+    done writing right after QUIT. This server sends its 221 only once the client's end is closed:
+    without that, the QUIT's reply would never come (and every session would wait out the timeout)."""
+    import asyncio
+    import time
+
+    from relaycheck.model import Transport
+    from relaycheck.smtp.session import SessionConfig, SmtpSession
+
+    listener, _ = raw_server
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"220 corked.example ESMTP\r\n")
+            received = b""
+            while b"QUIT\r\n" not in received:
+                chunk = conn.recv(1024)
+                if not chunk:
+                    return
+                received += chunk
+            while conn.recv(1024):  # hold the 221 until the client's end of the stream
+                pass
+            conn.sendall(b"221 2.0.0 Bye\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def session_quit() -> SmtpSession:
+        config = SessionConfig(helo_name="client.example", connect_timeout=5, greeting_timeout=5, command_timeout=5,
+                               deadline=time.monotonic() + 30)  # fmt: skip
+        session = SmtpSession("127.0.0.1", listener.getsockname()[1], config, transport=Transport.PLAIN)
+        assert (await session.connect()).code == 220
+        await session.quit()
+        return session
+
+    session = asyncio.run(session_quit())
+    thread.join(10)
+    quit_exchange = session.log().exchanges[-1]
+    assert quit_exchange.sent == "QUIT"
+    assert quit_exchange.reply is not None and quit_exchange.reply.code == 221

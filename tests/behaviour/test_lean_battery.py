@@ -153,7 +153,15 @@ def test_grouped_and_one_by_one_give_the_same_outcomes(smtp_server: ServerFactor
         grouped = check_one(server.address, hygiene=BATTERY_ONLY, exhaustive=exhaustive)
         alone = check_one(server.address, hygiene=BATTERY_ONLY, exhaustive=exhaustive, one_by_one=True)
         assert grouped.verdict.kind is alone.verdict.kind, behaviour
-        assert outcomes(grouped) == outcomes(alone), behaviour
+        if exhaustive:
+            assert outcomes(grouped) == outcomes(alone), behaviour
+            continue
+        # Stopping when proven: which probes were already under way when the proof came depends
+        # on which session came up first; every probe both runs sent got the same answer.
+        both = {k for k, v in outcomes(grouped).items() if v[0] is not Outcome.SKIPPED} & {
+            k for k, v in outcomes(alone).items() if v[0] is not Outcome.SKIPPED
+        }
+        assert {k: outcomes(grouped)[k] for k in both} == {k: outcomes(alone)[k] for k in both}, behaviour
 
 
 def test_json_reports_the_probes_not_run(smtp_server: ServerFactory, capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,7 +41,7 @@ BARE = "220 mx.example.com ESMTP"
                               "recipient table",), "postfix", None),
         (None, POSTFIX_EHLO, (), "postfix", None),  # the keyword order alone
         (BARE, (), ("502 5.5.1 VRFY command is disabled",), "postfix", None),
-        (BARE, (), ("502 5.5.2 Error: command not recognized",), "postfix", None),  # EXPN: an open relay refuses no RCPT
+        (BARE, (), ("502 5.5.2 Error: command not recognized",), "postfix", None),  # EXPN, on a relay
         # --- Exim
         ("220 mx.example.com ESMTP Exim 4.96 Thu, 01 Feb 2024 10:00:00 +0000", (), (), "exim", "4.96"),
         ("220 mail.example.org ESMTP Exim 4.97.1 Ubuntu Mon, 05 Feb 2024 09:00:00 +0100", (), (), "exim", "4.97.1"),

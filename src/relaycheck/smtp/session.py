@@ -281,6 +281,11 @@ class SmtpSession:
         protocol = self._require()
         assert protocol.transport is not None
         protocol.transport.write(b"".join(encode_command(line) for line in lines))
+        if lines and lines[-1] == "QUIT" and protocol.transport.can_write_eof():
+            # Nothing follows QUIT: say so at once (a FIN). Exim holds its 221 back (TCP_CORK) and
+            # waits up to 200 ms for the client to close first; our end of the stream lets it go.
+            with contextlib.suppress(OSError):  # already gone: the read below says so
+                protocol.transport.write_eof()
         self.round_trips += 1
         replies: list[Reply] = []
         step = self.config.command_timeout if timeout is None else timeout
