@@ -52,6 +52,7 @@ class Run:
     # Senders the server refused at MAIL (by TLS phase), with its reply: not sent again in this run.
     refused_senders: dict[tuple[bool, str], Reply] = field(default_factory=dict)
     accepted_senders: set[tuple[bool, str]] = field(default_factory=set)  # senders whose MAIL was accepted
+    starttls_context: ssl.SSLContext | None = None  # for STARTTLS (None: any certificate)
 
     def new_session(self, transport: Transport | None = None, tls_context: ssl.SSLContext | None = None) -> SmtpSession:
         if transport is None:
@@ -91,7 +92,7 @@ class Run:
             return session, greeting, None
         _, ehlo = await session.ehlo()
         if self.tls_phase and self.target.transport is not Transport.TLS:
-            tls_reply = await session.starttls()
+            tls_reply = await session.starttls(self.starttls_context)
             if tls_reply.code != 220:
                 raise TlsError(f"STARTTLS refused: {tls_reply}")
             _, ehlo = await session.ehlo()
@@ -356,6 +357,7 @@ class Ready:
     pending_mail: bool = False  # a transaction is open (the preflight's check): RSET first
     refusals: int = 0  # refusals already spent on this session, counted against the budget
     open_mail: OpenMail | None = None  # the open transaction's accepted MAIL: more RCPTs may follow
+    ehlo: Ehlo | None = None  # the session's last EHLO reply (after STARTTLS in the TLS phase)
 
 
 Opened = Awaitable[Ready]
@@ -383,7 +385,7 @@ async def open_for_battery(run: Run) -> Ready:
     if greeting.code != 220:
         session.close()
         raise ConnectError(f"server refused the session: {greeting}")
-    return Ready(session, ehlo is not None and ehlo.has("PIPELINING"))
+    return Ready(session, ehlo is not None and ehlo.has("PIPELINING"), ehlo=ehlo)
 
 
 LIMIT_BACKOFF = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)  # seconds between tries when alone and refused with 421

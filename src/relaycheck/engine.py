@@ -35,7 +35,7 @@ from relaycheck.battery import (
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
 from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, mark_unknown, sent_tokens
 from relaycheck.dns import make_resolver
-from relaycheck.errors import ConnectionClosed, RelaycheckError, TlsError, kind_of
+from relaycheck.errors import CertificateUnverified, ConnectionClosed, RelaycheckError, TlsError, kind_of
 from relaycheck.findings import hygiene_findings, with_remediation
 from relaycheck.findings.registry import fix_for
 from relaycheck.fingerprint import fingerprint
@@ -43,8 +43,11 @@ from relaycheck.hygiene import (
     HygieneOptions,
     SessionInspection,
     auth_bypass_check,
+    auth_mechanisms,
     dns_facts,
     inspect_session,
+    tls_facts,
+    verifying_tls_context,
     vrfy_replies,
 )
 from relaycheck.model import (
@@ -336,6 +339,28 @@ class TlsBattery:
     results: dict[str, Observation]
     failure: str | None = None  # why STARTTLS could not be used: the battery was not run
     tls_error: bool = False  # the failure was TLS's own (refused STARTTLS, failed handshake)
+    # What its first session showed of TLS, when asked to look (``over_starttls(look=True)``)
+    tls: TlsFacts | None = None
+    auth_after_tls: tuple[str, ...] = ()
+
+
+async def _first_tls_session(run: Run, look: bool) -> tuple[Ready, TlsFacts | None]:
+    """The first session of a battery over STARTTLS. With ``look``, its handshake is the one the
+    TLS findings come from (no inspection session of its own): made with the trust store first;
+    a certificate that does not verify costs one more session, without verification, whose
+    certificate is then described with the reason it did not verify."""
+    if not look:
+        return await open_within_limit(run), None
+    verify_error: str | None = None
+    try:
+        first = await open_within_limit(replace(run, starttls_context=verifying_tls_context()))
+    except CertificateUnverified as exc:
+        verify_error = exc.reason
+        first = await open_within_limit(run)
+    ssl_object = first.session.ssl_object
+    if ssl_object is None:
+        return first, TlsFacts(offered=True, error="no TLS state")
+    return first, tls_facts(ssl_object, run.target.host, offered=True, verify_error=verify_error)
 
 
 def _proof(run: Run, probes: Sequence[PlannedProbe], known: dict[str, Observation]) -> Proof | None:
@@ -356,13 +381,15 @@ async def over_starttls(
     connections: int | None = None,
     *,
     proof: Proof | None = None,
+    look: bool = False,
 ) -> TlsBattery:
     """The battery over STARTTLS. One session is opened first: a STARTTLS that fails (454, a
     broken handshake) ends the phase at once, its probes reported as not run, instead of every
-    probe failing on connection after connection."""
+    probe failing on connection after connection. ``look``: that first session's handshake also
+    gives the TLS facts."""
     tls_run = run if run.tls_phase else run.phase(True)
     try:
-        first = await open_within_limit(tls_run)
+        first, seen = await _first_tls_session(tls_run, look)
     except FAILURES as exc:
         why = f"STARTTLS could not be used: {exc}"
         return TlsBattery(_not_run(probes, why, len(run.sessions) - 1), why, isinstance(exc, TlsError))
@@ -379,7 +406,7 @@ async def over_starttls(
     )
     found = await other_senders(tls_run, probes, slots, found)
     run.limit = tls_run.limit or run.limit
-    return TlsBattery(found)
+    return TlsBattery(found, tls=seen, auth_after_tls=auth_mechanisms(first.ehlo) if seen is not None else ())
 
 
 def _not_run(probes: Sequence[PlannedProbe], why: str, connection: int, *, tls: bool = True) -> dict[str, Observation]:
@@ -440,18 +467,18 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
     target = run.target
     tls_possible = facts.starttls_offered or target.transport is Transport.TLS
     vrfy_done = pre.vrfy is not None  # asked on the first session
-    # A session only when there is something to ask: VRFY, or a TLS handshake to look at.
-    inspect = (hygiene.vrfy and not vrfy_done) or (hygiene.tls and tls_possible)
     tls_battery = (
         hygiene.tls_battery
         and facts.starttls_offered
         and not facts.tls_required
         and target.transport is Transport.PLAIN
     )
-    spare = max(1, options.max_connections - int(inspect) - int(hygiene.auth_bypass))
-
     proof = _proof(run, pre.probes, {})
     proven = proof is not None and proof(results)
+    look = hygiene.tls and tls_battery and not proven  # the TLS facts from the TLS battery's handshake
+    # A session only when there is something to ask: VRFY, or a TLS handshake to look at.
+    inspect = (hygiene.vrfy and not vrfy_done) or (hygiene.tls and tls_possible and not look)
+    spare = max(1, options.max_connections - int(inspect) - int(hygiene.auth_bypass))
 
     async def over_tls() -> TlsBattery:
         if not tls_battery:
@@ -459,7 +486,7 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
         if proven:  # nothing over STARTTLS can change the verdict
             relay = [replace(p, id=f"{p.id}{TLS_SUFFIX}") for p in pre.probes if p.kind is ProbeKind.RELAY]
             return TlsBattery(_not_run(relay, PROVEN, 0))
-        found = await over_starttls(run, pre.probes, slots, connections=spare)
+        found = await over_starttls(run, pre.probes, slots, connections=spare, look=look)
         renamed = {f"{k}{TLS_SUFFIX}": replace(v, probe_id=f"{k}{TLS_SUFFIX}") for k, v in found.results.items()}
         return replace(found, results=renamed)
 
@@ -468,7 +495,7 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
         if not inspect:
             no_tls = TlsFacts(offered=False) if hygiene.tls else None  # known without connecting
             return SessionInspection(no_tls, (), *vrfy)
-        asked = replace(hygiene, vrfy=hygiene.vrfy and not vrfy_done)
+        asked = replace(hygiene, vrfy=hygiene.vrfy and not vrfy_done, tls=hygiene.tls and not look)
         inspected = await inspect_session(
             run.new_session, target.host, target.transport, facts.starttls_offered, asked, slots.local_domain,
             tls_required=facts.tls_required,
@@ -489,6 +516,8 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
     else:
         found, inspected, bypassed = await asyncio.gather(over_tls(), inspection(), bypass())
     failure = found.failure if found.tls_error else None
+    if look and inspected is not None:  # what the TLS battery's first handshake showed
+        inspected = replace(inspected, tls=found.tls, auth_after_tls=found.auth_after_tls)
     return _SecondPhase(found.results, inspected, bypassed, failure)
 
 

@@ -217,7 +217,7 @@ class SessionInspection:
 NewSession = Callable[[Transport, ssl.SSLContext | None], SmtpSession]
 
 
-def _auth_mechanisms(ehlo: Ehlo | None) -> tuple[str, ...]:
+def auth_mechanisms(ehlo: Ehlo | None) -> tuple[str, ...]:
     if ehlo is None:
         return ()
     for keyword in ehlo.keywords:
@@ -276,7 +276,7 @@ async def inspect_session(
                 else TlsFacts(offered=True, error="no TLS state")
             )
             await session.quit()
-            return SessionInspection(facts, _auth_mechanisms(ehlo), *vrfy)
+            return SessionInspection(facts, auth_mechanisms(ehlo), *vrfy)
         except _FAILURES as exc:
             session.abort()
             if not isinstance(exc, TlsError):

@@ -180,3 +180,20 @@ def test_json_reports_the_probes_not_run(smtp_server: ServerFactory, capsys: pyt
                  "--ext-recipient", "relaytest@outside-b.test", "--local-domain", "relay.test", "--no-ptr",
                  "--no-dnsbl"])  # fmt: skip
     assert f"({RELAY_PROBES - 2} not run)" in capsys.readouterr().out
+
+
+def test_the_tls_facts_come_from_the_tls_batterys_own_handshake(smtp_server: ServerFactory) -> None:
+    """No inspection session for TLS: the TLS battery's first STARTTLS is made with the trust
+    store, and a certificate that does not verify (this one is self-signed) costs one handshake
+    more, the battery's own session, whose certificate the findings describe."""
+    server = smtp_server("closed", tls=True)
+    report = check_one(server.address, hygiene=HygieneOptions(ptr=False, dnsbl=False))
+    assert report.verdict.kind is VerdictKind.CLOSED
+    assert report.hygiene is not None and report.hygiene.tls is not None
+    tls = report.hygiene.tls
+    assert tls.established and tls.chain_verified is False and tls.verify_error and tls.cert_sha256
+    assert "cert-untrusted" in {f.code for f in report.findings}
+    relay_sessions = [c for c in report.connections if any((e.sent or "").startswith("RCPT") for e in c.exchanges)]
+    refused_handshakes = [c for c in report.connections if "certificate verify failed" in (c.error or "")]
+    assert len(refused_handshakes) == 1  # the verifying try; everything else carried probes
+    assert len(report.connections) == len(relay_sessions) + 1
