@@ -309,7 +309,9 @@ async def _first_battery(run: Run, pre: _Preflight) -> dict[str, Observation]:
             run.refused_senders.setdefault((tls, item.probe.mail_from), item.mail)  # not sent again
         elif item.mail.positive:
             run.accepted_senders.add((tls, item.probe.mail_from))
-    rest, called = on_demand(proving_order([p for p in pre.probes if p.id not in results]))
+    # In the proving order of the whole plan: the first round's sender first, so that the first
+    # session carries on in the transaction the first round left open.
+    rest, called = on_demand([p for p in proving_order(pre.probes) if p.id not in results])
     proof = _proof(run, pre.probes, results)
     if proof is not None and proof(results) and pre.first.stop is None:
         results.update(await _proven_at_once(run, pre, called))
@@ -320,7 +322,8 @@ async def _first_battery(run: Run, pre: _Preflight) -> dict[str, Observation]:
         openers.append(asyncio.ensure_future(_first_session(run, pre)))
     else:  # the server ended the first session: the probes it did not answer wait for the others
         pre.session.abort()
-    ahead = _sessions_ahead(run, pre, len(rest)) if openers else run.options.max_connections
+    to_send = [p for p in rest if (tls, p.mail_from) not in run.refused_senders]  # the others are settled unsent
+    ahead = _sessions_ahead(run, pre, len(to_send)) if openers else run.options.max_connections
     openers += [asyncio.ensure_future(open_for_battery(run)) for _ in range(ahead)]
     found = await battery(run, rest, openers, pre.attempts, proof=proof, on_demand=called)
     results.update(found)
