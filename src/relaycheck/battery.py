@@ -53,6 +53,9 @@ class Run:
     refused_senders: dict[tuple[bool, str], Reply] = field(default_factory=dict)
     accepted_senders: set[tuple[bool, str]] = field(default_factory=set)  # senders whose MAIL was accepted
     starttls_context: ssl.SSLContext | None = None  # for STARTTLS (None: any certificate)
+    # Sessions a battery ended with refusal budget left, kept for the next battery of the check
+    # (other senders, the other outside domain): it needs no session of its own for a few probes.
+    parked: list[Ready] = field(default_factory=list)
 
     def new_session(self, transport: Transport | None = None, tls_context: ssl.SSLContext | None = None) -> SmtpSession:
         if transport is None:
@@ -97,6 +100,11 @@ class Run:
                 raise TlsError(f"STARTTLS refused: {tls_reply}")
             _, ehlo = await session.ehlo()
         return session, greeting, ehlo
+
+    async def release(self) -> None:
+        """QUIT the parked sessions (before a wait, a new phase, the report): never held idle."""
+        parked, self.parked[:] = list(self.parked), []
+        await asyncio.gather(*(p.session.quit() for p in parked))
 
     def phase(self, tls: bool) -> Run:
         """The same run (shared session list and peer) with relay probes over STARTTLS or not."""
@@ -435,6 +443,7 @@ class _Battery:
         self.opening = 0  # workers waiting for their session: each will take up to per_connection probes
         self.working = 0  # workers holding a session
         self.keep = False  # park sessions with budget left in ``idle`` instead of ending them
+        self.park = False  # the same for the next battery, when one is coming (see ``holding``)
         # The sessions opened ahead take their first chunk in the order they were opened, whichever
         # comes up first: the same battery sends the same commands on the same session every time.
         self.dealt = 0  # sessions taken from ``preopened`` so far (their ticket is their rank)
@@ -530,11 +539,14 @@ class _Battery:
         while True:
             budget = self.per_connection - ready.refusals
             await self.wait_turn(ticket)
-            chunk = self.known_refused(await self.take(budget)) if budget > 0 and self.queue else []
+            chunk: list[PlannedProbe] = []
+            while not chunk and budget > 0 and self.queue:  # probes settled unsent leave room for more
+                chunk = self.known_refused(await self.take(budget))
             await self.pass_turn(ticket)
             ticket = None
+            hold = self.holding
             if not chunk:
-                if self.queue or not self.keep or budget <= 0:
+                if self.queue or not hold or budget <= 0:
                     await session.quit()
                 else:
                     self.idle.append(ready)
@@ -542,7 +554,7 @@ class _Battery:
             # The last chunk on this session: nothing left (nor a control its answers may call
             # for), or a chunk that may spend the whole budget.
             calls = bool(self.on_demand) and any(p.local_part_trick for p in chunk)
-            last = (not self.queue and not self.keep and not calls) or self.cost(chunk) >= budget
+            last = (not self.queue and not hold and not calls) or self.cost(chunk) >= budget
             try:
                 result = await run_chunk(
                     session,
@@ -569,6 +581,22 @@ class _Battery:
                 return
             ready.refusals += result.errors
             ready.pending_mail, ready.open_mail = True, result.open_mail
+
+    @property
+    def holding(self) -> bool:
+        """Sessions with budget left are kept (QUIT not pipelined with their last chunk): for this
+        battery's next round, or for the next battery once a refused sender makes one certain
+        (its probes go again with other senders)."""
+        return self.keep or (self.park and bool(self.run.refused_senders))
+
+    async def leave(self, park: bool) -> None:
+        """The battery is done with its idle sessions: parked for the next one (the one with the
+        most budget left), or ended."""
+        idle = sorted(self.idle, key=lambda r: r.refusals)
+        self.idle = []
+        keep = [r for r in idle[:1] if park and r.refusals < self.per_connection and r.session.connected]
+        self.run.parked += keep
+        await discard([ready(r) for r in idle if r not in keep])
 
     def known_refused(self, chunk: list[PlannedProbe]) -> list[PlannedProbe]:
         """Settle at once the probes whose sender the server refused at MAIL earlier in this run
@@ -656,6 +684,7 @@ async def battery(
     proof: Proof | None = None,
     head: int = 0,
     on_demand: Sequence[PlannedProbe] = (),
+    park: bool = False,
 ) -> dict[str, Observation]:
     """Run ``probes`` over at most ``connections`` (default ``max_connections``) at once.
 
@@ -670,10 +699,17 @@ async def battery(
     ``head``: the first probes that may prove the verdict go alone on the first session; the
     others follow only if they did not (the order is the caller's: see ``proof.proving_order``).
     ``on_demand``: controls sent only when a result calls for them, else reported as not needed.
+    ``park``: a session left with refusal budget is not ended but parked in ``run.parked`` for the
+    next battery (whoever parks must ``run.release()`` before any wait); the sessions parked
+    before this battery are always used first.
     """
     state = _Battery(run, probes, preopened, attempts, proof, on_demand)
+    # The sessions an earlier battery parked (this phase's) are used before any new one.
+    state.idle = [p for p in run.parked if p.session.tls == state.tls]
+    run.parked[:] = [p for p in run.parked if p not in state.idle]
     if state.check_proof():  # proven before this battery started
         await discard(preopened)
+        await state.leave(park)
         state.not_needed()
         return state.results
     if head and proof is not None and len(probes) > head:
@@ -683,13 +719,15 @@ async def battery(
         state.keep = False
         state.queue += rest
         if state.check_proof():
-            await discard([ready(parked) for parked in state.idle] + state.preopened)
-            state.idle.clear()
+            await discard(state.preopened)
+            await state.leave(False)
+    state.park = park
     limit = min(connections or run.options.max_connections, run.limit or run.options.max_connections)
     workers = max(1, min(limit, -(-len(state.queue) // state.per_connection)))
     if state.queue:
         await asyncio.gather(*(state.worker() for _ in range(workers)))
-    await discard([ready(parked) for parked in state.idle] + preopened)
+    await discard(preopened)
+    await state.leave(park)
     for probe in state.queue:  # not expected: every worker retired with probes still waiting
         state.results[probe.id] = failed(
             probe, "no session could be opened", attempts=attempts.get(probe.id, 0), connection=0

@@ -178,10 +178,13 @@ async def check_target(
     if isinstance(pre, TargetReport):
         return pre
     dns_task = _dns_task(run)
-    results = await _first_battery(run, pre)
-    results = await _retry_deferred(run, results, pre.by_id, on_retry)
-    results = await _around_relay_domains(run, pre.slots, results, pre.attempts)
-    results = await _retry_deferred(run, results, pre.by_id, on_retry)  # what that battery met
+    try:
+        results = await _first_battery(run, pre)
+        results = await _retry_deferred(run, results, pre.by_id, on_retry)
+        results = await _around_relay_domains(run, pre.slots, results, pre.attempts)
+        results = await _retry_deferred(run, results, pre.by_id, on_retry)  # what that battery met
+    finally:
+        await run.release()  # the clear-text phase is over: no session is kept past it
     second = await _second_phase(run, pre, results)
     results.update(second.tls_battery)
     results.update(await _data_stage(run, results, watcher, on_status))
@@ -325,7 +328,7 @@ async def _first_battery(run: Run, pre: _Preflight) -> dict[str, Observation]:
     to_send = [p for p in rest if (tls, p.mail_from) not in run.refused_senders]  # the others are settled unsent
     ahead = _sessions_ahead(run, pre, len(to_send)) if openers else run.options.max_connections
     openers += [asyncio.ensure_future(open_for_battery(run)) for _ in range(ahead)]
-    found = await battery(run, rest, openers, pre.attempts, proof=proof, on_demand=called)
+    found = await battery(run, rest, openers, pre.attempts, proof=proof, on_demand=called, park=True)
     results.update(found)
     results = await other_senders(run, pre.probes, pre.slots, results)
     needs_tls = [o for o in results.values() if o.reply is not None and is_tls_required(o.reply)]
@@ -333,6 +336,7 @@ async def _first_battery(run: Run, pre: _Preflight) -> dict[str, Observation]:
         return results
     pre.facts = replace(pre.facts, tls_required=True)  # required for some commands only
     run.tls_phase = True
+    await run.release()
     over_tls = await over_starttls(run, pre.probes, pre.slots, proof=_proof(run, pre.probes, {}))
     return results if over_tls.failure is not None else over_tls.results
 
@@ -406,6 +410,7 @@ async def over_starttls(
         proof=proof,
         head=len(first_round(ordered)),
         on_demand=called,
+        park=True,
     )
     found = await other_senders(tls_run, probes, slots, found)
     run.limit = tls_run.limit or run.limit
@@ -442,7 +447,9 @@ async def other_senders(
             continue
         proof = _proof(run, probes, results)
         waiting = _waiting_controls(results, by_id)
-        found = await battery(run, again, [], {}, proof=proof, head=len(first_round(again)), on_demand=waiting)
+        found = await battery(
+            run, again, [], {}, proof=proof, head=len(first_round(again)), on_demand=waiting, park=True
+        )
         for probe_id, obs in found.items():
             if not is_sender_refused(obs) and obs.outcome is not Outcome.ERROR:
                 first = results[probe_id]
@@ -518,6 +525,7 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
         found, inspected, bypassed = await over_tls(), await inspection(), await bypass()
     else:
         found, inspected, bypassed = await asyncio.gather(over_tls(), inspection(), bypass())
+    await run.release()
     failure = found.failure if found.tls_error else None
     if look and inspected is not None:  # what the TLS battery's first handshake showed
         inspected = replace(inspected, tls=found.tls, auth_after_tls=found.auth_after_tls)
@@ -697,7 +705,8 @@ async def _around_relay_domains(
         if p.kind is ProbeKind.RELAY and not p.domain_check
     ]
     waiting = _waiting_controls(results, {p.id: p for p in plan_probes(reordered, optional=run.options.all_probes)})
-    found = await other_senders(run, again, reordered, await battery(run, again, [], attempts, on_demand=waiting))
+    found = await battery(run, again, [], attempts, on_demand=waiting, park=True)
+    found = await other_senders(run, again, reordered, found)
     return {**results, **found}
 
 
@@ -726,6 +735,7 @@ async def _retry_deferred(
         attempt += 1
         if on_retry is not None:
             on_retry(RetryWait(attempt, len(deferred), min(wait, left), left))
+        await run.release()  # no session is held through the wait
         await asyncio.sleep(min(wait, left))
         wait = min(wait * 2, 30.0)
         proof = _proof(run, list(by_id.values()), results)

@@ -197,3 +197,21 @@ def test_the_tls_facts_come_from_the_tls_batterys_own_handshake(smtp_server: Ser
     refused_handshakes = [c for c in report.connections if "certificate verify failed" in (c.error or "")]
     assert len(refused_handshakes) == 1  # the verifying try; everything else carried probes
     assert len(report.connections) == len(relay_sessions) + 1
+
+
+def test_probes_sent_again_with_another_sender_ride_on_a_session_with_budget_left(smtp_server: ServerFactory) -> None:
+    """The server refuses the outside sender: those probes go again with the null sender, first
+    on the session the battery kept (refusal budget left) instead of a new one; no session is
+    opened only to greet and quit."""
+    server = smtp_server("outside-sender-refused")
+    report = check_one(server.address, hygiene=BATTERY_ONLY)
+    assert report.verdict.kind is VerdictKind.CLOSED
+    senders = [{(e.sent or "").partition(":")[2] for e in c.exchanges if (e.sent or "").startswith("MAIL")}
+               for c in report.connections]  # fmt: skip
+    assert all(senders), "a session that sent no MAIL"
+    # 4 refusals and EXPN's on the first session, 9 one-probe senders, 17 probes again with <>:
+    # 31 refusals at 9 a session; each battery on sessions of its own took 6
+    assert len(report.connections) <= 5
+    for connection in report.connections:
+        refused = [e for e in connection.exchanges if e.sent and e.reply is not None and not e.reply.positive]
+        assert len(refused) <= 9
