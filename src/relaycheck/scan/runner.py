@@ -223,7 +223,7 @@ class Scanner:
     async def _test(self, item: Item, target: Target, key: str) -> None:
         address = ipaddress.ip_address(target.address or target.host)
         engine = self.config.check.engine
-        usual = engine.max_connections + int(engine.hygiene.tls or engine.hygiene.vrfy)  # + the inspection session
+        usual = engine.max_connections  # VRFY/EXPN ride on the first; the TLS battery's are debt
         written = False
         try:
             async with self.hosts.hold(address), self.subnets.hold(subnet_of(address.version, int(address))):
