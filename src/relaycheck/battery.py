@@ -56,6 +56,9 @@ class Run:
     # Sessions a battery ended with refusal budget left, kept for the next battery of the check
     # (other senders, the other outside domain): it needs no session of its own for a few probes.
     parked: list[Ready] = field(default_factory=list)
+    # The battery over STARTTLS follows the clear-text one: a clear-text session with budget left is
+    # kept for it (STARTTLS on it, and the battery goes on there).
+    tls_next: bool = False
 
     def new_session(self, transport: Transport | None = None, tls_context: ssl.SSLContext | None = None) -> SmtpSession:
         if transport is None:
@@ -585,9 +588,9 @@ class _Battery:
     @property
     def holding(self) -> bool:
         """Sessions with budget left are kept (QUIT not pipelined with their last chunk): for this
-        battery's next round, or for the next battery once a refused sender makes one certain
-        (its probes go again with other senders)."""
-        return self.keep or (self.park and bool(self.run.refused_senders))
+        battery's next round, or for the next battery once one is certain: a refused sender's
+        probes go again with other senders, or the battery over STARTTLS follows."""
+        return self.keep or (self.park and (bool(self.run.refused_senders) or self.run.tls_next))
 
     async def leave(self, park: bool) -> None:
         """The battery is done with its idle sessions: parked for the next one (the one with the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -178,14 +179,15 @@ async def check_target(
     if isinstance(pre, TargetReport):
         return pre
     dns_task = _dns_task(run)
+    run.tls_next = _tls_battery_follows(run, pre.facts)
     try:
         results = await _first_battery(run, pre)
         results = await _retry_deferred(run, results, pre.by_id, on_retry)
         results = await _around_relay_domains(run, pre.slots, results, pre.attempts)
         results = await _retry_deferred(run, results, pre.by_id, on_retry)  # what that battery met
+        second = await _second_phase(run, pre, results)
     finally:
-        await run.release()  # the clear-text phase is over: no session is kept past it
-    second = await _second_phase(run, pre, results)
+        await run.release()  # no session is kept past the phases that use them
     results.update(second.tls_battery)
     results.update(await _data_stage(run, results, watcher, on_status))
     lookups = await dns_task if dns_task is not None else _NO_LOOKUPS
@@ -351,18 +353,58 @@ class TlsBattery:
     auth_after_tls: tuple[str, ...] = ()
 
 
-async def _first_tls_session(run: Run, look: bool) -> tuple[Ready, TlsFacts | None]:
-    """The first session of a battery over STARTTLS. With ``look``, its handshake is the one the
-    TLS findings come from (no inspection session of its own): made with the trust store first;
-    a certificate that does not verify costs one more session, without verification, whose
-    certificate is then described with the reason it did not verify."""
-    if not look:
-        return await open_within_limit(run), None
-    verify_error: str | None = None
+async def _upgraded(kept: Ready, context: ssl.SSLContext | None) -> Ready | str | None:
+    """STARTTLS on a clear-text session the battery kept: the session with its refusal budget as
+    it stands (the server's error count survives STARTTLS), the reason its certificate did not
+    verify, or None when this session cannot be used (a fresh one is tried instead). STARTTLS
+    itself failing (refused, a broken handshake) raises ``TlsError``: the phase ends there, as it
+    would on a fresh session."""
+    session = kept.session
     try:
-        first = await open_within_limit(replace(run, starttls_context=verifying_tls_context()))
+        if kept.pending_mail and not (await session.command("RSET")).positive:
+            await session.quit()
+            return None
+        reply = await session.starttls(context)
+        if reply.code != 220:
+            await session.quit()
+            raise TlsError(f"STARTTLS refused: {reply}")
+        _, ehlo = await session.ehlo()
     except CertificateUnverified as exc:
-        verify_error = exc.reason
+        return exc.reason
+    except TlsError:
+        raise
+    except FAILURES:
+        session.abort()
+        return None
+    if ehlo is None:
+        await session.quit()
+        return None
+    return Ready(session, ehlo.has("PIPELINING"), refusals=kept.refusals, ehlo=ehlo)
+
+
+async def _first_tls_session(run: Run, look: bool, kept: Ready | None = None) -> tuple[Ready, TlsFacts | None]:
+    """The first session of a battery over STARTTLS: ``kept``, a clear-text session the battery
+    kept, upgraded, else a new one. With ``look``, its handshake is the one the TLS findings come
+    from (no inspection session of its own): made with the trust store; a certificate that does
+    not verify costs that handshake, and a session without verification describes the certificate
+    with the reason it did not verify."""
+    verify_error: str | None = None
+    first: Ready | None = None
+    context = verifying_tls_context() if look else None
+    if kept is not None:
+        upgraded = await _upgraded(kept, context)
+        if isinstance(upgraded, str):
+            verify_error = upgraded
+        else:
+            first = upgraded
+    if first is None and not look:
+        return await open_within_limit(run), None
+    if first is None and verify_error is None:
+        try:
+            first = await open_within_limit(replace(run, starttls_context=context))
+        except CertificateUnverified as exc:
+            verify_error = exc.reason
+    if first is None:
         first = await open_within_limit(run)
     ssl_object = first.session.ssl_object
     if ssl_object is None:
@@ -389,6 +431,7 @@ async def over_starttls(
     *,
     proof: Proof | None = None,
     look: bool = False,
+    kept: Ready | None = None,
 ) -> TlsBattery:
     """The battery over STARTTLS. One session is opened first: a STARTTLS that fails (454, a
     broken handshake) ends the phase at once, its probes reported as not run, instead of every
@@ -396,7 +439,7 @@ async def over_starttls(
     gives the TLS facts."""
     tls_run = run if run.tls_phase else run.phase(True)
     try:
-        first, seen = await _first_tls_session(tls_run, look)
+        first, seen = await _first_tls_session(tls_run, look, kept)
     except FAILURES as exc:
         why = f"STARTTLS could not be used: {exc}"
         return TlsBattery(_not_run(probes, why, len(run.sessions) - 1), why, isinstance(exc, TlsError))
@@ -468,6 +511,17 @@ class _SecondPhase:
     tls_failure: str | None = None  # the battery over STARTTLS could not run: TLS's own failure
 
 
+def _tls_battery_follows(run: Run, facts: SessionFacts) -> bool:
+    """The relay battery runs again over STARTTLS after the clear-text one (relay policy can
+    differ after TLS): offered, not required (then the first battery is already over TLS)."""
+    return (
+        run.options.hygiene.tls_battery
+        and facts.starttls_offered
+        and not facts.tls_required
+        and run.target.transport is Transport.PLAIN
+    )
+
+
 async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observation]) -> _SecondPhase:
     """After the battery: the battery again over STARTTLS (relay policy can differ after TLS),
     the inspection session (VRFY, certificate) and the optional AUTH-bypass check, together
@@ -477,12 +531,11 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
     target = run.target
     tls_possible = facts.starttls_offered or target.transport is Transport.TLS
     vrfy_done = pre.vrfy is not None  # asked on the first session
-    tls_battery = (
-        hygiene.tls_battery
-        and facts.starttls_offered
-        and not facts.tls_required
-        and target.transport is Transport.PLAIN
-    )
+    tls_battery = _tls_battery_follows(run, facts)
+    # A clear-text session the battery kept with budget left: the battery over STARTTLS starts on it.
+    kept = next((p for p in run.parked if not p.session.tls), None)
+    run.parked[:] = [p for p in run.parked if p is not kept]
+    await run.release()
     proof = _proof(run, pre.probes, {})
     proven = proof is not None and proof(results)
     look = hygiene.tls and tls_battery and not proven  # the TLS facts from the TLS battery's handshake
@@ -491,12 +544,14 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
     spare = max(1, options.max_connections - int(inspect) - int(hygiene.auth_bypass))
 
     async def over_tls() -> TlsBattery:
+        if (not tls_battery or proven) and kept is not None:
+            await kept.session.quit()
         if not tls_battery:
             return TlsBattery({})
         if proven:  # nothing over STARTTLS can change the verdict
             relay = [replace(p, id=f"{p.id}{TLS_SUFFIX}") for p in pre.probes if p.kind is ProbeKind.RELAY]
             return TlsBattery(_not_run(relay, PROVEN, 0))
-        found = await over_starttls(run, pre.probes, slots, connections=spare, look=look)
+        found = await over_starttls(run, pre.probes, slots, connections=spare, look=look, kept=kept)
         renamed = {f"{k}{TLS_SUFFIX}": replace(v, probe_id=f"{k}{TLS_SUFFIX}") for k, v in found.results.items()}
         return replace(found, results=renamed)
 

@@ -15,7 +15,7 @@ import pytest
 
 from relaycheck.cli import main
 from relaycheck.hygiene import HygieneOptions
-from relaycheck.model import Outcome, ProbeKind, TargetReport, VerdictKind
+from relaycheck.model import ConnectionLog, Outcome, ProbeKind, TargetReport, VerdictKind
 from relaycheck.testing.servers import BEHAVIOURS, ServerThread
 
 from .conftest import ServerFactory, check_one
@@ -215,3 +215,25 @@ def test_probes_sent_again_with_another_sender_ride_on_a_session_with_budget_lef
     for connection in report.connections:
         refused = [e for e in connection.exchanges if e.sent and e.reply is not None and not e.reply.positive]
         assert len(refused) <= 9
+
+
+def test_the_tls_battery_starts_with_starttls_on_a_clear_text_session_with_budget_left(
+    smtp_server: ServerFactory,
+) -> None:
+    """VRFY of a random user refused too: 28 clear-text refusals, the fourth session carries one,
+    and is kept for the battery over STARTTLS (RSET, STARTTLS on it). Its verifying handshake
+    fails on this self-signed certificate, so no session was opened only to fail it."""
+    server = smtp_server("closed", tls=True, vrfy_enabled=True)
+    report = check_one(server.address, hygiene=HygieneOptions(ptr=False, dnsbl=False))
+    assert report.verdict.kind is VerdictKind.CLOSED
+    assert report.hygiene is not None and report.hygiene.tls is not None and report.hygiene.tls.verify_error
+
+    def rcpt_before_starttls(connection: ConnectionLog) -> bool:
+        sent = [e.sent or "" for e in connection.exchanges]
+        return "STARTTLS" in sent and any(s.startswith("RCPT") for s in sent[: sent.index("STARTTLS")])
+
+    upgraded = [c for c in report.connections if rcpt_before_starttls(c)]
+    assert len(upgraded) == 1 and "certificate verify failed" in (upgraded[0].error or "")
+    assert all(any((e.sent or "").startswith("RCPT") for e in c.exchanges) for c in report.connections)
+    over_tls = [o for o in report.observations if o.probe_id.endswith("/tls") and o.kind is ProbeKind.RELAY]
+    assert len(over_tls) == RELAY_PROBES and all(o.outcome is not Outcome.SKIPPED for o in over_tls)
