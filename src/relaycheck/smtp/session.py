@@ -281,16 +281,13 @@ class SmtpSession:
         protocol = self._require()
         assert protocol.transport is not None
         protocol.transport.write(b"".join(encode_command(line) for line in lines))
-        if lines and lines[-1] == "QUIT" and protocol.transport.can_write_eof():
-            # Nothing follows QUIT: say so at once (a FIN). Exim holds its 221 back (TCP_CORK) and
-            # waits up to 200 ms for the client to close first; our end of the stream lets it go.
-            with contextlib.suppress(OSError):  # already gone: the read below says so
-                protocol.transport.write_eof()
         self.round_trips += 1
         replies: list[Reply] = []
         step = self.config.command_timeout if timeout is None else timeout
         queued = protocol.replies
-        for line in lines:
+        for number, line in enumerate(lines):
+            if number == len(lines) - 1 and line == "QUIT":
+                self._end_stream()
             if queued:  # pipelined replies mostly arrive together: take them without a wait
                 reply = queued.popleft()
                 self._record(line, reply)
@@ -305,6 +302,16 @@ class SmtpSession:
             self._record(line, reply)
             replies.append(reply)
         return replies
+
+    def _end_stream(self) -> None:
+        """Everything before QUIT is answered and nothing follows it: close our sending side (a
+        FIN). Exim holds its 221 back (TCP_CORK) and waits up to 200 ms for the client to close
+        first; our end of the stream lets it go. Only once the other replies are in: a middlebox
+        that ends the whole connection on a FIN then costs no more than the 221."""
+        transport = self._protocol.transport if self._protocol is not None else None
+        if transport is not None and transport.can_write_eof():
+            with contextlib.suppress(OSError):  # already gone: the read that follows says so
+                transport.write_eof()
 
     async def ehlo(self) -> tuple[Reply, Ehlo | None]:
         """EHLO, falling back to HELO when EHLO is refused. Returns the reply and extensions."""
