@@ -245,12 +245,12 @@ def _steps(groups: list[list[PlannedProbe]], reset_first: bool, open_mail: OpenM
     return steps
 
 
-def _lines(steps: list[_Step], quit_at_end: bool) -> list[str]:
+def _lines(steps: list[_Step]) -> list[str]:
     lines: list[str] = []
     for step in steps:
         lines += ["RSET"] * step.reset + [mail_from(step.probes[0].mail_from)] * step.mail
         lines += [rcpt_to(p.rcpt_to) for p in step.probes]
-    return lines + ["QUIT"] * quit_at_end
+    return lines
 
 
 def _typed(cause: Exception) -> RelaycheckError:
@@ -313,21 +313,27 @@ async def run_chunk(
 
     ``reset_first``: a transaction is open on the session: RSET it first, unless ``open_mail``
     (its accepted MAIL) has the sender of the first group, which then carries on in it.
-    ``quit_at_end``: QUIT after the chunk (in the same write when pipelining), else the session
-    stays open for another chunk.
+    ``quit_at_end``: QUIT once the chunk is answered, else the session stays open for another
+    chunk. QUIT goes alone, not in the chunk's write: it ends our side of the stream at once
+    (``SmtpSession.pipeline``), which Exim needs to send anything it holds back, and a FIN in
+    the same write as the probes could cost their replies behind a middlebox that ends the whole
+    connection on it.
     """
     steps = _steps(envelopes(probes, grouped), reset_first, open_mail)
     if pipelining:
         cause: Exception | None = None
         try:
-            replies = await session.pipeline(_lines(steps, quit_at_end))
+            replies = await session.pipeline(_lines(steps))
         except PartialReplies as partial:
             replies, cause = partial.replies, partial.cause
         chunk = _read_pipelined(steps, replies, open_mail, None if cause is None else str(cause))
         if cause is not None and chunk.stop == str(cause):
             chunk.failure = _typed(cause)
         if quit_at_end:
-            session.close()
+            if chunk.stop is None:
+                await session.quit()
+            else:
+                session.close()
         return chunk
     chunk = Chunk([], None)
     try:

@@ -285,9 +285,9 @@ class SmtpSession:
         replies: list[Reply] = []
         step = self.config.command_timeout if timeout is None else timeout
         queued = protocol.replies
-        for number, line in enumerate(lines):
-            if number == len(lines) - 1 and line == "QUIT":
-                self._end_stream()
+        if lines[-1:] == ["QUIT"]:
+            self._end_stream()
+        for line in lines:
             if queued:  # pipelined replies mostly arrive together: take them without a wait
                 reply = queued.popleft()
                 self._record(line, reply)
@@ -304,10 +304,9 @@ class SmtpSession:
         return replies
 
     def _end_stream(self) -> None:
-        """Everything before QUIT is answered and nothing follows it: close our sending side (a
-        FIN). Exim holds its 221 back (TCP_CORK) and waits up to 200 ms for the client to close
-        first; our end of the stream lets it go. Only once the other replies are in: a middlebox
-        that ends the whole connection on a FIN then costs no more than the 221."""
+        """Nothing follows QUIT: close our sending side at once (a FIN). Exim holds its 221 back
+        (TCP_CORK) and waits up to 200 ms for the client to close first; our end of the stream
+        lets it go. (The battery sends QUIT alone, once everything else is answered.)"""
         transport = self._protocol.transport if self._protocol is not None else None
         if transport is not None and transport.can_write_eof():
             with contextlib.suppress(OSError):  # already gone: the read that follows says so
