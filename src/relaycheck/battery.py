@@ -187,6 +187,20 @@ def from_probe(
     )
 
 
+def skipped(probe: PlannedProbe, why: str, *, tls: bool, connection: int = 0) -> Observation:
+    """``probe`` was not run, and why: "not run: <why>"."""
+    return from_probe(
+        probe,
+        outcome=Outcome.SKIPPED,
+        stage=Stage.CONNECT,
+        reply=None,
+        reason=f"not run: {why}",
+        connection=connection,
+        attempts=0,
+        tls=tls,
+    )
+
+
 MAX_RECIPIENTS = 50  # RCPTs in one transaction (RFC 5321 has servers take at least 100)
 
 
@@ -626,16 +640,7 @@ class _Battery:
         if self.proof is None or not self.proof(self.results):
             return False
         for probe in self.queue:
-            self.results[probe.id] = from_probe(
-                probe,
-                outcome=Outcome.SKIPPED,
-                stage=Stage.CONNECT,
-                reply=None,
-                reason=f"not run: {PROVEN}",
-                connection=0,
-                attempts=0,
-                tls=self.tls,
-            )
+            self.results[probe.id] = skipped(probe, PROVEN, tls=self.tls)
         self.queue.clear()
         return True
 
@@ -650,16 +655,7 @@ class _Battery:
     def not_needed(self) -> None:
         """The on-demand controls no result called for: reported as not run, and why."""
         for role, control in self.on_demand.items():
-            self.results[control.id] = from_probe(
-                control,
-                outcome=Outcome.SKIPPED,
-                stage=Stage.CONNECT,
-                reply=None,
-                reason=f"not run: {ON_DEMAND[role]}",
-                connection=0,
-                attempts=0,
-                tls=self.tls,
-            )
+            self.results[control.id] = skipped(control, ON_DEMAND[role], tls=self.tls)
         self.on_demand.clear()
 
     def settle(self, chunk: list[PlannedProbe], done: list[ProbeReplies], stop: str | None, index: int) -> None:

@@ -26,12 +26,12 @@ from relaycheck.battery import (
     Ready,
     Run,
     battery,
-    from_probe,
     observation,
     open_for_battery,
     open_within_limit,
     ready,
     run_chunk,
+    skipped,
 )
 from relaycheck.catalogue import PlannedProbe, Slots, plan_probes
 from relaycheck.delivery import ArrivalWatcher, data_probe, deliver, mark_arrivals, mark_unknown, sent_tokens
@@ -149,6 +149,8 @@ class _Preflight:
     first: Chunk  # the postmaster control and the first round, on the first session
     attempts: dict[str, int] = field(default_factory=dict)
     vrfy: VrfyReplies | None = None  # asked on the first session (else by the inspection session)
+    # What the first battery's STARTTLS showed, when the server requires it (no inspection session)
+    tls_seen: TlsBattery | None = None
 
     @property
     def by_id(self) -> dict[str, PlannedProbe]:
@@ -304,7 +306,18 @@ async def _first_battery(run: Run, pre: _Preflight) -> dict[str, Observation]:
     if pre.facts.tls_required and plain_target:
         await pre.session.quit()
         run.tls_phase = True
-        return (await over_starttls(run, pre.probes, pre.slots, proof=_proof(run, pre.probes, {}))).results
+        hygiene = run.options.hygiene
+        over_tls = await over_starttls(
+            run,
+            pre.probes,
+            pre.slots,
+            proof=_proof(run, pre.probes, {}),
+            look=hygiene.tls,
+            vrfy_domain=pre.slots.local_domain if hygiene.vrfy else None,
+        )
+        if over_tls.failure is None:
+            pre.tls_seen, pre.vrfy = over_tls, over_tls.vrfy
+        return over_tls.results
     tls = pre.session.tls
     results: dict[str, Observation] = {}
     for item in pre.first.done:
@@ -351,6 +364,7 @@ class TlsBattery:
     # What its first session showed of TLS, when asked to look (``over_starttls(look=True)``)
     tls: TlsFacts | None = None
     auth_after_tls: tuple[str, ...] = ()
+    vrfy: VrfyReplies | None = None  # asked on its first session (``vrfy_domain``)
 
 
 async def _upgraded(kept: Ready, context: ssl.SSLContext | None) -> Ready | str | None:
@@ -432,17 +446,28 @@ async def over_starttls(
     proof: Proof | None = None,
     look: bool = False,
     kept: Ready | None = None,
+    vrfy_domain: str | None = None,
 ) -> TlsBattery:
     """The battery over STARTTLS. One session is opened first: a STARTTLS that fails (454, a
     broken handshake) ends the phase at once, its probes reported as not run, instead of every
     probe failing on connection after connection. ``look``: that first session's handshake also
-    gives the TLS facts."""
+    gives the TLS facts; ``vrfy_domain``: VRFY/EXPN are asked on it too (a server that requires
+    STARTTLS answers them only over TLS)."""
     tls_run = run if run.tls_phase else run.phase(True)
     try:
         first, seen = await _first_tls_session(tls_run, look, kept)
     except FAILURES as exc:
         why = f"STARTTLS could not be used: {exc}"
         return TlsBattery(_not_run(probes, why, len(run.sessions) - 1), why, isinstance(exc, TlsError))
+    vrfy: VrfyReplies | None = None
+    if vrfy_domain is not None:
+        try:
+            vrfy = await vrfy_replies(first.session, vrfy_domain)
+        except FAILURES:
+            first.session.abort()
+            first = await open_within_limit(tls_run)
+        else:
+            first.refusals += sum(1 for r in vrfy if r is not None and not r.positive)
     ordered, called = on_demand(proving_order(probes))
     found = await battery(
         tls_run,
@@ -457,23 +482,13 @@ async def over_starttls(
     )
     found = await other_senders(tls_run, probes, slots, found)
     run.limit = tls_run.limit or run.limit
-    return TlsBattery(found, tls=seen, auth_after_tls=auth_mechanisms(first.ehlo) if seen is not None else ())
+    return TlsBattery(
+        found, tls=seen, auth_after_tls=auth_mechanisms(first.ehlo) if seen is not None else (), vrfy=vrfy
+    )
 
 
 def _not_run(probes: Sequence[PlannedProbe], why: str, connection: int, *, tls: bool = True) -> dict[str, Observation]:
-    return {
-        p.id: from_probe(
-            p,
-            outcome=Outcome.SKIPPED,
-            stage=Stage.CONNECT,
-            reply=None,
-            reason=f"not run: {why}",
-            connection=max(0, connection),
-            attempts=0,
-            tls=tls,
-        )
-        for p in probes
-    }
+    return {p.id: skipped(p, why, tls=tls, connection=max(0, connection)) for p in probes}
 
 
 async def other_senders(
@@ -539,8 +554,9 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
     proof = _proof(run, pre.probes, {})
     proven = proof is not None and proof(results)
     look = hygiene.tls and tls_battery and not proven  # the TLS facts from the TLS battery's handshake
+    seen = pre.tls_seen if pre.tls_seen is not None and pre.tls_seen.tls is not None else None
     # A session only when there is something to ask: VRFY, or a TLS handshake to look at.
-    inspect = (hygiene.vrfy and not vrfy_done) or (hygiene.tls and tls_possible and not look)
+    inspect = (hygiene.vrfy and not vrfy_done) or (hygiene.tls and tls_possible and not look and seen is None)
     spare = max(1, options.max_connections - int(inspect) - int(hygiene.auth_bypass))
 
     async def over_tls() -> TlsBattery:
@@ -560,7 +576,7 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
         if not inspect:
             no_tls = TlsFacts(offered=False) if hygiene.tls else None  # known without connecting
             return SessionInspection(no_tls, (), *vrfy)
-        asked = replace(hygiene, vrfy=hygiene.vrfy and not vrfy_done, tls=hygiene.tls and not look)
+        asked = replace(hygiene, vrfy=hygiene.vrfy and not vrfy_done, tls=hygiene.tls and not look and seen is None)
         inspected = await inspect_session(
             run.new_session, target.host, target.transport, facts.starttls_offered, asked, slots.local_domain,
             tls_required=facts.tls_required,
@@ -582,8 +598,9 @@ async def _second_phase(run: Run, pre: _Preflight, results: dict[str, Observatio
         found, inspected, bypassed = await asyncio.gather(over_tls(), inspection(), bypass())
     await run.release()
     failure = found.failure if found.tls_error else None
-    if look and inspected is not None:  # what the TLS battery's first handshake showed
-        inspected = replace(inspected, tls=found.tls, auth_after_tls=found.auth_after_tls)
+    shown = found if look else seen  # what a battery's first STARTTLS handshake showed
+    if shown is not None and inspected is not None:
+        inspected = replace(inspected, tls=shown.tls, auth_after_tls=shown.auth_after_tls)
     return _SecondPhase(found.results, inspected, bypassed, failure)
 
 

@@ -237,3 +237,21 @@ def test_the_tls_battery_starts_with_starttls_on_a_clear_text_session_with_budge
     assert all(any((e.sent or "").startswith("RCPT") for e in c.exchanges) for c in report.connections)
     over_tls = [o for o in report.observations if o.probe_id.endswith("/tls") and o.kind is ProbeKind.RELAY]
     assert len(over_tls) == RELAY_PROBES and all(o.outcome is not Outcome.SKIPPED for o in over_tls)
+
+
+def test_a_server_requiring_starttls_answers_vrfy_and_shows_tls_on_the_batterys_session(
+    smtp_server: ServerFactory,
+) -> None:
+    """The battery runs over STARTTLS from the start; its first session also asks VRFY/EXPN (over
+    TLS, where they get their real answer) and its handshake gives the TLS findings: no inspection
+    session after it."""
+    server = smtp_server("starttls-required")
+    report = check_one(server.address, hygiene=HygieneOptions(ptr=False, dnsbl=False))
+    assert report.facts.tls_required and report.verdict.kind is VerdictKind.OPEN
+    hygiene = report.hygiene
+    assert hygiene is not None and hygiene.tls is not None and hygiene.tls.established
+    assert hygiene.vrfy_postmaster is not None and hygiene.vrfy_postmaster.code != 530
+    vrfy_sessions = [c for c in report.connections if any((e.sent or "").startswith("VRFY") for e in c.exchanges)]
+    assert len(vrfy_sessions) == 1
+    assert any((e.sent or "").startswith("RCPT") for e in vrfy_sessions[0].exchanges)
+    assert len(report.connections) <= 3  # the clear-text preflight, the verifying try, the battery
