@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the exporter's thread
 
 from relaycheck.engine import EngineOptions
 from relaycheck.hygiene import HygieneOptions
-from relaycheck.monitor.exporter import Exporter, ExporterSettings
-from relaycheck.testing.loopthread import LoopThread
+from relaycheck.monitor.exporter import ExporterSettings
 from relaycheck.testing.servers import ServerThread
+from tests.support.exporter import ExporterThread
 
 ENGINE = EngineOptions(
     ext_recipients=("relaytest@outside-a.test", "relaytest@outside-b.test"),
@@ -36,34 +38,17 @@ ENGINE = EngineOptions(
 )
 
 
-class ExporterThread(LoopThread):
-    def __init__(self, settings: ExporterSettings) -> None:
-        super().__init__("exporter")
-        self.exporter = Exporter(settings)
-        self.port = 0
-
-    async def setup(self) -> None:
-        self.port = (await self.exporter.start("127.0.0.1", 0)).sockets[0].getsockname()[1]
-
-    async def teardown(self) -> None:
-        await self.exporter.stop()
-
-
-def get(port: int, path: str) -> tuple[int, float]:
+def get(ex: ExporterThread, path: str) -> tuple[int, float]:
+    """The status of GET ``path`` and its wall time."""
     started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=300) as response:
-            response.read()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
+    status, _ = ex.get(path, timeout=300)
     return status, time.perf_counter() - started
 
 
 def latency(settings: ExporterSettings, server: ServerThread, runs: int) -> list[float]:
     with ExporterThread(settings) as ex:
-        get(ex.port, f"/probe?target={server.address}")  # warm: the cached runs all hit the cache
-        return [get(ex.port, f"/probe?target={server.address}")[1] for _ in range(runs)]
+        get(ex, f"/probe?target={server.address}")  # warm: the cached runs all hit the cache
+        return [get(ex, f"/probe?target={server.address}")[1] for _ in range(runs)]
 
 
 def main() -> None:
@@ -102,7 +87,7 @@ def main() -> None:
         lock = threading.Lock()
 
         def scrape(server: ServerThread) -> None:
-            status, _ = get(ex.port, f"/probe?target={server.address}")
+            status, _ = get(ex, f"/probe?target={server.address}")
             with lock:
                 statuses.append(status)
 

@@ -20,11 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relaycheck.engine import EngineOptions
 from relaycheck.hygiene import HygieneOptions
-from relaycheck.monitor.exporter import Exporter, ExporterSettings
+from relaycheck.monitor.exporter import ExporterSettings
 from relaycheck.testing.dnsserver import DnsServerThread
-from relaycheck.testing.loopthread import LoopThread
 
 from ..behaviour.conftest import ServerFactory
+from ..support.exporter import ExporterThread
 from .holding import HoldingServer
 
 ENGINE = EngineOptions(
@@ -35,28 +35,6 @@ ENGINE = EngineOptions(
     greeting_timeout=20,
     hygiene=HygieneOptions(ptr=False, dnsbl=False),
 )
-
-
-class ExporterThread(LoopThread):
-    def __init__(self, settings: ExporterSettings) -> None:
-        super().__init__("exporter")
-        self.exporter = Exporter(settings)
-        self.port = 0
-
-    async def setup(self) -> None:
-        server = await self.exporter.start("127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-
-    async def teardown(self) -> None:
-        await self.exporter.stop()
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
 
 
 @pytest.fixture
