@@ -482,9 +482,8 @@ async def over_starttls(
     )
     found = await other_senders(tls_run, probes, slots, found)
     run.limit = tls_run.limit or run.limit
-    return TlsBattery(
-        found, tls=seen, auth_after_tls=auth_mechanisms(first.ehlo) if seen is not None else (), vrfy=vrfy
-    )
+    offered = auth_mechanisms(first.ehlo.keywords if first.ehlo else ()) if seen is not None else ()
+    return TlsBattery(found, tls=seen, auth_after_tls=offered, vrfy=vrfy)
 
 
 def _not_run(probes: Sequence[PlannedProbe], why: str, connection: int, *, tls: bool = True) -> dict[str, Observation]:
@@ -671,7 +670,7 @@ def _hygiene(
         ptr_names=names,
         fcrdns=fcrdns,
         tls=tls,
-        auth_before_tls=_auth_mechanisms(facts.extensions) if target.transport is not Transport.TLS else (),
+        auth_before_tls=auth_mechanisms(facts.extensions) if target.transport is not Transport.TLS else (),
         auth_after_tls=inspection.auth_after_tls,
         vrfy_postmaster=inspection.vrfy_postmaster,
         vrfy_random=inspection.vrfy_random,
@@ -682,14 +681,6 @@ def _hygiene(
         fingerprint=identity,
         dns_note=dns_note,
     )
-
-
-def _auth_mechanisms(extensions: Sequence[str]) -> tuple[str, ...]:
-    for keyword in extensions:
-        word, _, rest = keyword.partition(" ")
-        if word == "AUTH":
-            return tuple(m.upper() for m in rest.split())
-    return ()
 
 
 def _dns_task(run: Run) -> asyncio.Future[_Lookups] | None:

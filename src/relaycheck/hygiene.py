@@ -34,7 +34,7 @@ from relaycheck.model import DnsblResult, Reply, TlsFacts, Transport
 from relaycheck.names import is_hostname
 from relaycheck.options import HygieneOptions
 from relaycheck.smtp.session import PartialReplies, SmtpSession
-from relaycheck.smtp.wire import Ehlo, command_line, mail_from, rcpt_to
+from relaycheck.smtp.wire import command_line, mail_from, rcpt_to
 
 _FAILURES = (TransportError, ProtocolError, PartialReplies)
 
@@ -235,10 +235,9 @@ class SessionInspection:
 NewSession = Callable[[Transport, ssl.SSLContext | None], SmtpSession]
 
 
-def auth_mechanisms(ehlo: Ehlo | None) -> tuple[str, ...]:
-    if ehlo is None:
-        return ()
-    for keyword in ehlo.keywords:
+def auth_mechanisms(keywords: Sequence[str]) -> tuple[str, ...]:
+    """The SASL mechanisms an EHLO reply's keywords offer (``AUTH PLAIN LOGIN``), upper-cased."""
+    for keyword in keywords:
         word, _, rest = keyword.partition(" ")
         if word == "AUTH":
             return tuple(m.upper() for m in rest.split())
@@ -294,7 +293,7 @@ async def inspect_session(
                 else TlsFacts(offered=True, error="no TLS state")
             )
             await session.quit()
-            return SessionInspection(facts, auth_mechanisms(ehlo), *vrfy)
+            return SessionInspection(facts, auth_mechanisms(ehlo.keywords if ehlo else ()), *vrfy)
         except _FAILURES as exc:
             session.abort()
             if not isinstance(exc, TlsError):
