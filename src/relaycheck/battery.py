@@ -218,14 +218,13 @@ class Chunk:
     """What one chunk of probes produced on a session."""
 
     done: list[ProbeReplies]
-    stop: str | None  # why the session ended early (421, a drop), None when it is still usable
+    failure: RelaycheckError | None  # why the session ended early (a 421, a drop); None: still usable
     errors: int = 0  # 4xx/5xx replies the server counted against the session
     open_mail: OpenMail | None = None
-    failure: RelaycheckError | None = None  # the typed failure behind ``stop`` (a 421 is ConnectionClosed)
 
-    def __post_init__(self) -> None:
-        if self.stop is not None and self.failure is None:
-            self.failure = ConnectionClosed(self.stop)
+    @property
+    def stop(self) -> str | None:
+        return None if self.failure is None else str(self.failure)
 
 
 def envelopes(probes: Sequence[PlannedProbe], grouped: bool) -> list[list[PlannedProbe]]:
@@ -271,13 +270,15 @@ def _typed(cause: Exception) -> RelaycheckError:
     return cause if isinstance(cause, RelaycheckError) else ConnectionClosed(str(cause))
 
 
-def _closed(reply: Reply) -> str:
-    return f"server closed the session: {reply}"
+def _closed(reply: Reply) -> ConnectionClosed:
+    return ConnectionClosed(f"server closed the session: {reply}")
 
 
-def _read_pipelined(steps: list[_Step], replies: list[Reply], open_mail: OpenMail | None, stop: str | None) -> Chunk:
+def _read_pipelined(
+    steps: list[_Step], replies: list[Reply], open_mail: OpenMail | None, failure: RelaycheckError | None
+) -> Chunk:
     """Pair the replies of a pipelined chunk with its probes (as far as they go)."""
-    chunk = Chunk([], stop)
+    chunk = Chunk([], failure)
     position = 0
 
     def take() -> Reply | None:
@@ -291,13 +292,13 @@ def _read_pipelined(steps: list[_Step], replies: list[Reply], open_mail: OpenMai
     recipients = open_mail.recipients if open_mail is not None else 0
     for step in steps:
         if step.reset and (reset := take()) is not None and reset.code == 421:
-            return replace(chunk, stop=_closed(reset), open_mail=None, failure=None)
+            return replace(chunk, failure=_closed(reset), open_mail=None)
         if step.mail:
             mail, recipients = take(), 0
             if mail is None:
                 return replace(chunk, open_mail=None)
             if mail.code == 421:
-                return replace(chunk, stop=_closed(mail), open_mail=None, failure=None)
+                return replace(chunk, failure=_closed(mail), open_mail=None)
             chunk.errors += not mail.positive
         assert mail is not None
         for probe in step.probes:
@@ -305,7 +306,7 @@ def _read_pipelined(steps: list[_Step], replies: list[Reply], open_mail: OpenMai
             if rcpt is None:
                 return replace(chunk, open_mail=None)
             if rcpt.code == 421:
-                return replace(chunk, stop=_closed(rcpt), open_mail=None, failure=None)
+                return replace(chunk, failure=_closed(rcpt), open_mail=None)
             chunk.errors += not rcpt.positive
             chunk.done.append(ProbeReplies(probe, mail, rcpt))
             recipients += 1
@@ -340,9 +341,7 @@ async def run_chunk(
             replies = await session.pipeline(_lines(steps))
         except PartialReplies as partial:
             replies, cause = partial.replies, partial.cause
-        chunk = _read_pipelined(steps, replies, open_mail, None if cause is None else str(cause))
-        if cause is not None and chunk.stop == str(cause):
-            chunk.failure = _typed(cause)
+        chunk = _read_pipelined(steps, replies, open_mail, None if cause is None else _typed(cause))
         if quit_at_end:
             if chunk.stop is None:
                 await session.quit()
@@ -373,7 +372,7 @@ async def run_chunk(
                 chunk.done.append(ProbeReplies(probe, mail, answer))
             chunk.open_mail = OpenMail(step.probes[0].mail_from, mail, recipients) if mail.positive else None
     except PartialReplies as partial:
-        return Chunk(chunk.done, str(partial.cause), chunk.errors, failure=_typed(partial.cause))
+        return Chunk(chunk.done, _typed(partial.cause), chunk.errors)
     if quit_at_end:
         await session.quit()
     return chunk
@@ -589,7 +588,7 @@ class _Battery:
                     quit_at_end=last,
                 )
             except FAILURES as exc:
-                result = Chunk([], str(exc))
+                result = Chunk([], exc)
             self.settle(chunk, result.done, result.stop, session.index)
             self.check_proof()
             if result.stop is not None:

@@ -271,7 +271,7 @@ async def _proven_at_once(run: Run, pre: _Preflight, controls: list[PlannedProbe
                 quit_at_end=False,
             )
         except FAILURES as exc:
-            chunk = Chunk([], str(exc))
+            chunk = Chunk([], exc)
         found = {
             item.probe.id: observation(item, tls=tls, connection=session.index, attempts=1) for item in chunk.done
         }
