@@ -402,24 +402,17 @@ async def _first_tls_session(run: Run, look: bool, kept: Ready | None = None) ->
     from (no inspection session of its own): made with the trust store; a certificate that does
     not verify costs that handshake, and a session without verification describes the certificate
     with the reason it did not verify."""
-    verify_error: str | None = None
-    first: Ready | None = None
     context = verifying_tls_context() if look else None
-    if kept is not None:
-        upgraded = await _upgraded(kept, context)
-        if isinstance(upgraded, str):
-            verify_error = upgraded
-        else:
-            first = upgraded
-    if first is None and not look:
-        return await open_within_limit(run), None
-    if first is None and verify_error is None:
+    attempt = await _upgraded(kept, context) if kept is not None else None
+    if attempt is None and look:
         try:
-            first = await open_within_limit(replace(run, starttls_context=context))
+            attempt = await open_within_limit(replace(run, starttls_context=context))
         except CertificateUnverified as exc:
-            verify_error = exc.reason
-    if first is None:
-        first = await open_within_limit(run)
+            attempt = exc.reason
+    first = attempt if isinstance(attempt, Ready) else await open_within_limit(run)
+    if not look:
+        return first, None
+    verify_error = attempt if isinstance(attempt, str) else None
     ssl_object = first.session.ssl_object
     if ssl_object is None:
         return first, TlsFacts(offered=True, error="no TLS state")
@@ -460,19 +453,20 @@ async def over_starttls(
         why = f"STARTTLS could not be used: {exc}"
         return TlsBattery(_not_run(probes, why, len(run.sessions) - 1), why, isinstance(exc, TlsError))
     vrfy: VrfyReplies | None = None
+    openers: list[Opened] = [ready(first)]
     if vrfy_domain is not None:
         try:
             vrfy = await vrfy_replies(first.session, vrfy_domain)
-        except FAILURES:
+        except FAILURES:  # the session is gone: the battery opens its own
             first.session.abort()
-            first = await open_within_limit(tls_run)
+            openers = []
         else:
             first.refusals += sum(1 for r in vrfy if r is not None and not r.positive)
     ordered, called = on_demand(proving_order(probes))
     found = await battery(
         tls_run,
         ordered,
-        [ready(first)],
+        openers,
         {},
         connections=connections,
         proof=proof,
